@@ -1,0 +1,19 @@
+"""Shared fixtures: the real datasets in ../shared/data and quiet TensorFlow."""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The folder with mnist/ and fashion-mnist/ (WHETSTONE_DATA or ../shared/data)."""
+    path = Path(os.environ.get("WHETSTONE_DATA", SHARED_DATA))
+    if not (path / "mnist").is_dir():
+        pytest.skip(f"real datasets not found in {path}; set WHETSTONE_DATA")
+    return path
