@@ -6,8 +6,8 @@ Example:
     '0.1.0'
 """
 
-from whetstone import datasets, encoding, layers, sharpness
+from whetstone import callbacks, datasets, encoding, layers, sharpness
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "datasets", "encoding", "layers", "sharpness"]
+__all__ = ["__version__", "callbacks", "datasets", "encoding", "layers", "sharpness"]
