@@ -132,7 +132,7 @@ def test_simple_rejects_bad_arguments():
 def test_model_without_spiking_layers_is_refused():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu")])
     model.compile("sgd", "mse")
-    with pytest.raises(ValueError, match="has no spiking layers.*SpikingBRelu"):
+    with pytest.raises(ValueError, match=r"has no spiking layers.*SpikingBRelu"):
         model.fit(X, Y, epochs=1, callbacks=[SimpleSharpener()], verbose=0)
 
 
@@ -197,7 +197,8 @@ def test_scheduled_rejects_bad_windows(schedule, message):
 
 
 def test_scheduled_needs_one_window_per_layer():
-    with pytest.raises(ValueError, match=r"3 windows but the model has 2 spiking layers \['a', 'b'\]"):
+    message = r"3 windows but the model has 2 spiking layers \['a', 'b'\]"
+    with pytest.raises(ValueError, match=message):
         fit_trace(ScheduledSharpener([(0, 1), (1, 2), (2, 3)], verbose=0), epochs=1)
 
 

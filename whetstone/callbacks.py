@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -95,7 +96,7 @@ class Sharpener(keras.callbacks.Callback):
         if logs is None:
             return
         logs["sharpness"] = sum(self.values) / len(self.values)
-        for layer, value in zip(self.layers, self.values):
+        for layer, value in zip(self.layers, self.values, strict=True):
             logs[f"sharpness_{layer.name}"] = value
 
     def on_epoch_end(self, epoch, logs=None):
@@ -105,7 +106,8 @@ class Sharpener(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self.verbose and not self.fully_sharp:
-            table = ", ".join(f"{layer.name}={v:.3g}" for layer, v in zip(self.layers, self.values))
+            pairs = zip(self.layers, self.values, strict=True)
+            table = ", ".join(f"{layer.name}={v:.3g}" for layer, v in pairs)
             print(
                 f"{type(self).__name__}: training ended before the model was fully sharp "
                 f"({table}); train more epochs (fit with initial_epoch resumes) before converting."
@@ -162,9 +164,7 @@ class SimpleSharpener(Sharpener):
         """Per-layer sharpness after ``done`` steps."""
         if not self.bottom_up:
             return [min(done / self.steps, 1.0)] * num_layers
-        return [
-            min(max((done - i * self.steps) / self.steps, 0.0), 1.0) for i in range(num_layers)
-        ]
+        return [min(max((done - i * self.steps) / self.steps, 0.0), 1.0) for i in range(num_layers)]
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
@@ -258,7 +258,7 @@ def _check_windows(windows: list[Window]) -> None:
                 f"schedule window ({start}, {stop}) is invalid: it needs integer epochs "
                 "with 0 <= start < stop (sharpening runs in epochs start..stop-1)."
             )
-    for (_, stop), (start, _) in zip(windows, windows[1:]):
+    for (_, stop), (start, _) in itertools.pairwise(windows):
         if start < stop:
             raise ValueError(
                 f"schedule windows overlap: a window starts at epoch {start} before the "
