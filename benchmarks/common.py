@@ -1,0 +1,44 @@
+"""What every benchmark records next to its numbers, and how it writes them."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PACKAGES = ("whetstone", "keras", "tensorflow", "numpy", "nengo", "nengo-loihi")
+
+
+def environment() -> dict:
+    """Versions, machine and command line of this run."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "versions": versions,
+        "python": platform.python_version(),
+        "machine": {"cores": os.cpu_count(), "processor": platform.machine()},
+        "command": " ".join([Path(sys.executable).name, "-m", *sys.argv]).replace(".py", ""),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def write_result(name: str, result: dict, folder: Path = RESULTS) -> Path:
+    """Write ``result`` (plus the environment) to ``folder/name.json`` atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    payload = {"benchmark": name, **environment(), **result}
+    with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as f:
+        json.dump(payload, f, indent=2)
+        f.write("\n")
+    os.replace(f.name, path)
+    return path
