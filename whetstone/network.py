@@ -1,0 +1,643 @@
+"""SpikingNetwork: the backend-neutral description of a single-spike network.
+
+A network is an ordered list of :class:`Stage` objects, each a layer of memoryless
+threshold neurons ``s = H(W s_prev + b - theta)`` (``H(x) = 1`` if ``x >= 0``) fed by
+one linear operator: a dense matrix, a convolution kernel (kept as a convolution), or
+an OR-pool (sum of binary spikes over a window, threshold 0.5). It also records how
+the input is encoded (``"host"``: stage 0 runs on the host as the encoder;
+``"binary"``: the inputs are spikes and every stage runs on chip), how the output is
+decoded (:class:`KeyDecoder` or :class:`ReadoutDecoder`), and metadata. Shapes are per
+sample and channels-last. This module knows no Keras.
+
+Example:
+    >>> import numpy as np
+    >>> from whetstone.network import Stage, SpikingNetwork, KeyDecoder
+    >>> stage = Stage("d", "dense", (2,), (2,), weights=np.eye(2, dtype="float32"),
+    ...               bias=np.zeros(2, "float32"))
+    >>> net = SpikingNetwork((2,), [stage], KeyDecoder(np.eye(2, dtype="float32")))
+    >>> net.num_neurons, net.num_synapses, net.latency
+    (2, 4, 1)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+__all__ = [
+    "FORMAT_VERSION",
+    "KINDS",
+    "KeyDecoder",
+    "NetworkFileError",
+    "ReadoutDecoder",
+    "SpikingNetwork",
+    "Stage",
+    "load",
+    "output_length",
+    "same_padding",
+]
+
+FORMAT_VERSION = 1
+"""Version of the HDF5 layout written by :meth:`SpikingNetwork.save`."""
+
+FORMAT_NAME = "whetstone.SpikingNetwork"
+KINDS = ("dense", "conv", "pool")
+ENCODINGS = ("host", "binary")
+ACTIVATIONS = ("linear", "softmax")
+
+
+class NetworkFileError(ValueError):
+    """A file that is not a (readable) whetstone network file."""
+
+
+# ---------------------------------------------------------------- window geometry
+
+
+def same_padding(n: int, k: int, s: int = 1, d: int = 1) -> tuple[int, int]:
+    """Keras's 'same' padding (before, after) of one axis; the extra one goes after.
+
+    Example:
+        >>> same_padding(28, 3), same_padding(5, 2, 2)
+        ((1, 1), (0, 1))
+    """
+    total = max((math.ceil(n / s) - 1) * s + (k - 1) * d + 1 - n, 0)
+    return total // 2, total - total // 2
+
+
+def output_length(n: int, k: int, s: int = 1, d: int = 1, padding: str = "valid") -> int:
+    """Output length of one axis of a window operation (convolution or pooling).
+
+    Example:
+        >>> output_length(28, 3), output_length(28, 3, padding="same"), output_length(5, 2, 2)
+        (26, 28, 2)
+    """
+    if padding == "same":
+        return math.ceil(n / s)
+    return max((n - (k - 1) * d - 1) // s + 1, 0)
+
+
+def _axis_taps(n: int, k: int, s: int, d: int, padding: str) -> np.ndarray:
+    """(outputs, k) boolean: which taps of each output position fall inside the input."""
+    before = same_padding(n, k, s, d)[0] if padding == "same" else 0
+    starts = np.arange(output_length(n, k, s, d, padding)) * s - before
+    index = starts[:, None] + np.arange(k)[None, :] * d
+    return (index >= 0) & (index < n)
+
+
+def _axis_fan_out(n: int, k: int, s: int, d: int, padding: str) -> np.ndarray:
+    """(n,) how many output positions of one axis read each input position."""
+    before = same_padding(n, k, s, d)[0] if padding == "same" else 0
+    starts = np.arange(output_length(n, k, s, d, padding)) * s - before
+    index = (starts[:, None] + np.arange(k)[None, :] * d).ravel()
+    return np.bincount(index[(index >= 0) & (index < n)], minlength=n)
+
+
+# ---------------------------------------------------------------- stages
+
+
+def _array(value, name: str, where: str) -> np.ndarray:
+    array = np.ascontiguousarray(value, dtype=np.float32)
+    if not np.isfinite(array).all():
+        raise ValueError(f"{where}: {name} holds NaN or Inf values.")
+    return array
+
+
+@dataclass(eq=False)
+class Stage:
+    """One layer of threshold neurons and the linear operator feeding it.
+
+    Args:
+        name: name (usually the Keras layer it came from).
+        kind: ``"dense"``, ``"conv"`` or ``"pool"`` (OR-pool of binary spikes).
+        input_shape, output_shape: per-sample shapes, channels-last.
+        weights: dense ``(n_in, n_out)`` acting on the row-major flattened input;
+            conv ``(kh, kw, c_in, c_out)`` or ``(k, c_in, c_out)``; None for pool.
+        bias: ``(n_out,)`` / ``(c_out,)``, or of ``output_shape`` when it depends on
+            the position (a folded constant seen only by in-bounds taps); None: zero.
+        threshold: ``theta``; a neuron fires when ``W s + b - theta >= 0``.
+        strides, padding, dilation: window geometry of conv and pool
+            (``padding`` is ``"valid"`` or Keras's ``"same"``).
+        pool_size: window of a pool stage.
+
+    Example:
+        >>> import numpy as np
+        >>> conv = Stage("c", "conv", (5, 5, 1), (5, 5, 2), np.ones((3, 3, 1, 2), "float32"),
+        ...              np.zeros(2, "float32"), padding="same")
+        >>> conv.num_neurons, conv.num_synapses, conv.fan_in, conv.fan_out
+        (50, 338, 9, 18)
+    """
+
+    name: str
+    kind: str
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    weights: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    threshold: float = 0.5
+    strides: tuple[int, ...] = ()
+    padding: str = "valid"
+    dilation: tuple[int, ...] = ()
+    pool_size: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.input_shape = tuple(int(n) for n in self.input_shape)
+        self.output_shape = tuple(int(n) for n in self.output_shape)
+        self.threshold = float(self.threshold)
+        where = f"stage {self.name!r}"
+        if self.kind not in KINDS:
+            raise ValueError(f"{where}: kind must be one of {KINDS}, got {self.kind!r}.")
+        if self.weights is not None:
+            self.weights = _array(self.weights, "weights", where)
+        if self.bias is not None:
+            self.bias = _array(self.bias, "bias", where)
+        if self.kind != "dense":
+            rank = len(self.input_shape) - 1
+            self.strides = tuple(int(s) for s in self.strides) or (1,) * rank
+            self.dilation = tuple(int(d) for d in self.dilation) or (1,) * rank
+            self.pool_size = tuple(int(p) for p in self.pool_size)
+        getattr(self, f"_check_{self.kind}")(where)
+
+    # -- validation
+    def _check_dense(self, where: str) -> None:
+        expected = (self.in_size, self.num_neurons)
+        if self.weights is None or self.weights.shape != expected:
+            got = None if self.weights is None else self.weights.shape
+            raise ValueError(f"{where}: dense weights must have shape {expected}, got {got}.")
+        self._check_bias(where, (self.num_neurons,))
+
+    def _check_conv(self, where: str) -> None:
+        rank = len(self.input_shape) - 1
+        if self.weights is None or self.weights.ndim != rank + 2:
+            raise ValueError(f"{where}: conv weights must be a rank-{rank + 2} kernel.")
+        if self.weights.shape[-2] != self.input_shape[-1]:
+            raise ValueError(
+                f"{where}: kernel has {self.weights.shape[-2]} input channels, "
+                f"input has {self.input_shape[-1]}."
+            )
+        self._check_geometry(where, self.weights.shape[:-2], self.weights.shape[-1])
+        self._check_bias(where, (self.weights.shape[-1],))
+
+    def _check_pool(self, where: str) -> None:
+        if self.weights is not None or self.bias is not None:
+            raise ValueError(f"{where}: a pool stage has no weights or bias.")
+        if len(self.pool_size) != len(self.input_shape) - 1:
+            raise ValueError(f"{where}: pool_size {self.pool_size} does not fit the input.")
+        self._check_geometry(where, self.pool_size, self.input_shape[-1])
+
+    def _check_geometry(self, where: str, window, channels: int) -> None:
+        if self.padding not in ("valid", "same"):
+            raise ValueError(f"{where}: padding must be 'valid' or 'same', got {self.padding!r}.")
+        spatial = tuple(
+            output_length(n, k, s, d, self.padding)
+            for n, k, s, d in zip(
+                self.input_shape[:-1], window, self.strides, self.dilation, strict=True
+            )
+        )
+        if (*spatial, channels) != self.output_shape:
+            raise ValueError(
+                f"{where}: input {self.input_shape} with window {tuple(window)}, strides "
+                f"{self.strides}, dilation {self.dilation}, padding {self.padding!r} gives "
+                f"{(*spatial, channels)}, not the stated output {self.output_shape}."
+            )
+
+    def _check_bias(self, where: str, per_channel: tuple[int, ...]) -> None:
+        if self.bias is not None and self.bias.shape not in (per_channel, self.output_shape):
+            raise ValueError(
+                f"{where}: bias must have shape {per_channel} or {self.output_shape}, "
+                f"got {self.bias.shape}."
+            )
+
+    # -- sizes
+    @property
+    def in_size(self) -> int:
+        """Number of input values (neurons of the previous stage)."""
+        return math.prod(self.input_shape)
+
+    @property
+    def num_neurons(self) -> int:
+        """Number of neurons of this stage."""
+        return math.prod(self.output_shape)
+
+    @property
+    def window(self) -> tuple[int, ...]:
+        """Spatial window of a conv (kernel size) or pool stage; () for dense."""
+        if self.kind == "conv":
+            return tuple(self.weights.shape[:-2])
+        return self.pool_size if self.kind == "pool" else ()
+
+    def _axes(self) -> list[tuple[int, int, int, int]]:
+        return list(
+            zip(self.input_shape[:-1], self.window, self.strides, self.dilation, strict=True)
+        )
+
+    def _synapses_per_pair(self) -> int:
+        """Connections per in-bounds tap (all channel pairs for conv, one per channel for pool)."""
+        c_in, c_out = self.input_shape[-1], self.output_shape[-1]
+        return c_in * c_out if self.kind == "conv" else c_in
+
+    @property
+    def num_synapses(self) -> int:
+        """Number of connections (in-bounds taps only for conv and pool)."""
+        if self.kind == "dense":
+            return self.in_size * self.num_neurons
+        taps = math.prod(
+            int(_axis_taps(n, k, s, d, self.padding).sum()) for n, k, s, d in self._axes()
+        )
+        return taps * self._synapses_per_pair()
+
+    @property
+    def fan_in(self) -> int:
+        """Largest number of inputs of one neuron."""
+        if self.kind == "dense":
+            return self.in_size
+        taps = math.prod(
+            int(_axis_taps(n, k, s, d, self.padding).sum(axis=1).max(initial=0))
+            for n, k, s, d in self._axes()
+        )
+        return taps * (self.input_shape[-1] if self.kind == "conv" else 1)
+
+    def fan_out_map(self) -> np.ndarray:
+        """How many neurons of this stage each input value drives (shape ``input_shape``).
+
+        Example:
+            >>> pool = Stage("p", "pool", (4, 1), (2, 1), pool_size=(2,), strides=(2,))
+            >>> pool.fan_out_map().ravel().tolist()
+            [1, 1, 1, 1]
+        """
+        if self.kind == "dense":
+            return np.full(self.input_shape, self.num_neurons, dtype=np.int64)
+        counts = np.ones((), dtype=np.int64)
+        for n, k, s, d in self._axes():
+            counts = np.multiply.outer(counts, _axis_fan_out(n, k, s, d, self.padding))
+        per_channel = self.output_shape[-1] if self.kind == "conv" else 1
+        return np.repeat(counts[..., None] * per_channel, self.input_shape[-1], axis=-1)
+
+    @property
+    def fan_out(self) -> int:
+        """Largest number of neurons of this stage driven by one input value."""
+        return int(self.fan_out_map().max(initial=0))
+
+    def dense_matrix(self) -> np.ndarray:
+        """The ``(n_in, n_out)`` weight matrix of a dense stage (conv stays a convolution)."""
+        if self.kind != "dense":
+            raise ValueError(
+                f"stage {self.name!r} is a {self.kind} stage; only dense stages have a matrix "
+                "(convolutions are kept as kernels: use .weights and the window geometry)."
+            )
+        return self.weights
+
+    def full_bias(self) -> np.ndarray:
+        """The bias broadcast to ``output_shape`` (zeros where there is none)."""
+        bias = np.zeros(self.output_shape[-1:], np.float32) if self.bias is None else self.bias
+        if self.kind == "dense":
+            return bias.reshape(self.output_shape)
+        return np.broadcast_to(bias, self.output_shape)
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Stage):
+            return NotImplemented
+        fields = ("name", "kind", "input_shape", "output_shape", "threshold", "strides")
+        fields += ("padding", "dilation", "pool_size")
+        return all(getattr(self, f) == getattr(other, f) for f in fields) and all(
+            _same_array(getattr(self, f), getattr(other, f)) for f in ("weights", "bias")
+        )
+
+
+def _same_array(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+
+
+# ---------------------------------------------------------------- decoders
+
+
+@dataclass(eq=False)
+class KeyDecoder:
+    """N-hot key vote: class ``argmax((2s - 1) @ (2K - 1)^T)`` (ties: lowest class).
+
+    Example:
+        >>> KeyDecoder([[1, 0], [0, 1]]).decode(np.array([[0, 1]])).tolist()
+        [1]
+    """
+
+    key: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.key = np.ascontiguousarray(self.key, dtype=np.float32)
+        if self.key.ndim != 2 or not np.isin(self.key, (0, 1)).all():
+            raise ValueError(
+                f"KeyDecoder: key must be a 2-D 0/1 array, got shape {self.key.shape}."
+            )
+
+    @property
+    def num_inputs(self) -> int:
+        return self.key.shape[1]
+
+    def scores(self, spikes: np.ndarray) -> np.ndarray:
+        """Each class's vote (the logits of SoftmaxDecode)."""
+        from whetstone.encoding import vote
+
+        return vote(spikes, self.key)
+
+    def decode(self, spikes: np.ndarray) -> np.ndarray:
+        """Predicted class of each row of output spikes."""
+        from whetstone.encoding import decode_from_key
+
+        return decode_from_key(spikes, self.key)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, KeyDecoder) and _same_array(self.key, other.key)
+
+
+@dataclass(eq=False)
+class ReadoutDecoder:
+    """Non-spiking readout on the host: ``activation(s @ weights + bias)``; class = argmax.
+
+    Example:
+        >>> r = ReadoutDecoder(np.array([[1.0, 0.0], [0.0, 2.0]]), np.zeros(2), "softmax")
+        >>> r.decode(np.array([[1, 1]])).tolist()
+        [1]
+    """
+
+    weights: np.ndarray
+    bias: np.ndarray
+    activation: str = "linear"
+
+    def __post_init__(self) -> None:
+        self.weights = _array(self.weights, "weights", "ReadoutDecoder")
+        self.bias = _array(self.bias, "bias", "ReadoutDecoder")
+        if self.weights.ndim != 2 or self.bias.shape != self.weights.shape[1:]:
+            raise ValueError(
+                f"ReadoutDecoder: weights must be (n_in, n_out) and bias (n_out,), got "
+                f"{self.weights.shape} and {self.bias.shape}."
+            )
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"ReadoutDecoder: activation must be one of {ACTIVATIONS}, got {self.activation!r}."
+            )
+
+    @property
+    def num_inputs(self) -> int:
+        return self.weights.shape[0]
+
+    def scores(self, spikes: np.ndarray) -> np.ndarray:
+        """The readout's logits (before the activation), float32."""
+        spikes = np.asarray(spikes, np.float32).reshape(len(spikes), -1)
+        return spikes @ self.weights + self.bias
+
+    def outputs(self, spikes: np.ndarray) -> np.ndarray:
+        """The readout's output (the activation applied), like the Keras layer's."""
+        logits = self.scores(spikes)
+        if self.activation == "linear":
+            return logits
+        e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+
+    def decode(self, spikes: np.ndarray) -> np.ndarray:
+        """Predicted class: the argmax of the logits."""
+        return self.scores(spikes).argmax(axis=-1)
+
+    def __eq__(self, other) -> bool:
+        return (
+            isinstance(other, ReadoutDecoder)
+            and self.activation == other.activation
+            and _same_array(self.weights, other.weights)
+            and _same_array(self.bias, other.bias)
+        )
+
+
+Decoder = KeyDecoder | ReadoutDecoder
+
+
+# ---------------------------------------------------------------- network
+
+
+@dataclass(eq=False)
+class SpikingNetwork:
+    """Stages, input encoding, output decoder and metadata of a single-spike network.
+
+    Args:
+        input_shape: shape of one input sample (e.g. ``(28, 28)``).
+        stages: the stages in order; each one's input has as many values as the
+            previous one's output (the first one's: ``input_shape``).
+        decoder: :class:`KeyDecoder`, :class:`ReadoutDecoder`, or None (the output
+            spikes are the output; class = first spiking neuron).
+        input_encoding: ``"host"`` (stage 0 is the host-side encoder) or ``"binary"``.
+        metadata: free-form strings (source model, versions, creation time).
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> stage = Stage("d", "dense", (3,), (2,), np.ones((3, 2), "float32"))
+        >>> net = SpikingNetwork((3,), [stage], input_encoding="binary")
+        >>> path = os.path.join(tempfile.mkdtemp(), "net.h5")
+        >>> net.save(path); SpikingNetwork.load(path) == net
+        True
+    """
+
+    input_shape: tuple[int, ...]
+    stages: list[Stage]
+    decoder: Decoder | None = None
+    input_encoding: str = "host"
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.input_shape = tuple(int(n) for n in self.input_shape)
+        self.stages = list(self.stages)
+        self.metadata = {str(k): str(v) for k, v in self.metadata.items()}
+        if self.input_encoding not in ENCODINGS:
+            raise ValueError(
+                f"input_encoding must be one of {ENCODINGS}, got {self.input_encoding!r}."
+            )
+        if not self.stages:
+            raise ValueError("a SpikingNetwork needs at least one stage.")
+        size = math.prod(self.input_shape)
+        for stage in self.stages:
+            if stage.in_size != size:
+                raise ValueError(
+                    f"stage {stage.name!r} expects {stage.in_size} inputs "
+                    f"{stage.input_shape} but the stage before gives {size}."
+                )
+            size = stage.num_neurons
+        if self.decoder is not None and self.decoder.num_inputs != size:
+            raise ValueError(
+                f"the decoder reads {self.decoder.num_inputs} spikes but the last stage "
+                f"{self.stages[-1].name!r} has {size} neurons."
+            )
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.stages[-1].output_shape
+
+    @property
+    def num_neurons(self) -> int:
+        return sum(stage.num_neurons for stage in self.stages)
+
+    @property
+    def num_synapses(self) -> int:
+        return sum(stage.num_synapses for stage in self.stages)
+
+    @property
+    def latency(self) -> int:
+        """Steps from an input to its output spikes: one per stage."""
+        return len(self.stages)
+
+    def summary(self) -> str:
+        """A table: per stage kind, shapes, neurons, synapses, fan-in, fan-out; totals.
+
+        Example:
+            >>> stage = Stage("d", "dense", (3,), (2,), np.ones((3, 2), "float32"))
+            >>> print(SpikingNetwork((3,), [stage]).summary())
+            stage  kind   input  output  neurons  synapses  fan-in  fan-out
+            ---------------------------------------------------------------
+            d      dense  (3,)   (2,)    2        6         3       2
+            total                        2        6
+            input (3,) encoded on 'host'; decoder none
+        """
+        head = ("stage", "kind", "input", "output", "neurons", "synapses", "fan-in", "fan-out")
+        rows = [
+            (s.name, s.kind, str(s.input_shape), str(s.output_shape), s.num_neurons,
+             s.num_synapses, s.fan_in, s.fan_out)
+            for s in self.stages
+        ]  # fmt: skip
+        rows.append(("total", "", "", "", self.num_neurons, self.num_synapses, "", ""))
+        widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+        lines = [
+            "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+            for row in [head, *rows]
+        ]
+        lines.insert(1, "-" * len(lines[0]))
+        decoder = type(self.decoder).__name__ if self.decoder is not None else "none"
+        lines.append(
+            f"input {self.input_shape} encoded on {self.input_encoding!r}; decoder {decoder}"
+        )
+        return "\n".join(lines)
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, SpikingNetwork):
+            return NotImplemented
+        return (
+            self.input_shape == other.input_shape
+            and self.input_encoding == other.input_encoding
+            and self.metadata == other.metadata
+            and self.stages == other.stages
+            and self.decoder == other.decoder
+        )
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write an HDF5 file atomically (a temp file in the same folder, then rename)."""
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            with h5py.File(tmp, "w") as f:
+                _write(self, f)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> SpikingNetwork:
+        """Read a file written by :meth:`save`; refuses newer or damaged files."""
+        return load(path)
+
+
+# ---------------------------------------------------------------- HDF5 layout
+
+_STAGE_ATTRS = ("kind", "input_shape", "output_shape", "threshold", "strides", "padding")
+_STAGE_ATTRS += ("dilation", "pool_size")
+
+
+def _write(net: SpikingNetwork, f: h5py.File) -> None:
+    f.attrs["format"] = FORMAT_NAME
+    f.attrs["format_version"] = FORMAT_VERSION
+    f.attrs["input_shape"] = np.asarray(net.input_shape, np.int64)
+    f.attrs["input_encoding"] = net.input_encoding
+    f.attrs["metadata"] = json.dumps(net.metadata, sort_keys=True)
+    f.attrs["num_stages"] = len(net.stages)
+    for i, stage in enumerate(net.stages):
+        g = f.create_group(f"stages/{i:04d}")
+        g.attrs["name"] = stage.name
+        for attr in _STAGE_ATTRS:
+            value = getattr(stage, attr)
+            g.attrs[attr] = np.asarray(value, np.int64) if isinstance(value, tuple) else value
+        for name in ("weights", "bias"):
+            if getattr(stage, name) is not None:
+                g.create_dataset(name, data=getattr(stage, name))
+    if net.decoder is not None:
+        g = f.create_group("decoder")
+        g.attrs["type"] = type(net.decoder).__name__
+        if isinstance(net.decoder, KeyDecoder):
+            g.create_dataset("key", data=net.decoder.key)
+        else:
+            g.attrs["activation"] = net.decoder.activation
+            g.create_dataset("weights", data=net.decoder.weights)
+            g.create_dataset("bias", data=net.decoder.bias)
+
+
+def _attr(node, name: str):
+    value = node.attrs[name]
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.ndarray):
+        return tuple(int(v) for v in value)
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _read(f: h5py.File) -> SpikingNetwork:
+    stages = []
+    for i in range(int(_attr(f, "num_stages"))):
+        g = f[f"stages/{i:04d}"]
+        kwargs = {attr: _attr(g, attr) for attr in _STAGE_ATTRS}
+        arrays = {name: g[name][()] for name in ("weights", "bias") if name in g}
+        stages.append(Stage(_attr(g, "name"), **kwargs, **arrays))
+    decoder = None
+    if "decoder" in f:
+        g = f["decoder"]
+        kind = _attr(g, "type")
+        if kind == "KeyDecoder":
+            decoder = KeyDecoder(g["key"][()])
+        elif kind == "ReadoutDecoder":
+            decoder = ReadoutDecoder(g["weights"][()], g["bias"][()], _attr(g, "activation"))
+        else:
+            raise ValueError(f"unknown decoder type {kind!r}")
+    return SpikingNetwork(
+        _attr(f, "input_shape"),
+        stages,
+        decoder,
+        _attr(f, "input_encoding"),
+        json.loads(_attr(f, "metadata")),
+    )
+
+
+def load(path: str | os.PathLike) -> SpikingNetwork:
+    """Read a SpikingNetwork written by :meth:`SpikingNetwork.save`.
+
+    Raises:
+        NetworkFileError: the file is missing, damaged, not a whetstone network
+            file, or was written by a newer whetstone.
+    """
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") in (FORMAT_NAME, FORMAT_NAME.encode()):
+                version = int(f.attrs["format_version"])
+                if version > FORMAT_VERSION:
+                    raise NetworkFileError(
+                        f"{path} was written by a newer whetstone (network format version "
+                        f"{version}; this one reads up to {FORMAT_VERSION}); upgrade whetstone."
+                    )
+            else:
+                raise ValueError(f"no '{FORMAT_NAME}' format attribute")
+            return _read(f)
+    except NetworkFileError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as error:
+        raise NetworkFileError(f"not a whetstone network file: {path}: {error}") from error

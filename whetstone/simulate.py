@@ -1,0 +1,295 @@
+"""Reference simulator: the exact definition of what a SpikingNetwork computes.
+
+Stage ``l`` computes ``s_l[t] = H(W_l s_{l-1}[t-1] + b_l - theta_l)`` with
+``H(x) = 1 if x >= 0`` and memoryless neurons; ``s_{-1}[t]`` is the input presented at
+step ``t``. Everything is vectorised NumPy in float32 (like Keras). Two paths give the
+same spikes:
+
+* ``mode="fast"``: the whole stack in one pass per batch (inputs and outputs matched
+  trivially);
+* ``mode="timestep"``: the pipelined network, a new input every step, each output
+  matched to its input by the latency (one step per stage).
+
+Pre-activations within ``TIE_TOLERANCE`` of the threshold are *ties*: the only places
+where two correct back ends (or Keras) may disagree. They are counted per stage and
+flagged per sample, never hidden.
+
+Example:
+    >>> import numpy as np
+    >>> from whetstone.network import Stage, SpikingNetwork, KeyDecoder
+    >>> w = np.array([[1.0, -1.0]], "float32")
+    >>> net = SpikingNetwork((1,), [Stage("d", "dense", (1,), (2,), w)],
+    ...                      KeyDecoder([[1, 0], [0, 1]]))
+    >>> result = run(net, np.array([[0.9], [-0.9]], "float32"))
+    >>> result.predictions.tolist(), result.output_spikes.tolist()
+    ([0, 1], [[1, 0], [0, 1]])
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from whetstone.network import ReadoutDecoder, SpikingNetwork, Stage, same_padding
+
+__all__ = ["TIE_TOLERANCE", "SimulationResult", "preactivation", "run"]
+
+TIE_TOLERANCE = 1e-6
+"""A neuron whose ``|pre-activation - threshold|`` is below this is a tie."""
+
+_CHUNK_VALUES = 1 << 23  # about 32 MiB of float32 im2col per chunk
+
+
+@dataclass
+class SimulationResult:
+    """What :func:`run` returns (``n`` samples, ``L`` stages).
+
+    Attributes:
+        predictions: ``(n,)`` predicted classes (decoder; without one, the first
+            spiking output neuron).
+        output_spikes: ``(n, *output_shape)`` uint8 spikes of the last stage.
+        scores: ``(n, classes)`` decoder scores (key votes or readout logits), or None.
+        spike_counts: ``(L,)`` spikes emitted by each stage, summed over the samples.
+        ties: ``(L,)`` tie count per stage, summed over the samples.
+        decoder_ties: samples whose two best decoder scores are within the tolerance.
+        tie_mask: ``(n,)`` True where a sample met a tie in any stage or the decoder.
+        synaptic_operations: ``(n,)`` on-chip synaptic events per sample: each input
+            spike of a stage that runs on chip times its fan-out in that stage.
+        ann_macs: multiply-accumulates of one inference of the same network as an
+            ANN (dense and conv stages, in-bounds taps, plus a readout).
+        latency: steps from an input to its output spikes (one per stage).
+    """
+
+    predictions: np.ndarray
+    output_spikes: np.ndarray
+    scores: np.ndarray | None
+    spike_counts: np.ndarray
+    ties: np.ndarray
+    decoder_ties: int
+    tie_mask: np.ndarray
+    synaptic_operations: np.ndarray
+    ann_macs: int
+    latency: int
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.predictions)
+
+    @property
+    def spikes_per_inference(self) -> np.ndarray:
+        """Mean spikes per sample, per stage."""
+        return self.spike_counts / max(self.num_samples, 1)
+
+    @property
+    def synops_per_inference(self) -> float:
+        """Mean synaptic operations per sample."""
+        return float(self.synaptic_operations.mean()) if self.num_samples else 0.0
+
+
+# ---------------------------------------------------------------- stage arithmetic
+
+
+def _pad(x: np.ndarray, window, strides, dilation, padding: str) -> np.ndarray:
+    if padding != "same":
+        return x
+    pads = [
+        same_padding(n, k, s, d)
+        for n, k, s, d in zip(x.shape[1:-1], window, strides, dilation, strict=True)
+    ]
+    return np.pad(x, [(0, 0), *pads, (0, 0)])
+
+
+def _windows(x: np.ndarray, window, strides, dilation, padding: str) -> np.ndarray:
+    """(B, *out, C, *window) view of the (padded) input's windows."""
+    rank = x.ndim - 2
+    x = _pad(x, window, strides, dilation, padding)
+    span = [(k - 1) * d + 1 for k, d in zip(window, dilation, strict=True)]
+    view = sliding_window_view(x, span, axis=tuple(range(1, rank + 1)))
+    picks = (slice(None), *(slice(None, None, s) for s in strides), slice(None))
+    return view[(*picks, *(slice(None, None, d) for d in dilation))]
+
+
+def _conv(x: np.ndarray, stage: Stage, kernel: np.ndarray) -> np.ndarray:
+    """Convolution as im2col + matmul (Keras's cross-correlation, 'same' convention)."""
+    rank = x.ndim - 2
+    win = _windows(x, stage.window, stage.strides, stage.dilation, stage.padding)
+    window_axes = list(range(rank + 1, 2 * rank + 2))  # C, then the window
+    return np.tensordot(win, kernel, axes=(window_axes, [rank, *range(rank)]))
+
+
+def preactivation(stage: Stage, s: np.ndarray, dtype="float32") -> np.ndarray:
+    """``W s + b`` of one stage for a batch ``s`` of shape ``(B, *input_shape)``.
+
+    Example:
+        >>> from whetstone.network import Stage
+        >>> pool = Stage("p", "pool", (4, 1), (2, 1), pool_size=(2,), strides=(2,))
+        >>> preactivation(pool, np.array([[[1], [1], [0], [1]]], "float32")).ravel().tolist()
+        [2.0, 1.0]
+    """
+    s = s.reshape(len(s), *stage.input_shape).astype(dtype, copy=False)
+    if stage.kind == "pool":
+        win = _windows(s, stage.pool_size, stage.strides, stage.dilation, stage.padding)
+        return win.sum(axis=tuple(range(s.ndim, win.ndim)), dtype=dtype)
+    weights = stage.weights.astype(dtype, copy=False)
+    pre = s.reshape(len(s), -1) @ weights if stage.kind == "dense" else _conv(s, stage, weights)
+    pre = pre.reshape(len(s), *stage.output_shape)
+    if stage.bias is not None:
+        pre += stage.bias.astype(dtype, copy=False).reshape(
+            stage.bias.shape if stage.kind != "dense" else stage.output_shape
+        )
+    return pre
+
+
+def _step(stage: Stage, s: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Spikes ``H(pre - theta)`` (uint8) and per-sample tie counts of one stage."""
+    diff = preactivation(stage, s, dtype) - np.asarray(stage.threshold, dtype)
+    spikes = (diff >= 0).astype(np.uint8)
+    ties = (np.abs(diff) < TIE_TOLERANCE).reshape(len(s), -1).sum(axis=1)
+    return spikes, ties
+
+
+# ---------------------------------------------------------------- bookkeeping
+
+
+class _Tally:
+    """Per-sample spike, tie and synaptic-operation counts of a network."""
+
+    def __init__(self, net: SpikingNetwork, n: int):
+        self.on_chip_input = net.input_encoding == "binary"
+        self.fan_out = [stage.fan_out_map().ravel().astype(np.float64) for stage in net.stages]
+        self.spikes = np.zeros((n, len(net.stages)), np.int64)
+        self.ties = np.zeros((n, len(net.stages)), np.int64)
+        self.synops = np.zeros(n, np.float64)
+
+    def add(self, index, layer: int, s_in: np.ndarray, spikes, ties) -> None:
+        if layer > 0 or self.on_chip_input:
+            self.synops[index] += s_in.reshape(len(s_in), -1) @ self.fan_out[layer]
+        self.spikes[index, layer] += spikes.reshape(len(spikes), -1).sum(axis=1, dtype=np.int64)
+        self.ties[index, layer] += ties
+
+
+def _ann_macs(net: SpikingNetwork) -> int:
+    macs = sum(s.num_synapses for s in net.stages if s.kind != "pool")
+    if isinstance(net.decoder, ReadoutDecoder):
+        macs += net.decoder.weights.size
+    return int(macs)
+
+
+def _chunk_size(net: SpikingNetwork) -> int:
+    per_sample = max(
+        s.num_neurons * max(s.fan_in, 1) if s.kind != "dense" else s.in_size + s.num_neurons
+        for s in net.stages
+    )
+    return max(1, min(1024, _CHUNK_VALUES // per_sample))
+
+
+# ---------------------------------------------------------------- the two paths
+
+
+def _run_fast(net: SpikingNetwork, x: np.ndarray, dtype, tally: _Tally) -> np.ndarray:
+    outputs = np.empty((len(x), *net.output_shape), np.uint8)
+    size = _chunk_size(net)
+    for start in range(0, len(x), size):
+        index = slice(start, start + size)
+        s = x[index]
+        for layer, stage in enumerate(net.stages):
+            spikes, ties = _step(stage, s, dtype)
+            tally.add(index, layer, s, spikes, ties)
+            s = spikes
+        outputs[index] = s
+    return outputs
+
+
+def _run_timestep(net: SpikingNetwork, x: np.ndarray, dtype, tally: _Tally) -> np.ndarray:
+    """Pipelined: input ``i`` enters at step ``i``; its output leaves at step ``i + L``."""
+    n, depth = len(x), len(net.stages)
+    outputs = np.empty((n, *net.output_shape), np.uint8)
+    state = [np.zeros((1, *stage.output_shape), np.uint8) for stage in net.stages]
+    blank = np.zeros((1, *x.shape[1:]), x.dtype)
+    for t in range(n + depth - 1):
+        inputs = [x[t : t + 1] if t < n else blank, *state[:-1]]
+        new_state = []
+        for layer, (stage, s) in enumerate(zip(net.stages, inputs, strict=True)):
+            spikes, ties = _step(stage, s, dtype)
+            sample = t - layer  # the input whose wave this stage handles now
+            if 0 <= sample < n:
+                tally.add([sample], layer, s, spikes, ties)
+            new_state.append(spikes)
+        state = new_state
+        if t - depth + 1 >= 0:
+            outputs[t - depth + 1] = state[-1][0]
+    return outputs
+
+
+def _decode(net: SpikingNetwork, outputs: np.ndarray):
+    flat = outputs.reshape(len(outputs), -1)
+    if net.decoder is None:
+        return flat.argmax(axis=1), None, np.zeros(len(flat), bool)
+    scores = net.decoder.scores(flat)
+    if scores.shape[1] < 2:
+        return scores.argmax(axis=1), scores, np.zeros(len(flat), bool)
+    top2 = np.sort(scores, axis=1)[:, -2:]
+    return net.decoder.decode(flat), scores, (top2[:, 1] - top2[:, 0]) < TIE_TOLERANCE
+
+
+def _check_input(net: SpikingNetwork, x) -> np.ndarray:
+    x = np.asarray(x)
+    size = math.prod(net.input_shape)
+    if x.ndim < 2 or (len(x) and x[0].size != size):
+        raise ValueError(
+            f"run: x must be a batch of inputs of shape (n, *{net.input_shape}), "
+            f"got shape {x.shape}."
+        )
+    x = x.reshape(len(x), *net.input_shape).astype(np.float32, copy=False)
+    if not np.isfinite(x).all():
+        raise ValueError("run: x holds NaN or Inf values.")
+    if net.input_encoding == "binary" and not np.isin(x, (0.0, 1.0)).all():
+        raise ValueError(
+            "run: this network was converted with input_encoding='binary' but x holds "
+            "values other than 0 and 1; binarize the inputs (as in training) or convert "
+            "the model with input_encoding='host'."
+        )
+    return x
+
+
+def run(net: SpikingNetwork, x, mode: str = "fast", dtype: str = "float32") -> SimulationResult:
+    """Simulate ``net`` on a batch ``x`` of shape ``(n, *net.input_shape)``.
+
+    Args:
+        net: the network.
+        x: inputs; real values for ``input_encoding="host"``, 0/1 for ``"binary"``.
+        mode: ``"fast"`` (whole stack per batch) or ``"timestep"`` (pipelined, one
+            new input per step); both give the same spikes.
+        dtype: arithmetic precision, ``"float32"`` (like Keras) or ``"float64"``.
+
+    Example:
+        >>> from whetstone.network import Stage, SpikingNetwork
+        >>> stage = Stage("d", "dense", (2,), (1,), np.ones((2, 1), "float32"))
+        >>> r = run(SpikingNetwork((2,), [stage]), np.array([[0.25, 0.25], [0.5, 0.5]]))
+        >>> r.output_spikes.ravel().tolist(), r.ties.tolist(), r.latency
+        ([1, 1], [1], 1)
+    """
+    if mode not in ("fast", "timestep"):
+        raise ValueError(f"run: mode must be 'fast' or 'timestep', got {mode!r}.")
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"run: dtype must be 'float32' or 'float64', got {dtype!r}.")
+    x = _check_input(net, x)
+    tally = _Tally(net, len(x))
+    path = _run_fast if mode == "fast" else _run_timestep
+    outputs = path(net, x, np.dtype(dtype), tally)
+    predictions, scores, decoder_tie = _decode(net, outputs)
+    return SimulationResult(
+        predictions=np.asarray(predictions, np.int64),
+        output_spikes=outputs,
+        scores=scores,
+        spike_counts=tally.spikes.sum(axis=0),
+        ties=tally.ties.sum(axis=0),
+        decoder_ties=int(decoder_tie.sum()),
+        tie_mask=(tally.ties.sum(axis=1) > 0) | decoder_tie,
+        synaptic_operations=tally.synops,
+        ann_macs=_ann_macs(net),
+        latency=net.latency,
+    )
