@@ -1,0 +1,82 @@
+"""Reference model builders (uncompiled Keras models) for tests, benchmarks and demos.
+
+Example:
+    >>> import whetstone as ws
+    >>> model = ws.models.dense_mnist(key_width=50)
+    >>> model.output_shape
+    (None, 10)
+"""
+
+from __future__ import annotations
+
+import keras
+
+from whetstone.encoding import key_generator
+from whetstone.layers import SoftmaxDecode, SpikingBRelu
+
+__all__ = ["conv_mnist", "dense_mnist"]
+
+L = keras.layers
+
+
+def _inputs(input_shape: tuple[int, ...], channels: bool) -> tuple[keras.KerasTensor, object]:
+    inputs = keras.Input(input_shape, name="image")
+    if channels and len(input_shape) == 2:
+        return inputs, L.Reshape((*input_shape, 1), name="channel")(inputs)
+    return inputs, inputs
+
+
+def dense_mnist(
+    key_width: int = 100,
+    seed: int = 0,
+    input_shape: tuple[int, ...] = (28, 28),
+    num_classes: int = 10,
+) -> keras.Model:
+    """The original Whetstone MNIST network: Dense 256-64-key_width, N-hot decoded.
+
+    Flatten, Dense(256) + SpikingBRelu, Dense(64) + SpikingBRelu, Dense(key_width) +
+    SpikingBRelu, SoftmaxDecode(key_generator(num_classes, key_width, seed=seed)).
+    Compile it yourself (categorical cross-entropy on one-hot labels).
+
+    Example:
+        >>> model = dense_mnist(key_width=100)
+        >>> [layer.name for layer in model.layers[2:4]]
+        ['dense_1', 'spiking_1']
+    """
+    inputs, x = _inputs(input_shape, channels=False)
+    x = L.Flatten(name="flatten")(x)
+    for i, units in enumerate((256, 64, key_width)):
+        x = L.Dense(units, name=f"dense_{i + 1}")(x)
+        x = SpikingBRelu(name=f"spiking_{i + 1}")(x)
+    key = key_generator(num_classes, key_width, seed=seed)
+    outputs = SoftmaxDecode(key, name="decode")(x)
+    return keras.Model(inputs, outputs, name="dense_mnist")
+
+
+def conv_mnist(
+    key_width: int = 100,
+    seed: int = 0,
+    input_shape: tuple[int, ...] = (28, 28),
+    filters: tuple[int, ...] = (16, 32),
+    num_classes: int = 10,
+) -> keras.Model:
+    """A small convolutional network: per block Conv2D(3x3, same) + BatchNorm +
+    SpikingBRelu + MaxPooling2D(2); then Flatten, Dense(key_width) + SpikingBRelu,
+    SoftmaxDecode. Takes (28, 28) or (28, 28, 1) images (e.g. Fashion-MNIST too).
+
+    Example:
+        >>> model = conv_mnist(filters=(8,), input_shape=(28, 28, 1))
+        >>> model.get_layer("pool_1").output.shape
+        (None, 14, 14, 8)
+    """
+    inputs, x = _inputs(input_shape, channels=True)
+    for i, n in enumerate(filters):
+        x = L.Conv2D(n, 3, padding="same", name=f"conv_{i + 1}")(x)
+        x = L.BatchNormalization(name=f"norm_{i + 1}")(x)
+        x = SpikingBRelu(name=f"spiking_{i + 1}")(x)
+        x = L.MaxPooling2D(2, name=f"pool_{i + 1}")(x)
+    x = L.Flatten(name="flatten")(x)
+    x = L.Dense(key_width, name="dense_out")(x)
+    x = SpikingBRelu(name="spiking_out")(x)
+    outputs = SoftmaxDecode(key_generator(num_classes, key_width, seed=seed), name="decode")(x)
+    return keras.Model(inputs, outputs, name="conv_mnist")
