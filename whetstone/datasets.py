@@ -40,18 +40,27 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (optionally gzipped) of unsigned bytes into an array.
 
     The header is a magic number ``0x0000 08 D`` (type ubyte, D dimensions) and D
-    big-endian uint32 sizes, followed by the data.
+    big-endian uint32 sizes, followed by the data. A missing file raises
+    ``FileNotFoundError``; a damaged, truncated or non-IDX file raises ``ValueError``
+    naming the file.
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
             raw = f.read()
+    except FileNotFoundError:
+        raise
     except (OSError, EOFError) as error:
         raise ValueError(f"cannot read IDX file {path}: {error}") from error
     if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08:
         raise ValueError(f"{path} is not an IDX file of unsigned bytes (bad magic number).")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise ValueError(
+            f"{path} is truncated: its header announces {ndim} dimensions "
+            f"({4 + 4 * ndim} header bytes), the file holds {len(raw)} bytes."
+        )
     shape = tuple(int(n) for n in np.frombuffer(raw, ">u4", count=ndim, offset=4))
     data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):

@@ -27,8 +27,9 @@ def key_generator(
 
     Every class gets ``n = width // num_classes`` active neurons. With
     ``overlapping=False`` the codes are disjoint (a random partition); with
-    ``overlapping=True`` each code is an independent random choice of ``n`` neurons,
-    redrawn until all codes differ (always possible: ``n <= width / 2``).
+    ``overlapping=True`` each code is an independent random choice of ``n`` neurons;
+    a code equal to an earlier one is redrawn (there are always enough codes:
+    ``n <= width / 2``, so there are at least ``width >= num_classes`` of them).
 
     Args:
         num_classes: number of classes (at least 2).
@@ -54,12 +55,17 @@ def key_generator(
         order = rng.permutation(width)[: n * num_classes].reshape(num_classes, n)
         np.put_along_axis(key, order, 1, axis=1)
         return key
-    while True:
-        for row in key:
+    seen: set[bytes] = set()
+    for row in key:
+        # Redraw only a code that repeats an earlier one: redrawing the whole key
+        # until all codes differ never ends for e.g. 20 classes over 20 neurons.
+        while True:
             row[:] = 0
             row[rng.choice(width, size=n, replace=False)] = 1
-        if len({row.tobytes() for row in key}) == num_classes:
-            return key
+            if row.tobytes() not in seen:
+                seen.add(row.tobytes())
+                break
+    return key
 
 
 def encode_with_key(labels, key: np.ndarray) -> np.ndarray:

@@ -65,9 +65,22 @@ def _require_spiking_layers(model: keras.Model) -> list[Spiking]:
     return layers
 
 
+def _layers_by_name(model: keras.Model) -> dict[str, Spiking]:
+    layers = _require_spiking_layers(model)
+    names = [layer.name for layer in layers]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(
+            f"model {model.name!r} has several spiking layers named {repeated} (nested "
+            "models can repeat a name), so they cannot be told apart by name. Give each "
+            "spiking layer a unique name=..., or use set_model_sharpness / spiking_layers."
+        )
+    return dict(zip(names, layers, strict=True))
+
+
 def get_sharpness(model: keras.Model) -> dict[str, float]:
     """Per-layer sharpness, bottom-up, as ``{layer name: sharpness}``."""
-    return {layer.name: layer.get_sharpness() for layer in _require_spiking_layers(model)}
+    return {name: layer.get_sharpness() for name, layer in _layers_by_name(model).items()}
 
 
 def set_sharpness(model: keras.Model, values: dict[str, float]) -> None:
@@ -79,7 +92,7 @@ def set_sharpness(model: keras.Model, values: dict[str, float]) -> None:
         >>> ws.sharpness.set_sharpness(m, {"a": 0.3}); round(ws.sharpness.get_sharpness(m)["a"], 3)
         0.3
     """
-    layers = {layer.name: layer for layer in _require_spiking_layers(model)}
+    layers = _layers_by_name(model)
     unknown = sorted(set(values) - set(layers))
     if unknown:
         raise ValueError(
@@ -109,16 +122,16 @@ def set_model_sharpness(model: keras.Model, value: float, bottom_up: bool = True
     """Set the whole model's sharpness, bottom-up (default) or uniformly."""
     layers = _require_spiking_layers(model)
     split = bottom_up_split(value, len(layers)) if bottom_up else [value] * len(layers)
-    for layer, layer_value in zip(layers, split):
+    for layer, layer_value in zip(layers, split, strict=True):
         layer.set_sharpness(layer_value)
 
 
 def get_model_sharpness(model: keras.Model) -> float:
     """The mean sharpness of the spiking layers (inverse of the bottom-up split)."""
-    values = list(get_sharpness(model).values())
+    values = [layer.get_sharpness() for layer in _require_spiking_layers(model)]
     return sum(values) / len(values)
 
 
 def is_fully_sharpened(model: keras.Model) -> bool:
     """True when every spiking layer is exactly at sharpness 1."""
-    return all(value == 1.0 for value in get_sharpness(model).values())
+    return all(layer.get_sharpness() == 1.0 for layer in _require_spiking_layers(model))
