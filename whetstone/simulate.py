@@ -54,7 +54,10 @@ class SimulationResult:
         scores: ``(n, classes)`` decoder scores (key votes or readout logits), or None.
         spike_counts: ``(L,)`` spikes emitted by each stage, summed over the samples.
         ties: ``(L,)`` tie count per stage, summed over the samples.
-        decoder_ties: samples whose two best decoder scores are within the tolerance.
+        sample_ties: ``(n, L)`` tie count per sample and stage.
+        decoder_ties: samples whose two best decoder scores are within the tolerance
+            (for a key vote: equal votes, which every decoder resolves to the lowest
+            class, so they cannot cause a disagreement; for a readout: near-equal logits).
         tie_mask: ``(n,)`` True where a sample met a tie in any stage or the decoder.
         synaptic_operations: ``(n,)`` on-chip synaptic events per sample: each input
             spike of a stage that runs on chip times its fan-out in that stage.
@@ -68,6 +71,7 @@ class SimulationResult:
     scores: np.ndarray | None
     spike_counts: np.ndarray
     ties: np.ndarray
+    sample_ties: np.ndarray
     decoder_ties: int
     tie_mask: np.ndarray
     synaptic_operations: np.ndarray
@@ -287,6 +291,7 @@ def run(net: SpikingNetwork, x, mode: str = "fast", dtype: str = "float32") -> S
         scores=scores,
         spike_counts=tally.spikes.sum(axis=0),
         ties=tally.ties.sum(axis=0),
+        sample_ties=tally.ties,
         decoder_ties=int(decoder_tie.sum()),
         tie_mask=(tally.ties.sum(axis=1) > 0) | decoder_tie,
         synaptic_operations=tally.synops,
