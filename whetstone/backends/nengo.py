@@ -37,6 +37,7 @@ script that rebuilds the Nengo network with whetstone and runs it on ``.npy`` in
 
 Example:
     >>> import numpy as np
+    >>> from whetstone.backends import get
     >>> from whetstone.network import Stage, SpikingNetwork, KeyDecoder
     >>> stage = Stage("d", "dense", (1,), (2,), np.array([[1.0, -1.0]], "float32"))
     >>> net = SpikingNetwork((1,), [stage], KeyDecoder([[1, 0], [0, 1]]))
@@ -55,11 +56,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from whetstone.backends import BackendResult, get, register, require
+from whetstone.backends import BackendResult, register, require
 from whetstone.network import SpikingNetwork, Stage
 from whetstone.simulate import preactivation
 
@@ -87,7 +88,7 @@ def _step_neuron_class() -> type:
         the Nengo reference simulator ignores it.
         """
 
-        state = {}
+        state: ClassVar[dict] = {}
         spiking = True
         negative = False
         amplitude = NumberParam("amplitude", low=0, low_open=True)
@@ -145,6 +146,10 @@ class _Presenter:
         self.start = 0
         self.rows = np.zeros((0, width))
         self.blank = np.zeros(width)
+
+    def set_blank(self, row: np.ndarray) -> None:
+        """What the node shows when no image is presented (the node value of a zero image)."""
+        self.blank = np.asarray(row, np.float64).ravel()
 
     def load(self, start: int, rows: np.ndarray) -> None:
         self.start, self.rows = start, np.asarray(rows, np.float64).reshape(len(rows), -1)
@@ -265,7 +270,9 @@ def build_network(net: SpikingNetwork, *, vth_scale: float = 1.0, seed: int = 0)
             probes.append(nengo.Probe(ens.neurons, synapse=None))
             ensembles.append(ens)
             pre = ens
-    return BuiltNetwork(network, net, node, presenter, host, ensembles, probes, transforms)
+    built = BuiltNetwork(network, net, node, presenter, host, ensembles, probes, transforms)
+    presenter.set_blank(built.node_rows(np.zeros((1, *net.input_shape), np.float32))[0])
+    return built
 
 
 # ---------------------------------------------------------------- running

@@ -1,0 +1,290 @@
+"""Nengo-Loihi back end: the Nengo network of ``nengo.py``, unchanged, on Loihi.
+
+It runs on nengo-loihi's emulator here (``target="sim"``: integer, bit-true to the
+chip; ``"simreal"``: the same dynamics in float, without discretisation) and on real
+Loihi where NxSDK is installed (``target="loihi"``; the default picks it when present).
+
+Neuron mapping. nengo-loihi builds :class:`whetstone.backends.nengo.StepNeuron` with the
+builder registered here as a current-based compartment with
+
+* ``decay_v = 1`` (full voltage decay: ``v[t] = u[t] + bias``; the voltage of the last
+  step is multiplied by ``(4096 - 4095) / 4096`` and floored, which is 0 because a
+  neuron that did not spike has ``0 <= v <= vth < 4096``: ``vmin = 0`` and ``vth`` is
+  one weight quantum, 64),
+* ``refract_delay = 1`` (no refractory period; a spike resets ``v`` to 0),
+* ``vth = loihi_vth`` = ``w_max / 255`` (one 8-bit weight step of the stage) and
+  ``bias = b - theta + vth``: the chip fires when ``v > vth``, i.e. when
+  ``W s + b - theta > 0``,
+* ``synapse=0`` / ``None``: ``tau_s = 0``, the fastest current decay nengo-loihi
+  configures (``decayU = 4094`` + the chip's 1: ``u[t] = q[t] + floor(u[t-1] / 4096)``).
+
+So the compartment is the memoryless step unit up to the chip's integer arithmetic: the
+only state carried to the next step is ``1/4096`` of the last step's input current
+(nengo-loihi's own ``tau_s = 0`` setting; it scales weights by ``4095/4096``), and weights,
+biases and thresholds are discretised by nengo-loihi to 8-bit weights with a shared
+exponent per core. The effect of both on accuracy is measured (``target="sim"`` vs
+``"simreal"`` vs the reference), not assumed. The host-side population (stage 0 in
+``"host"`` mode, the input relay in ``"binary"`` mode) runs off chip and sends its
+spikes to the chip. In ``"binary"`` mode the input spikes take one extra step to reach
+the chip, so the output of image ``i`` appears ``latency`` steps after it (``info``).
+
+Resources (``resources`` / ``info["resources"]``): cores (one per nengo-loihi block),
+compartments, input and output axons, synapse memory bits, per core and in total,
+against Loihi's limits (1024 compartments, 4096 input and output axons, 1 Mbit synapse
+memory per core; 128 cores per chip). A network that does not fit warns (emulator) or
+raises (hardware) with the numbers and what to change (``block_shapes``).
+
+Export writes a folder with ``network.h5`` and ``run.py``: on a machine with whetstone,
+nengo-loihi and NxSDK, ``python run.py inputs.npy`` runs it on the chip, no retraining.
+
+Example:
+    >>> import numpy as np
+    >>> from whetstone.backends import get
+    >>> from whetstone.network import Stage, SpikingNetwork, KeyDecoder
+    >>> w = np.array([[1.0, -1.0], [-1.0, 1.0]], "float32")
+    >>> net = SpikingNetwork((2,), [Stage("a", "dense", (2,), (2,), w),
+    ...     Stage("b", "dense", (2,), (2,), np.eye(2, dtype="float32"))],
+    ...     KeyDecoder([[1, 0], [0, 1]]))
+    >>> result = get("loihi").run(net, np.array([[0.9, 0.0], [0.0, 0.9]]), target="sim")
+    >>> result.predictions.tolist(), result.info["resources"]["cores"]
+    ([0, 1], 1)
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from whetstone.backends import BackendResult, register, require
+from whetstone.backends import nengo as nengo_backend
+from whetstone.network import SpikingNetwork
+
+__all__ = ["LIMITS", "LoihiBackend", "LoihiResourceWarning"]
+
+LIMITS = {
+    "cores_per_chip": 128,
+    "compartments": 1024,
+    "in_axons": 4096,
+    "out_axons": 4096,
+    "synapse_bits": 16384 * 64,
+}
+"""Loihi's per-core limits (and cores per chip), as nengo-loihi states them."""
+
+EXTRA = "loihi"
+
+
+class LoihiResourceWarning(UserWarning):
+    """The network exceeds a Loihi core's or chip's limits (the emulator still runs it)."""
+
+
+@functools.cache
+def _nengo_loihi():
+    """Import nengo-loihi and register the StepNeuron compartment builder (once)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*has not been tested with your `nengo`")
+        nengo_loihi = require("nengo_loihi", EXTRA)
+    from nengo_loihi.builder import Builder
+
+    @Builder.register(nengo_backend.StepNeuron)
+    def build_step_neuron(model, neuron_type, neurons, block):
+        comp = block.compartment
+        comp.configure_relu(vth=neuron_type.loihi_vth, dt=model.dt)  # vmin 0, no refractory
+        comp.decay_v[:] = 1.0  # full voltage decay: nothing carried to the next step
+        comp.bias[:] += neuron_type.loihi_vth  # fire iff J = W s + b - theta > 0
+
+    return nengo_loihi
+
+
+# ---------------------------------------------------------------- building
+
+
+def _configure(built, block_shapes: dict | None, pop_type: int) -> None:
+    nengo_loihi = _nengo_loihi()
+    nengo_loihi.add_params(built.network)
+    config = built.network.config
+    config[built.host].on_chip = False
+    stages = built.source.stages[-len(built.ensembles) :] if built.ensembles else []
+    names = {stage.name for stage in stages}
+    unknown = set(block_shapes or {}) - names
+    if unknown:
+        raise ValueError(
+            f"block_shapes names {sorted(unknown)}, which are not on-chip stages; "
+            f"on-chip stages: {sorted(names)}."
+        )
+    for stage, ens in zip(stages, built.ensembles, strict=True):
+        shape = (block_shapes or {}).get(stage.name)
+        if shape is not None:
+            config[ens].block_shape = nengo_loihi.BlockShape(tuple(shape), stage.output_shape)
+    for conn in built.network.all_connections:
+        if type(conn.transform).__name__ == "Convolution":
+            config[conn].pop_type = pop_type
+
+
+def _block_report(block) -> dict:
+    use = block.utilization()
+    info = block.discretize_info or {}
+    return {
+        "block": block.label,
+        "compartments": int(use["compartments"][0]),
+        "in_axons": int(use["in-axons"][0]),
+        "out_axons": int(use["out-axons"][0]),
+        "synapse_bits": int(use["synapses"][0]),
+        "weight_exponent": int(info["w_exp"]) if "w_exp" in info else None,
+    }
+
+
+def resource_report(model) -> dict:
+    """Cores, compartments, axons and synapse memory of a built nengo-loihi model."""
+    blocks = [_block_report(block) for block in model.blocks]
+    keys = ("compartments", "in_axons", "out_axons", "synapse_bits")
+    over = [
+        f"{b['block']}: {k} {b[k]} > {LIMITS[k]}" for b in blocks for k in keys if b[k] > LIMITS[k]
+    ]
+    cores = len(blocks)
+    if cores > LIMITS["cores_per_chip"]:
+        over.append(f"cores {cores} > {LIMITS['cores_per_chip']} per chip")
+    return {
+        "cores": cores,
+        "chips": math.ceil(cores / LIMITS["cores_per_chip"]),
+        "fits_one_chip": not over,
+        "over_limits": over,
+        "total": {k: sum(b[k] for b in blocks) for k in keys},
+        "max_per_core": {k: max((b[k] for b in blocks), default=0) for k in keys},
+        "limits_per_core": {k: LIMITS[k] for k in keys},
+        "blocks": blocks,
+    }
+
+
+def _check_fits(report: dict, target: str) -> None:
+    if report["fits_one_chip"]:
+        return
+    message = (
+        "the network does not fit Loihi's limits: "
+        + "; ".join(report["over_limits"])
+        + ". Split large stages over more cores with block_shapes={stage name: shape} "
+        "(a nengo_loihi.BlockShape per ensemble, e.g. (8, 8, 16) for a (26, 26, 32) "
+        "convolution), or shrink the layers."
+    )
+    if target == "loihi":
+        raise ValueError(message)
+    warnings.warn(message, LoihiResourceWarning, stacklevel=3)
+
+
+# ---------------------------------------------------------------- back end
+
+
+@register("loihi")
+class LoihiBackend:
+    """Nengo-Loihi back end (``get("loihi")``): emulator here, chip with NxSDK."""
+
+    extra = EXTRA
+
+    def is_available(self) -> bool:
+        try:
+            _nengo_loihi()
+        except ImportError:
+            return False
+        return True
+
+    def build(
+        self,
+        net: SpikingNetwork,
+        block_shapes: dict | None = None,
+        pop_type: int = 32,
+        **options,
+    ) -> Any:
+        """The ``nengo.Network``, configured for nengo-loihi.
+
+        Args:
+            net: the network.
+            block_shapes: ``{stage name: per-core shape}`` (channels-last, the rank of
+                the stage's output), given to nengo-loihi as ``BlockShape``.
+            pop_type: population axon type of convolutions (32 or 16).
+            options: passed to :func:`whetstone.backends.nengo.build_network`.
+        """
+        return self._build(net, block_shapes, pop_type, **options).network
+
+    def _build(self, net, block_shapes=None, pop_type=32, **options):
+        built = nengo_backend.build_network(net, **options)
+        _configure(built, block_shapes, pop_type)
+        return built
+
+    def simulator(self, built, target: str | None = None, hardware_options=None):
+        """A ``nengo_loihi.Simulator`` for a built network."""
+        nengo_loihi = _nengo_loihi()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Lost .* extra bits in weight rounding")
+            # nengo-loihi fills integer state arrays with NaN before setting them
+            warnings.filterwarnings("ignore", "invalid value encountered in cast", RuntimeWarning)
+            return nengo_loihi.Simulator(
+                built.network,
+                dt=nengo_backend.DT,
+                target=target,
+                progress_bar=False,
+                hardware_options=hardware_options,
+            )
+
+    def resources(self, net: SpikingNetwork, **options) -> dict:
+        """Loihi cost of ``net``: cores, compartments, axons, synapse memory (see module)."""
+        with self.simulator(self._build(net, **options), target="sim") as sim:
+            return resource_report(sim.model)
+
+    def offsets(self, built) -> list[int]:
+        """Steps from presenting an image to each probe showing its spikes."""
+        extra = 0 if built.source.input_encoding == "host" else 1  # host -> chip step
+        return [k + extra for k in range(len(built.probes))]
+
+    def run(
+        self,
+        net: SpikingNetwork,
+        x,
+        target: str | None = None,
+        compare_reference: bool = False,
+        chunk_steps: int = nengo_backend.CHUNK_STEPS,
+        block_shapes: dict | None = None,
+        pop_type: int = 32,
+        hardware_options: dict | None = None,
+        **options,
+    ) -> BackendResult:
+        """Stream ``x`` through the network on Loihi (or its emulator).
+
+        Args:
+            net, x: the network and images of ``net.input_shape``.
+            target: ``"sim"`` (integer emulator), ``"simreal"`` (float emulator),
+                ``"loihi"`` (hardware); None: hardware if NxSDK is installed.
+            compare_reference: report agreement with ``whetstone.simulate.run``.
+            chunk_steps: steps between probe reads.
+            block_shapes, pop_type: see :meth:`build`.
+            hardware_options: passed to ``nengo_loihi.Simulator``.
+        """
+        x = nengo_backend.check_input(net, x, "loihi back end")
+        built = self._build(net, block_shapes, pop_type, **options)
+        started = time.perf_counter()
+        with self.simulator(built, target, hardware_options) as sim:
+            build_s = time.perf_counter() - started
+            report = resource_report(sim.model)
+            _check_fits(report, sim.target)
+            started = time.perf_counter()
+            outputs, counts = nengo_backend.stream(built, sim, x, self.offsets(built), chunk_steps)
+            run_s = time.perf_counter() - started
+            used = sim.target
+        predictions = nengo_backend.decode(net, outputs)
+        info = {
+            "target": used,
+            "build_seconds": build_s,
+            "run_seconds": run_s,
+            "images_per_second": len(x) / run_s if run_s else float("inf"),
+            "latency": self.offsets(built)[-1] + 1,
+            "resources": report,
+        }
+        if compare_reference:
+            info.update(nengo_backend.compare(net, x, predictions, outputs))
+        return BackendResult(predictions, outputs, nengo_backend.stage_counts(net, counts), info)
+
+    def export(self, net: SpikingNetwork, path, **options) -> Path:
+        """A folder with ``network.h5`` and ``run.py`` (runs on Loihi, or its emulator)."""
+        return nengo_backend.export_folder(net, path, "loihi")
