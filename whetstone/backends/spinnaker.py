@@ -1,0 +1,741 @@
+"""SpiNNaker back end: a SpikingNetwork as a PyNN network for sPyNNaker, NEST or Brian2.
+
+Every on-chip stage becomes one PyNN ``Population`` of ``IF_curr_delta`` cells; its
+weights become two ``FromListConnector`` projections (``"excitatory"``: the positive
+weights, ``"inhibitory"``: the negative ones, which PyNN wants negative for current-based
+cells and sPyNNaker stores as magnitudes), all with a delay of
+one time step, so stage ``l`` sees the spikes stage ``l - 1`` emitted one step
+earlier and a new input can enter every step. With ``input_encoding="host"`` stage 0
+runs on the host (exactly as :func:`whetstone.simulate.run` does) and its spikes are
+played in by a ``SpikeSourceArray``; with ``"binary"`` the 0/1 inputs are. Output
+spikes are recorded and decoded on the host.
+
+Neuron mapping (time step ``dt = 1 ms``; every stage's ``W s + b >= theta``):
+
+* ``v_rest = 0``, ``tau_refrac = 0``, ``v_thresh = theta - b`` per neuron and
+  ``v_reset = v_thresh - 1`` (NEST wants it below; with no memory its value is unused)
+  (the bias enters through the threshold: no ``i_offset``, no bias source);
+* ``tau_m = cm = 2**-10`` (ms, nF), so ``exp(-dt / tau_m) = exp(-1024)`` is exactly
+  0 in double precision (NEST) and in s16.15 (SpiNNaker): nothing carries over from
+  one step to the next, and ``R = tau_m / cm = 1`` exactly.
+
+NEST's ``iaf_psc_delta`` (the cell behind PyNN's ``IF_curr_delta``) updates
+``V = P30 (I + I_e) + P33 V + sum(w of spikes arriving now)`` with ``P33 =
+exp(-h / tau_m) = 0`` and ``I = I_e = 0``, then fires when ``V >= V_th`` and resets;
+with ``t_ref = 0`` it is never refractory. So ``V`` is this step's summed input and the
+cell is ``H(W s - (theta - b))``. sPyNNaker's LIF (``neuron_model_lif_impl.h``)
+computes ``alpha = input * R + v_rest`` and ``V = alpha - exp_TC (alpha - V)`` with
+``exp_TC = 0`` and compares ``V >= v_thresh`` (``threshold_type_static.h``): the same
+function in s16.15 fixed point. Brian2 is not supported: PyNN's Brian2 cells integrate
+the leak before delivering spikes and fire on ``v > v_thresh`` (see ``run``).
+
+The only differences from the float32 reference are ties (``|pre - theta| < 1e-6``,
+counted by :func:`whetstone.simulate.run`) on NEST; on SpiNNaker also the
+16-bit weights: a projection's weights are stored as ``rint(|w| * 2**(15 - k))`` where
+the ring-buffer shift ``k`` is chosen (through sPyNNaker's
+``max_expected_summed_weight``) so that the largest possible summed input per synapse
+type fits: nothing saturates, and :func:`quantisation` reports what rounds to zero or
+loses precision and what that does to the predictions.
+
+Example:
+    >>> import numpy as np
+    >>> from whetstone.network import Stage, SpikingNetwork
+    >>> w = np.array([[1.0, -1.0], [0.5, 0.25]], "float32")
+    >>> net = SpikingNetwork((2,), [Stage("d", "dense", (2,), (2,), w)],
+    ...                      input_encoding="binary")
+    >>> plan = build_plan(net)
+    >>> plan[0].thresholds.tolist(), plan[0].exc[:, 2].tolist(), plan[0].inh[:, 2].tolist()
+    ([0.5, 0.5], [1.0, 0.5, 0.25], [1.0])
+    >>> result = get_backend().run(net, np.eye(2), simulator="nest")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from whetstone import simulate
+from whetstone.backends import BackendResult, MissingDependencyError, register, require
+from whetstone.network import SpikingNetwork, Stage, output_length, same_padding
+
+__all__ = [
+    "TAU_M",
+    "Layer",
+    "MappingError",
+    "SpiNNakerBackend",
+    "build_plan",
+    "connections",
+    "fixed_point_run",
+    "get_backend",
+    "quantisation",
+]
+
+TAU_M = 2.0**-10
+"""Membrane time constant (ms) and capacitance (nF): ``exp(-1 / TAU_M)`` is 0."""
+DT = 1.0  # ms
+OFFSET = 2  # input i's spikes leave the source at (i + OFFSET) dt (NEST needs t > dt)
+SIMULATORS = {"nest": "pyNN.nest", "spinnaker": "pyNN.spiNNaker"}
+EXTRAS = {"nest": "nest", "spinnaker": "spinnaker"}
+WEIGHT_BITS = 16
+FRACTION_BITS = 15  # s16.15 (REAL) for thresholds and membrane voltage
+
+
+class MappingError(RuntimeError):
+    """sPyNNaker could not partition, place or route the network on the machine."""
+
+
+# ---------------------------------------------------------------- connection lists
+
+
+def _axis_index(n: int, k: int, s: int, d: int, padding: str) -> np.ndarray:
+    """(outputs, k) input index of each tap of each output position (may be outside)."""
+    before = same_padding(n, k, s, d)[0] if padding == "same" else 0
+    starts = np.arange(output_length(n, k, s, d, padding)) * s - before
+    return starts[:, None] + np.arange(k)[None, :] * d
+
+
+def _window_pairs(stage: Stage) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat input position, output position and tap of every in-bounds window tap."""
+    spatial = stage.input_shape[:-1]
+    rank = len(spatial)
+    pre, post, tap, valid = 0, 0, 0, True
+    for axis, (n, k, s, d) in enumerate(
+        zip(spatial, stage.window, stage.strides, stage.dilation, strict=True)
+    ):
+        index = _axis_index(n, k, s, d, stage.padding)  # (outputs, k)
+        shape = [1] * (2 * rank)
+        shape[2 * axis : 2 * axis + 2] = index.shape
+        outputs, taps = np.indices(index.shape)
+        valid = valid & (index >= 0).reshape(shape) & (index < n).reshape(shape)
+        pre = pre * n + index.reshape(shape)
+        post = post * index.shape[0] + outputs.reshape(shape)
+        tap = tap * k + taps.reshape(shape)
+    pre, post, tap, valid = np.broadcast_arrays(pre, post, tap, valid)
+    return pre[valid], post[valid], tap[valid]
+
+
+def connections(stage: Stage) -> np.ndarray:
+    """``(m, 3)`` float64 rows ``(pre, post, weight)`` of a stage's non-zero synapses.
+
+    Indices are into the row-major flattened input and output. Built with NumPy from
+    the dense matrix, the convolution kernel (Keras's cross-correlation and 'same'
+    padding) or the OR-pool window.
+
+    Example:
+        >>> pool = Stage("p", "pool", (4, 1), (2, 1), pool_size=(2,), strides=(2,))
+        >>> connections(pool).tolist()
+        [[0.0, 0.0, 1.0], [1.0, 0.0, 1.0], [2.0, 1.0, 1.0], [3.0, 1.0, 1.0]]
+    """
+    if stage.kind == "dense":
+        pre, post = np.nonzero(stage.weights)
+        weight = stage.weights[pre, post]
+    else:
+        ipos, opos, tap = _window_pairs(stage)
+        c_in, c_out = stage.input_shape[-1], stage.output_shape[-1]
+        if stage.kind == "pool":
+            channel = np.arange(c_in)
+            pre = (ipos[:, None] * c_in + channel).ravel()
+            post = (opos[:, None] * c_out + channel).ravel()
+            weight = np.ones(len(pre), np.float32)
+        else:
+            kernel = stage.weights.reshape(-1, c_in, c_out)
+            ci, co = np.arange(c_in)[:, None], np.arange(c_out)[None, :]
+            pre = (ipos[:, None, None] * c_in + ci + 0 * co).ravel()
+            post = (opos[:, None, None] * c_out + co + 0 * ci).ravel()
+            weight = kernel[tap].ravel()
+    keep = weight != 0
+    return np.stack([pre[keep], post[keep], weight[keep]], axis=1).astype(np.float64)
+
+
+# ---------------------------------------------------------------- the plan
+
+
+@dataclass
+class Layer:
+    """One on-chip population: its neurons' thresholds and incoming synapses.
+
+    ``exc`` and ``inh`` are ``(m, 3)`` rows ``(pre, post, weight >= 0)``; ``pre``
+    indexes the previous population (the input source for the first one).
+    """
+
+    name: str
+    size: int
+    thresholds: np.ndarray  # float64, theta - b per neuron
+    exc: np.ndarray
+    inh: np.ndarray
+
+    @property
+    def max_summed(self) -> tuple[float, float]:
+        """Largest total excitatory and inhibitory input one neuron can receive."""
+        return tuple(
+            float(np.bincount(rows[:, 1].astype(np.int64), rows[:, 2], self.size).max(initial=0))
+            for rows in (self.exc, self.inh)
+        )
+
+
+def _first_on_chip(net: SpikingNetwork) -> int:
+    return 1 if net.input_encoding == "host" else 0
+
+
+def build_plan(net: SpikingNetwork) -> list[Layer]:
+    """The on-chip populations of ``net`` (stage 0 stays on the host when encoded there)."""
+    layers = []
+    for stage in net.stages[_first_on_chip(net) :]:
+        rows = connections(stage)
+        negative = rows[:, 2] < 0
+        inh = rows[negative]
+        inh[:, 2] *= -1
+        bias = stage.full_bias().ravel().astype(np.float64)
+        thresholds = np.float64(stage.threshold) - bias
+        layers.append(Layer(stage.name, stage.num_neurons, thresholds, rows[~negative], inh))
+    return layers
+
+
+def _source_spikes(net: SpikingNetwork, x: np.ndarray) -> np.ndarray:
+    """``(n, width)`` spikes that enter the first on-chip population."""
+    x = simulate._check_input(net, x)
+    if net.input_encoding == "binary":
+        return x.reshape(len(x), -1).astype(np.uint8)
+    stage = net.stages[0]
+    pre = simulate.preactivation(stage, x) - np.float32(stage.threshold)
+    return (pre >= 0).reshape(len(x), -1).astype(np.uint8)
+
+
+def _spike_times(spikes: np.ndarray) -> list[list[float]]:
+    """Per source neuron, the times of its spikes: sample ``i`` at ``(i + OFFSET) dt``."""
+    sample, neuron = np.nonzero(spikes)
+    order = np.argsort(neuron, kind="stable")
+    times = (sample[order] + float(OFFSET)) * DT
+    splits = np.cumsum(np.bincount(neuron, minlength=spikes.shape[1]))[:-1]
+    return [list(t) for t in np.split(times, splits)]
+
+
+# ---------------------------------------------------------------- fixed point
+
+
+def _ring_buffer_shift(max_summed: float) -> int:
+    """sPyNNaker's shift for a largest summed weight (``get_ring_buffer_shifts``)."""
+    if max_summed <= 0:
+        return 0
+    shift = max(0, math.ceil(math.log2(max_summed)))
+    return shift + 1 if 2**shift <= max_summed else shift
+
+
+def _quantise(rows: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stored 16-bit weight integers and the weights they stand for."""
+    scale = 2.0 ** (WEIGHT_BITS - 1 - shift)
+    stored = np.rint(rows[:, 2] * scale)
+    return stored, np.minimum(stored, 2**WEIGHT_BITS - 1) / scale
+
+
+def _quantised_layers(plan: list[Layer]) -> list[Layer]:
+    out = []
+    for layer in plan:
+        rows = []
+        for part, summed in zip((layer.exc, layer.inh), layer.max_summed, strict=True):
+            q = part.copy()
+            q[:, 2] = _quantise(part, _ring_buffer_shift(summed))[1]
+            rows.append(q)
+        thresholds = np.rint(layer.thresholds * 2.0**FRACTION_BITS) / 2.0**FRACTION_BITS
+        out.append(Layer(layer.name, layer.size, thresholds, *rows))
+    return out
+
+
+def _layer_step(layer: Layer, spikes: np.ndarray) -> np.ndarray:
+    total = np.zeros((len(spikes), layer.size))
+    for rows, sign in ((layer.exc, 1.0), (layer.inh, -1.0)):
+        pre, post = rows[:, 0].astype(np.int64), rows[:, 1].astype(np.int64)
+        matrix = np.zeros((spikes.shape[1], layer.size))
+        np.add.at(matrix, (pre, post), sign * rows[:, 2])
+        total += spikes @ matrix
+    return (total >= layer.thresholds).astype(np.uint8)
+
+
+def fixed_point_run(net: SpikingNetwork, x) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions and output spikes with SpiNNaker's 16-bit weights and s16.15 thresholds.
+
+    Exact for what the chip computes: stored weights are multiples of ``2**(shift-15)``
+    and their sums stay below the ring buffer's range, so the float64 sums are exact.
+    """
+    spikes = _source_spikes(net, x)
+    for layer in _quantised_layers(build_plan(net)):
+        spikes = _layer_step(layer, spikes)
+    predictions = simulate._decode(net, spikes.reshape(len(spikes), *net.output_shape))[0]
+    return np.asarray(predictions, np.int64), spikes
+
+
+def quantisation(net: SpikingNetwork, x=None, loss: float = 0.05) -> dict:
+    """What SpiNNaker's weight storage does to ``net``: per population and in total.
+
+    Reports each population's ring-buffer shifts, weights that round to zero, that
+    saturate (none by construction), that lose more than ``loss`` of their value, and
+    the largest error; with inputs ``x`` also how many predictions change.
+
+    Example:
+        >>> w = np.array([[1.0, 1e-6]], "float32")
+        >>> net = SpikingNetwork((1,), [Stage("d", "dense", (1,), (2,), w)],
+        ...                      input_encoding="binary")
+        >>> report = quantisation(net)
+        >>> report["synapses"], report["rounded_to_zero"], report["lossy_fraction"]
+        (2, 1, 0.5)
+    """
+    layers, totals = [], {"synapses": 0, "rounded_to_zero": 0, "saturated": 0, "lossy": 0}
+    for layer in build_plan(net):
+        entry = {"name": layer.name, "neurons": layer.size, "max_abs_error": 0.0}
+        for kind, rows, summed in zip(("exc", "inh"), (layer.exc, layer.inh), layer.max_summed,
+                                      strict=True):  # fmt: skip
+            shift = _ring_buffer_shift(summed)
+            stored, value = _quantise(rows, shift)
+            error = np.abs(value - rows[:, 2])
+            counts = {
+                "synapses": len(rows),
+                "rounded_to_zero": int((stored == 0).sum()),
+                "saturated": int((stored > 2**WEIGHT_BITS - 1).sum()),
+                "lossy": int((error > loss * rows[:, 2]).sum()),
+            }
+            entry[kind] = {"shift": shift, "resolution": 2.0 ** (shift - 15), **counts}
+            entry["max_abs_error"] = max(entry["max_abs_error"], float(error.max(initial=0)))
+            for key, value_ in counts.items():
+                totals[key] += value_
+        layers.append(entry)
+    report = {**totals, "lossy_fraction": totals["lossy"] / max(totals["synapses"], 1)}
+    report.update(loss_threshold=loss, layers=layers)
+    if x is not None:
+        reference = simulate.run(net, x)
+        fixed = fixed_point_run(net, x)[0]
+        changed = fixed != reference.predictions
+        report["predictions_changed"] = int(changed.sum())
+        report["changed_samples"] = np.nonzero(changed)[0].tolist()[:50]
+    return report
+
+
+# ---------------------------------------------------------------- simulators
+
+
+def _config_root() -> Path:
+    """The temporary folder for sPyNNaker's config and reports (reused; never in HOME).
+
+    sPyNNaker writes provenance from its own exit handlers, so the folder is not
+    removed; ``max_reports_kept`` bounds what it holds.
+    """
+    root = Path(tempfile.gettempdir()) / f"whetstone-spynnaker-{os.getuid()}"
+    root.mkdir(mode=0o700, exist_ok=True)
+    return root
+
+
+@contextlib.contextmanager
+def spinnaker_config(width: int | None = None, height: int | None = None):
+    """Point sPyNNaker at a temporary virtual-board config (nothing written to HOME).
+
+    While active, ``HOME`` and ``XDG_CONFIG_HOME`` point into a temporary folder that
+    holds ``.spynnaker.cfg`` (``virtual_board = True``; one SpiNN-5 board unless
+    ``width`` and ``height`` chips are given) and receives the reports.
+
+    Example:
+        >>> with spinnaker_config() as folder:
+        ...     "virtual_board = True" in (folder / "config" / ".spynnaker.cfg").read_text()
+        True
+    """
+    root = _config_root()
+    home, config = root / "home", root / "config"
+    home.mkdir(exist_ok=True)
+    config.mkdir(exist_ok=True)
+    size = f"width = {width}\nheight = {height}\n" if width and height else "version = 5\n"
+    (config / ".spynnaker.cfg").write_text(
+        f"[Machine]\nvirtual_board = True\n{size}"
+        f"[Reports]\ndefault_report_file_path = {root / 'reports'}\nmax_reports_kept = 3\n"
+    )
+    saved = {key: os.environ.get(key) for key in ("HOME", "XDG_CONFIG_HOME")}
+    os.environ.update(HOME=str(home), XDG_CONFIG_HOME=str(config))
+    try:
+        yield root
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _import_simulator(simulator: str):
+    if simulator == "brian2":
+        raise NotImplementedError(
+            "spinnaker back end: simulator='brian2' is not supported: PyNN's Brian2 "
+            "IF_curr_delta integrates the leak before spikes are delivered and thresholds "
+            "with '>', and even with a reordered schedule its spike timing did not match the "
+            "reference exactly. Use simulator='nest' (pip install 'whetstone[nest]')."
+        )
+    if simulator not in SIMULATORS:
+        raise ValueError(
+            f"spinnaker back end: simulator must be one of {sorted(SIMULATORS)}, got {simulator!r}."
+        )
+    require("pyNN", EXTRAS[simulator])
+    if simulator == "nest":
+        require("nest", "nest")
+    if simulator == "spinnaker":
+        require("spynnaker", "spinnaker")
+    return require(SIMULATORS[simulator], EXTRAS[simulator])
+
+
+def _setup(sim, simulator: str) -> None:
+    if simulator == "nest":
+        sim.setup(timestep=DT, min_delay=DT, spike_precision="on_grid", verbosity="error")
+    else:
+        sim.setup(timestep=DT)
+
+
+def _population(sim, simulator: str, layer: Layer, options: dict):
+    thresholds = layer.thresholds
+    cell = sim.IF_curr_delta(
+        tau_m=TAU_M, cm=TAU_M, v_rest=0.0, v_reset=thresholds - 1.0, tau_refrac=0.0,
+        i_offset=0.0, v_thresh=thresholds,
+    )  # fmt: skip
+    kwargs = {}
+    if simulator == "spinnaker":
+        extra = {"max_expected_summed_weight": [max(m, 1e-12) for m in layer.max_summed]}
+        if options.get("neurons_per_core"):
+            extra["neurons_per_core"] = int(options["neurons_per_core"])
+        kwargs["additional_parameters"] = extra
+    population = sim.Population(layer.size, cell, initial_values={"v": 0.0}, label=layer.name,
+                                **kwargs)  # fmt: skip
+    return population
+
+
+def _project(sim, pre, post, layer: Layer) -> None:
+    """Two projections; inhibitory weights negative (PyNN's convention for current cells)."""
+    for rows, receptor, sign in ((layer.exc, "excitatory", 1), (layer.inh, "inhibitory", -1)):
+        if len(rows):
+            rows = rows * np.array([1.0, 1.0, sign])
+            connector = sim.FromListConnector(rows, column_names=["weight"])
+            synapse = sim.StaticSynapse(delay=DT)
+            sim.Projection(pre, post, connector, synapse, receptor_type=receptor)
+
+
+def _assemble(sim, simulator: str, net: SpikingNetwork, plan, spikes, options: dict):
+    """Source and populations of ``net`` in the current PyNN simulator."""
+    source = sim.Population(
+        spikes.shape[1], sim.SpikeSourceArray(spike_times=_spike_times(spikes)), label="input"
+    )
+    populations, pre = [], source
+    for layer in plan:
+        population = _population(sim, simulator, layer, options)
+        _project(sim, pre, population, layer)
+        population.record("spikes")
+        populations.append(population)
+        pre = population
+    return source, populations
+
+
+def _spike_matrix(population, n: int, depth: int) -> np.ndarray:
+    """``(n, size)`` spikes of a population matched to inputs by its depth."""
+    out = np.zeros((n, population.size), np.uint8)
+    trains = population.get_data("spikes", clear=False).segments[0].spiketrains
+    for train in trains:
+        sample = np.rint(np.asarray(train.magnitude) / DT).astype(np.int64) - OFFSET - depth
+        sample = sample[(sample >= 0) & (sample < n)]
+        out[sample, int(train.annotations["source_index"])] = 1
+    return out
+
+
+# ---------------------------------------------------------------- mapping report
+
+
+def _placements_report(populations) -> dict:
+    from pacman.data import PacmanDataView
+
+    labels = {p.label for p in populations}
+    chips, app_chips, cores, per_population = set(), set(), 0, {}
+    for placement in PacmanDataView.iterate_placemements():
+        chips.add((placement.x, placement.y))
+        cores += 1
+        app = getattr(placement.vertex, "app_vertex", None)
+        label = getattr(app, "label", None)
+        if label in labels or label == "input":
+            entry = per_population.setdefault(label, {"cores": 0, "neurons_per_core": 0})
+            entry["cores"] += 1
+            atoms = placement.vertex.vertex_slice.n_atoms
+            entry["neurons_per_core"] = max(entry["neurons_per_core"], atoms)
+            app_chips.add((placement.x, placement.y))
+    return {
+        "cores": sum(e["cores"] for e in per_population.values()),
+        "cores_including_system": cores,
+        "chips": len(app_chips),
+        "chips_including_system": len(chips),
+        "populations": per_population,
+    }
+
+
+def _map(net: SpikingNetwork, plan, x, options: dict) -> dict:
+    sim = _import_simulator("spinnaker")
+    spikes = _source_spikes(net, x)
+    started = time.perf_counter()
+    with spinnaker_config(options.get("width"), options.get("height")):
+        _setup(sim, "spinnaker")
+        try:
+            _, populations = _assemble(sim, "spinnaker", net, plan, spikes, options)
+            sim.run((len(spikes) + len(plan) + OFFSET) * DT)
+            report = _placements_report(populations)
+        except Exception as error:
+            if type(error).__module__.split(".")[0] in ("pacman", "spinn_front_end_common",
+                                                         "spynnaker", "spinn_machine"):  # fmt: skip
+                raise MappingError(
+                    f"sPyNNaker could not map network ({net.num_neurons} neurons, "
+                    f"{net.num_synapses} synapses) onto the virtual machine "
+                    f"(width={options.get('width')}, height={options.get('height')}; default "
+                    f"one SpiNN-5 board): {type(error).__name__}: {error}. Use a bigger "
+                    "machine (width/height) or fewer neurons per core."
+                ) from error
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                sim.end()
+    report["seconds"] = time.perf_counter() - started
+    return report
+
+
+@register("spinnaker")
+class SpiNNakerBackend:
+    """Build, run and export a SpikingNetwork as PyNN for sPyNNaker, NEST or Brian2."""
+
+    extra = "spinnaker"
+
+    def is_available(self, simulator: str = "spinnaker") -> bool:
+        """Whether PyNN and ``simulator`` are installed."""
+        try:
+            _import_simulator(simulator)
+        except MissingDependencyError:
+            return False
+        return True
+
+    def build(self, net: SpikingNetwork, simulator: str = "nest", x=None, **options):
+        """Set up ``simulator`` and create the network; returns ``(sim, source, populations)``.
+
+        The caller runs ``sim.run(...)`` and ends with ``sim.end()``. ``x`` (optional)
+        gives the inputs played in by the ``SpikeSourceArray``.
+        """
+        sim = _import_simulator(simulator)
+        plan = build_plan(net)
+        spikes = _source_spikes(net, np.zeros((0, *net.input_shape)) if x is None else x)
+        _setup(sim, simulator)
+        return (sim, *_assemble(sim, simulator, net, plan, spikes, options))
+
+    def run(self, net: SpikingNetwork, x, simulator: str = "nest", **options) -> BackendResult:
+        """Run inputs ``x`` (one per step, pipelined); predictions matched to inputs.
+
+        ``simulator="nest"`` simulates the PyNN network (Brian2 is refused, see the
+        module docstring). ``"spinnaker"`` maps it onto a virtual SpiNNaker board (``width``/``height`` chips; default one
+        SpiNN-5 board; ``neurons_per_core``) and, as nothing executes there, gives the
+        predictions of :func:`fixed_point_run` (what the chip computes); ``info`` holds
+        the mapping and quantisation reports.
+        """
+        x = simulate._check_input(net, x)
+        plan = build_plan(net)
+        if simulator == "spinnaker":
+            return self._run_virtual(net, x, plan, options)
+        sim = _import_simulator(simulator)
+        spikes = _source_spikes(net, x)
+        started = time.perf_counter()
+        _setup(sim, simulator)
+        try:
+            _, populations = _assemble(sim, simulator, net, plan, spikes, options)
+            built = time.perf_counter()
+            sim.run((len(x) + len(plan) + OFFSET) * DT)
+            ran = time.perf_counter()
+            matrices = [spikes] + [
+                _spike_matrix(p, len(x), depth) for depth, p in enumerate(populations, 1)
+            ]
+        finally:
+            sim.end()
+        return self._result(net, matrices, simulator, build_s=built - started, run_s=ran - built)
+
+    def _result(self, net, matrices, simulator, **info) -> BackendResult:
+        outputs = matrices[-1].reshape(len(matrices[-1]), *net.output_shape)
+        predictions = simulate._decode(net, outputs)[0]
+        counts = [m.sum(dtype=np.int64) for m in matrices]
+        if net.input_encoding == "binary":
+            counts = counts[1:]
+        return BackendResult(
+            predictions=np.asarray(predictions, np.int64),
+            output_spikes=matrices[-1],
+            spike_counts=np.asarray(counts, np.int64),
+            info={"simulator": simulator, **info},
+        )
+
+    def _run_virtual(self, net, x, plan, options) -> BackendResult:
+        mapping = _map(net, plan, x, options)
+        matrices = [_source_spikes(net, x)]
+        for layer in _quantised_layers(plan):
+            matrices.append(_layer_step(layer, matrices[-1]))
+        result = self._result(net, matrices, "spinnaker", mapping=mapping)
+        result.info["predictions_from"] = "fixed-point model (virtual board: nothing executed)"
+        result.info["quantisation"] = quantisation(net)
+        return result
+
+    def map(self, net: SpikingNetwork, **options) -> dict:
+        """Cores and chips sPyNNaker needs for ``net`` on a virtual board (no hardware)."""
+        report = _map(net, build_plan(net), np.zeros((1, *net.input_shape), np.float32), options)
+        self._warn_precision(net, options.get("precision_warning", 0.01))
+        return report
+
+    @staticmethod
+    def _warn_precision(net, limit: float) -> dict:
+        report = quantisation(net)
+        if report["lossy_fraction"] > limit:
+            warnings.warn(
+                f"SpiNNaker's 16-bit weights lose more than {report['loss_threshold']:.0%} of "
+                f"the value of {report['lossy_fraction']:.2%} of the synapses "
+                f"({report['rounded_to_zero']} round to zero); check the accuracy with "
+                "whetstone.backends.spinnaker.quantisation(net, x).",
+                stacklevel=3,
+            )
+        return report
+
+    def export(self, net: SpikingNetwork, path, x=None, overwrite: bool = False) -> Path:
+        """Write a folder with ``run.py`` (standalone PyNN) and ``network.npz`` atomically.
+
+        ``python run.py --simulator spinnaker`` runs it on an attached board,
+        ``--simulator nest`` locally. ``x`` (optional): inputs whose encoded spikes
+        are written to ``inputs.npz`` (the script's default input).
+        """
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"export: {path} exists; pass overwrite=True to replace it.")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            _write_export(net, tmp, x)
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+
+def get_backend() -> SpiNNakerBackend:
+    """The registered instance."""
+    from whetstone.backends import get
+
+    return get("spinnaker")
+
+
+# ---------------------------------------------------------------- export
+
+
+def _write_export(net: SpikingNetwork, folder: Path, x) -> None:
+    arrays = {"num_layers": np.array(len(build_plan(net)))}
+    for i, layer in enumerate(build_plan(net)):
+        arrays[f"thresholds_{i}"] = layer.thresholds
+        arrays[f"exc_{i}"], arrays[f"inh_{i}"] = layer.exc, layer.inh
+        arrays[f"max_summed_{i}"] = np.array(layer.max_summed)
+    decoder = net.decoder
+    if decoder is not None and hasattr(decoder, "key"):
+        arrays["key"] = decoder.key
+    elif decoder is not None:
+        arrays["readout_weights"], arrays["readout_bias"] = decoder.weights, decoder.bias
+    arrays["source_size"] = np.array(
+        net.stages[0].num_neurons if net.input_encoding == "host" else net.stages[0].in_size
+    )
+    if not int(arrays["num_layers"]):
+        raise ValueError("export: nothing of this network runs on chip (one host stage).")
+    np.savez_compressed(folder / "network.npz", **arrays)
+    if x is not None:
+        np.savez_compressed(folder / "inputs.npz", spikes=_source_spikes(net, x))
+    net.save(folder / "network.h5")
+    (folder / "run.py").write_text(_SCRIPT)
+
+
+_SCRIPT = '''"""Run a whetstone spiking network exported for SpiNNaker (PyNN).
+
+    python run.py --simulator spinnaker     # on a host attached to a SpiNNaker board
+    python run.py --simulator nest          # locally (pip install pyNN nest-simulator)
+
+Reads network.npz (thresholds and excitatory/inhibitory connection lists per
+population) and inputs.npz (the spikes entering the first population, one input per
+1 ms step); writes predictions.npy and output_spikes.npy. New images: encode them with
+whetstone (stage 0 of network.h5) and save as inputs.npz["spikes"].
+"""
+
+import argparse
+import importlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+TAU_M = 2.0**-10  # ms and nF: exp(-1 / TAU_M) == 0, so neurons are memoryless
+DT = 1.0
+
+
+def spike_times(spikes):
+    return [list((np.nonzero(column)[0] + 2.0) * DT) for column in spikes.T]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--simulator", default="nest", choices=["spinnaker", "nest"])
+    parser.add_argument("--inputs", default="inputs.npz")
+    parser.add_argument("--neurons-per-core", type=int, default=None)
+    args = parser.parse_args()
+    os.chdir(Path(__file__).resolve().parent)
+    module = {"spinnaker": "pyNN.spiNNaker", "nest": "pyNN.nest"}
+    sim = importlib.import_module(module[args.simulator])
+    net = np.load("network.npz")
+    spikes = np.load(args.inputs)["spikes"]
+    n, depth = len(spikes), int(net["num_layers"])
+    if args.simulator == "nest":
+        sim.setup(timestep=DT, min_delay=DT, spike_precision="on_grid", verbosity="error")
+    else:
+        sim.setup(timestep=DT)
+    pre = sim.Population(spikes.shape[1], sim.SpikeSourceArray(spike_times=spike_times(spikes)))
+    populations = []
+    for i in range(depth):
+        thresholds = net[f"thresholds_{i}"]
+        cell = sim.IF_curr_delta(tau_m=TAU_M, cm=TAU_M, v_rest=0.0, v_reset=thresholds - 1.0,
+                                 tau_refrac=0.0, i_offset=0.0, v_thresh=thresholds)
+        extra = {}
+        if args.simulator == "spinnaker":
+            extra = {"additional_parameters": {
+                "max_expected_summed_weight": [max(m, 1e-12) for m in net[f"max_summed_{i}"]]}}
+            if args.neurons_per_core:
+                extra["additional_parameters"]["neurons_per_core"] = args.neurons_per_core
+        post = sim.Population(len(thresholds), cell, initial_values={"v": 0.0}, **extra)
+        for name, receptor, sign in (("exc", "excitatory", 1), ("inh", "inhibitory", -1)):
+            rows = net[f"{name}_{i}"] * np.array([1.0, 1.0, sign])
+            if len(rows):
+                sim.Projection(pre, post, sim.FromListConnector(rows, column_names=["weight"]),
+                               sim.StaticSynapse(delay=DT), receptor_type=receptor)
+        post.record("spikes") if i == depth - 1 else None
+        populations.append(post)
+        pre = post
+    sim.run((n + depth + 2) * DT)
+    out = np.zeros((n, pre.size), np.uint8)
+    for train in pre.get_data("spikes").segments[0].spiketrains:
+        sample = np.rint(np.asarray(train.magnitude) / DT).astype(int) - 2 - depth
+        sample = sample[(sample >= 0) & (sample < n)]
+        out[sample, int(train.annotations["source_index"])] = 1
+    sim.end()
+    if "key" in net:
+        key = 2.0 * net["key"] - 1.0
+        predictions = ((2.0 * out - 1.0) @ key.T).argmax(axis=1)
+    elif "readout_weights" in net:
+        predictions = (out @ net["readout_weights"] + net["readout_bias"]).argmax(axis=1)
+    else:
+        predictions = out.argmax(axis=1)
+    np.save("predictions.npy", predictions)
+    np.save("output_spikes.npy", out)
+    print("predictions:", predictions[:20].tolist(), "..." if n > 20 else "")
+
+
+if __name__ == "__main__":
+    main()
+'''
