@@ -532,8 +532,9 @@ class SpiNNakerBackend:
         """Run inputs ``x`` (one per step, pipelined); predictions matched to inputs.
 
         ``simulator="nest"`` simulates the PyNN network (Brian2 is refused, see the
-        module docstring). ``"spinnaker"`` maps it onto a virtual SpiNNaker board (``width``/``height`` chips; default one
-        SpiNN-5 board; ``neurons_per_core``) and, as nothing executes there, gives the
+        module docstring). ``"spinnaker"`` maps it onto a virtual SpiNNaker board
+        (``width``/``height`` chips; default one SpiNN-5 board; ``neurons_per_core``)
+        and, as nothing executes there, gives the
         predictions of :func:`fixed_point_run` (what the chip computes); ``info`` holds
         the mapping and quantisation reports.
         """
