@@ -209,6 +209,12 @@ class LoihiBackend:
         return self._build(net, block_shapes, pop_type, **options).network
 
     def _build(self, net, block_shapes=None, pop_type=32, **options):
+        if net.input_encoding == "host" and len(net.stages) == 1:
+            raise ValueError(
+                "loihi back end: this network has one stage and it is the host encoder "
+                "(input_encoding='host'), so nothing would run on the chip; use a network "
+                "with more stages, or one converted with input_encoding='binary'."
+            )
         built = nengo_backend.build_network(net, **options)
         _configure(built, block_shapes, pop_type)
         return built
