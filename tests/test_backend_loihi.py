@@ -115,7 +115,7 @@ def test_export(tmp_path):
 
 
 def test_registry():
-    assert backends.available()["loihi"] is True
+    assert loihi.is_available() is True and loihi.extra == "loihi"
 
 
 @pytest.mark.slow

@@ -187,7 +187,7 @@ def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
 
 
 def test_registry():
-    assert backends.available()["nengo"] is True
+    assert backends.get("nengo").is_available() is True
     assert backends.get("nengo").extra == "nengo"
 
 
