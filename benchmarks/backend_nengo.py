@@ -8,8 +8,7 @@ simulator's accuracy and ties, the Nengo reference simulator's accuracy, agreeme
 ties on all 10,000 test images, the Loihi emulator's accuracy and agreement (integer
 ``sim`` = chip arithmetic with nengo-loihi's 8-bit weights, and float ``simreal`` =
 the same dynamics without discretisation) on the first ``--loihi-images`` test images
-(the Python emulator is slow on 2 cores), images/s per back end, and the Loihi resource
-report. Writes ``benchmarks/results/backend_nengo.json``.
+(default: all 10,000), images/s per back end, and the Loihi resource report. Writes ``benchmarks/results/backend_nengo.json``.
 """
 
 from __future__ import annotations
@@ -85,7 +84,7 @@ def bench_model(name: str, data_dir, loihi_images: int) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", default=["dense_mnist", "conv_mnist"])
-    parser.add_argument("--loihi-images", type=int, default=1000)
+    parser.add_argument("--loihi-images", type=int, default=10000)
     parser.add_argument("--data", default=os.environ.get("WHETSTONE_DATA", "../shared/data"))
     args = parser.parse_args(argv)
     results = {name: bench_model(name, args.data, args.loihi_images) for name in args.models}
@@ -97,8 +96,7 @@ def main(argv=None) -> None:
                 "nengo: Nengo reference simulator on all 10,000 MNIST test images. "
                 "loihi_sim: nengo-loihi integer emulator (chip arithmetic, 8-bit weights); "
                 "loihi_simreal: nengo-loihi float emulator (same compartment dynamics, no "
-                "discretisation); both on the first loihi_images test images because the "
-                "Python emulator is slow on this 2-core machine. Agreement is with "
+                "discretisation); both on the first loihi_images test images. Agreement is with "
                 "whetstone.simulate.run; ties are the reference's (|pre - theta| < 1e-6)."
             ),
             "models": results,

@@ -172,11 +172,6 @@ class BuiltNetwork:
     probes: list  # one per stage in `ensembles` (spikes, synapse=None)
     transforms: dict = field(default_factory=dict)  # ensemble -> nengo.Convolution feeding it
 
-    @property
-    def stages(self) -> list[Stage]:
-        """The stages simulated as ensembles (stage 0 is the host encoder in 'host' mode)."""
-        return self.source.stages
-
     def node_rows(self, x: np.ndarray) -> np.ndarray:
         """Input node values for a batch: stage 0's ``W x + b - theta`` or ``x - 0.5``."""
         net = self.source
