@@ -8,7 +8,8 @@ simulator's accuracy and ties, the Nengo reference simulator's accuracy, agreeme
 ties on all 10,000 test images, the Loihi emulator's accuracy and agreement (integer
 ``sim`` = chip arithmetic with nengo-loihi's 8-bit weights, and float ``simreal`` =
 the same dynamics without discretisation) on the first ``--loihi-images`` test images
-(default: all 10,000), images/s per back end, and the Loihi resource report. Writes ``benchmarks/results/backend_nengo.json``.
+(default: all 10,000), images/s per back end, and the Loihi resource report.
+Writes ``benchmarks/results/backend_nengo.json``.
 """
 
 from __future__ import annotations
