@@ -180,30 +180,52 @@ def _paddings(stage: Stage) -> list[tuple[int, int]]:
     return [same_padding(n, k, s, d) for n, k, s, d in stage._axes()]
 
 
-def _conv_node(stage: Stage, kernel: np.ndarray, bias: np.ndarray, groups: int):
-    """Conv1d/Conv2d for a channels-last kernel ``(*window, in, out)``; asymmetric
-    'same' padding becomes symmetric padding plus leading zero taps."""
+def _axis_plan(n, k, s, d, pads, size):
+    """Zero taps ``(before, after)`` and symmetric padding that give one axis of a
+    window of ``k`` taps with Keras pads ``pads`` as a window of ``size`` taps."""
+    before, after = pads
+    rest = (n + before + after - d * (k - 1) - 1) % s
+    for lead in range(size - k + 1):
+        shift = before - after + (2 * lead - (size - k)) * d
+        if -rest <= shift < s - rest:  # same number of outputs, taps aligned
+            return lead, size - k - lead, before + lead * d
+    return None
+
+
+def _square_plan(stage: Stage) -> list[tuple[int, int, int]]:
+    """Per axis: zero taps before, after, and the symmetric padding. NIR's padding is
+    symmetric and nir 1.0's Conv2d type inference reads the kernel height as its
+    width too, so the kernel is made square (exact: extra taps are zeros)."""
+    axes = [(*axis, pads) for axis, pads in zip(stage._axes(), _paddings(stage), strict=True)]
+    low = max(stage.window)
+    for size in range(low, low + 4):
+        sizes = [size if len(axes) == 2 else k for _, k, _, _, _ in axes]
+        plan = [_axis_plan(*axis, m) for axis, m in zip(axes, sizes, strict=True)]
+        if all(plan):
+            return plan
+    raise ValueError(
+        f"stage {stage.name!r}: window {stage.window} with padding {_paddings(stage)}, strides "
+        f"{stage.strides} and dilation {stage.dilation} has no NIR equivalent: NIR pads "
+        "symmetrically and nir 1.0 needs square kernels (it infers a Conv2d's width from the "
+        "kernel height), and zero taps cannot make up the difference here. Use a square "
+        "kernel, 'valid' padding or no dilation in this layer."
+    )
+
+
+def _conv_node(stage: Stage, kernel: np.ndarray, bias: np.ndarray):
+    """Conv1d/Conv2d for a channels-last kernel ``(*window, in, out)``."""
     nir = _nir()
-    pads = _paddings(stage)
-    extra = [after - before for before, after in pads]
-    if any(e and d != 1 for e, d in zip(extra, stage.dilation, strict=True)):
-        raise ValueError(
-            f"stage {stage.name!r}: 'same' padding {pads} is asymmetric and the dilation is "
-            f"{stage.dilation}; NIR's symmetric padding cannot express it. Use 'valid' "
-            "padding, an odd kernel, or no dilation in this layer."
-        )
-    rank = len(stage.window)
-    kernel = np.pad(kernel, [(e, 0) for e in extra] + [(0, 0), (0, 0)])
+    plan = _square_plan(stage)
+    rank = len(plan)
+    kernel = np.pad(kernel, [(lead, trail) for lead, trail, _ in plan] + [(0, 0), (0, 0)])
     weight = np.ascontiguousarray(kernel.transpose(rank + 1, rank, *range(rank)))
-    pad = tuple(after for _, after in pads)
+    pad = tuple(p for _, _, p in plan)
     spatial = stage.input_shape[:-1]
     if rank == 1:
-        return nir.Conv1d(
-            spatial[0], weight, stage.strides[0], pad[0], stage.dilation[0], groups, bias
-        )
+        return nir.Conv1d(spatial[0], weight, stage.strides[0], pad[0], stage.dilation[0], 1, bias)
     if rank != 2:
         raise ValueError(f"stage {stage.name!r}: NIR has 1-D and 2-D convolutions only.")
-    return nir.Conv2d(spatial, weight, stage.strides, pad, stage.dilation, groups, bias)
+    return nir.Conv2d(spatial, weight, stage.strides, pad, stage.dilation, 1, bias)
 
 
 def _window_node(stage: Stage):
@@ -219,12 +241,12 @@ def _window_node(stage: Stage):
             )
             return node, None
         kernel = np.ones((*stage.pool_size, 1, 1), np.float32) * np.eye(channels, dtype=np.float32)
-        return _conv_node(stage, kernel, np.zeros(channels, np.float32), 1), None
+        return _conv_node(stage, kernel, np.zeros(channels, np.float32)), None
     leak = None
     bias = np.zeros(channels, np.float32) if stage.bias is None else stage.bias
     if bias.shape != (channels,):
         leak, bias = np.moveaxis(bias, -1, 0), np.zeros(channels, np.float32)
-    return _conv_node(stage, stage.weights, bias, 1), leak
+    return _conv_node(stage, stage.weights, bias), leak
 
 
 def _neuron_node(stage: Stage, shape: tuple[int, ...], dt: float, leak):
@@ -462,55 +484,119 @@ def _neuron(name: str, node, dt: float | None, where: str):
     return theta, leak
 
 
-def _keras_padding(name, padding, spatial, window, strides, dilation, where) -> str:
-    if isinstance(padding, (str, bytes)):
-        return padding.decode() if isinstance(padding, bytes) else padding
-    pads = np.broadcast_to(np.asarray(padding, int), (len(window),)).tolist()
-    axes = list(zip(spatial, window, strides, dilation, strict=True))
-    if all(p == 0 for p in pads):
-        return "valid"
-    if all(same_padding(*axis) == (p, p) for axis, p in zip(axes, pads, strict=True)):
-        return "same"
-    raise UnsupportedGraphError(
-        f"{where}: node {name!r} pads {pads}, which is neither 'valid' nor Keras 'same' "
-        "for its input, kernel and stride."
-    )
+def _pads(padding, spatial, window, strides, dilation) -> list[tuple[int, int]]:
+    """NIR padding (int, per axis, 'same' or 'valid') as per-axis (before, after)."""
+    padding = padding.decode() if isinstance(padding, bytes) else padding
+    if isinstance(padding, str):
+        axes = zip(spatial, window, strides, dilation, strict=True)
+        return [same_padding(*a) if padding == "same" else (0, 0) for a in axes]
+    return [(int(p), int(p)) for p in np.broadcast_to(np.asarray(padding, int), (len(window),))]
+
+
+def _zero_run(kernel: np.ndarray | None, axis: int, from_end: bool) -> int:
+    """How many leading (or trailing) taps along ``axis`` are zero for every channel."""
+    if kernel is None:
+        return 0
+    taps = np.moveaxis(kernel, axis, 0).reshape(kernel.shape[axis], -1).any(axis=1)
+    taps = taps[::-1] if from_end else taps
+    return int(np.argmax(taps)) if taps.any() else len(taps) - 1
+
+
+def _axis_fit(n, size, s, d, pads, mode, lead_zeros, trail_zeros, window=None):
+    """Least zero taps ``(lead, trail)`` to strip so that one axis is Keras ``mode``:
+    the kept taps stay aligned and the number of outputs stays the same."""
+    count = (n + sum(pads) - d * (size - 1) - 1) // s + 1
+    fits = []
+    for lead in range(lead_zeros + 1):
+        for trail in range(trail_zeros + 1):
+            k = size - lead - trail
+            if k < 1 or (window is not None and k != window):
+                continue
+            before = 0 if mode == "valid" else same_padding(n, k, s, d)[0]
+            if pads[0] - lead * d == before and output_length(n, k, s, d, mode) == count:
+                fits.append((lead + trail, lead, trail))
+    return min(fits)[1:] if fits else None
+
+
+def _fit_window(name, kernel, size, spatial, strides, dilation, pads, hint, where):
+    """Keras padding and per-axis zero taps to strip, for a NIR window of ``size``."""
+    axes = list(zip(spatial, size, strides, dilation, pads, strict=True))
+    zeros = [(_zero_run(kernel, i, False), _zero_run(kernel, i, True)) for i in range(len(axes))]
+    windows = hint["window"] if hint else [None] * len(axes)
+    best = None
+    for mode in [hint["padding"]] if hint else ["valid", "same"]:
+        plan = [
+            _axis_fit(n, k, s, d, p, mode, *z, w)
+            for (n, k, s, d, p), z, w in zip(axes, zeros, windows, strict=True)
+        ]
+        if all(f is not None for f in plan):
+            candidate = (sum(a + b for a, b in plan), mode, plan)
+            best = candidate if best is None else min(best, candidate)
+    if best is None:
+        raise UnsupportedGraphError(
+            f"{where}: node {name!r} pads {pads} with window {tuple(size)}, which is neither "
+            "'valid' nor Keras 'same' padding for its input, window and strides."
+        )
+    return best[1], best[2]
 
 
 def _ints(value, rank: int) -> tuple[int, ...]:
     return tuple(int(v) for v in np.broadcast_to(np.asarray(value, int), (rank,)))
 
 
-def _window_op(name, node, spatial, where) -> dict:
+def _full_kernel(node, spatial, here) -> np.ndarray:
+    """Channels-last kernel ``(*window, in, out)`` of a Conv node (groups expanded)."""
+    weight = np.asarray(node.weight, np.float32)
+    rank = len(spatial) - 1
+    if weight.ndim != rank + 2:
+        raise UnsupportedGraphError(f"{here}: a {weight.ndim - 2}-D kernel on {spatial}.")
+    groups, out = int(node.groups), weight.shape[0]
+    full = np.zeros((out, spatial[-1], *weight.shape[2:]), np.float32)
+    per_in, per_out = weight.shape[1], out // groups
+    for g in range(groups):
+        rows = slice(g * per_out, (g + 1) * per_out)
+        full[rows, g * per_in : (g + 1) * per_in] = weight[rows]
+    return full.transpose(*range(2, rank + 2), 1, 0)
+
+
+def _as_pool(kernel: np.ndarray, bias: np.ndarray, here: str) -> dict:
+    window, channels = kernel.shape[:-2], kernel.shape[-1]
+    ones = np.ones((*window, 1, 1), np.float32) * np.eye(channels, dtype=np.float32)
+    if kernel.shape[-2] != channels or not np.array_equal(kernel, ones) or np.any(bias):
+        raise UnsupportedGraphError(f"{here}: an OR-pool in the metadata, not in the kernel.")
+    return {"kind": "pool", "pool_size": window, "weights": None, "bias": None}
+
+
+def _window_op(name, node, spatial, where, hint=None) -> dict:
     """Stage fields of a Conv1d / Conv2d / SumPool2d node reading ``spatial`` (HWC)."""
     here = f"{where}: node {name!r}"
     if spatial is None:
         raise UnsupportedGraphError(f"{here}: a {type(node).__name__} after a flat tensor.")
     rank = len(spatial) - 1
-    if type(node).__name__ == "SumPool2d":
-        window, dilation = _ints(node.kernel_size, rank), (1,) * rank
-        fields = {"kind": "pool", "pool_size": window, "weights": None, "bias": None}
-        channels = spatial[-1]
-    else:
-        weight = np.asarray(node.weight, np.float32)
-        if weight.ndim != rank + 2:
-            raise UnsupportedGraphError(f"{here}: a {weight.ndim - 2}-D kernel on {spatial}.")
-        groups, out = int(node.groups), weight.shape[0]
-        full = np.zeros((out, spatial[-1], *weight.shape[2:]), np.float32)
-        per_in, per_out = weight.shape[1], out // groups
-        for g in range(groups):
-            rows = slice(g * per_out, (g + 1) * per_out)
-            full[rows, g * per_in : (g + 1) * per_in] = weight[rows]
-        kernel = full.transpose(*range(2, rank + 2), 1, 0)
-        window, dilation = kernel.shape[:rank], _ints(node.dilation, rank)
-        fields = {"kind": "conv", "weights": kernel, "bias": np.asarray(node.bias, np.float32)}
-        channels = out
     strides = _ints(node.stride, rank)
-    padding = _keras_padding(name, node.padding, spatial[:-1], window, strides, dilation, here)
+    if type(node).__name__ == "SumPool2d":
+        kernel, size, dilation = None, _ints(node.kernel_size, rank), (1,) * rank
+    else:
+        kernel = _full_kernel(node, spatial, here)
+        size, dilation = kernel.shape[:rank], _ints(node.dilation, rank)
+    pads = _pads(node.padding, spatial[:-1], size, strides, dilation)
+    padding, strip = _fit_window(
+        name, kernel, size, spatial[:-1], strides, dilation, pads, hint, here
+    )
+    if kernel is None:
+        fields = {"kind": "pool", "pool_size": size, "weights": None, "bias": None}
+    else:
+        kernel = kernel[tuple(slice(a, k - b) for (a, b), k in zip(strip, size, strict=True))]
+        bias = np.asarray(node.bias, np.float32)
+        fields = {"kind": "conv", "weights": kernel, "bias": bias}
+        if hint and hint["kind"] == "pool":
+            fields = _as_pool(kernel, bias, here)
+    window = fields["pool_size"] if fields["kind"] == "pool" else fields["weights"].shape[:rank]
     out_spatial = tuple(
         output_length(n, k, s, d, padding)
         for n, k, s, d in zip(spatial[:-1], window, strides, dilation, strict=True)
     )
+    channels = spatial[-1] if fields["kind"] == "pool" else fields["weights"].shape[-1]
     geometry = {"strides": strides, "padding": padding, "dilation": dilation}
     return {**fields, **geometry, "input_shape": spatial, "output_shape": (*out_spatial, channels)}
 
@@ -539,17 +625,22 @@ def _stage(name: str, op: dict, theta: float, leak, where: str) -> Stage:
     return Stage(name, threshold=theta, **op)
 
 
-def _read_hints(graph) -> dict | None:
+def _read_hints(graph, chain) -> dict:
+    """The ``whetstone`` metadata when it belongs to this graph, else ``{}``."""
     text = graph.metadata.get("whetstone") if isinstance(graph.metadata, dict) else None
     try:
-        hints = json.loads(text) if text else None
-    except (TypeError, ValueError):
-        return None
-    return hints if isinstance(hints, dict) and hints.get("format") == FORMAT else None
+        hints = json.loads(text) if text else {}
+        stages = {h["node"]: h for h in hints["stages"]}
+        ops = [name for name, node in chain if type(node).__name__ in LINEAR_OPS]
+        if hints.get("format") == FORMAT and sorted(stages) == sorted(ops[: len(stages)]):
+            return {**hints, "stages": stages}
+    except (TypeError, ValueError, KeyError):
+        pass
+    return {}
 
 
-def _walk(chain, dt, where) -> tuple[list[tuple[str, Stage]], dict | None, tuple]:
-    """Stages (with their NIR node names), a pending decoder op, the input shape."""
+def _walk(chain, dt, where, hints) -> tuple[list[Stage], dict | None, tuple]:
+    """The stages, a pending decoder op (a linear node with no neurons), the input shape."""
     shape = tuple(int(n) for n in chain[0][1].input_type["input"])
     spatial = _last(shape) if len(shape) > 1 else None
     source, order, op, stages = spatial or shape, None, None, []
@@ -567,18 +658,17 @@ def _walk(chain, dt, where) -> tuple[list[tuple[str, Stage]], dict | None, tuple
         elif kind in ("Affine", "Linear"):
             op = {**_dense_op(node, source, order), "node": name}
         elif kind in LINEAR_OPS:
-            op = {**_window_op(name, node, spatial, where), "node": name}
+            hint = hints.get("stages", {}).get(name)
+            op = {**_window_op(name, node, spatial, where, hint), "node": name}
         else:
             if op is None:
                 raise UnsupportedGraphError(
                     f"{where}: node {name!r} ({kind}) has no linear node before it."
                 )
             theta, leak = _neuron(name, node, dt, where)
-            node_name = op.pop("node")
-            stages.append((node_name, _stage(node_name, op, theta, leak, where)))
-            out = stages[-1][1].output_shape
-            spatial = out if len(out) > 1 else None
-            source, order, op = out, None, None
+            stages.append(_stage(op.pop("node"), op, theta, leak, where))
+            spatial = stages[-1].output_shape if len(stages[-1].output_shape) > 1 else None
+            source, order, op = stages[-1].output_shape, None, None
     return stages, op, input_shape
 
 
@@ -587,17 +677,18 @@ def from_graph(graph, where: str = "NIR graph") -> SpikingNetwork:
 
     Graphs from other tools import when they are a chain of the supported nodes
     with memoryless neurons; anything else raises :class:`UnsupportedGraphError`
-    naming the node and its type.
+    naming the node and its type. The graph's ``whetstone`` metadata, when present,
+    restores names, shapes, decoder type and encoding exactly.
 
     Example:
         >>> net == from_graph(to_graph(net))              # doctest: +SKIP
         True
     """
     chain = _chain(graph, where)
-    hints = _read_hints(graph)
+    hints = _read_hints(graph, chain)
     meta = graph.metadata if isinstance(graph.metadata, dict) else {}
     dt = float(meta["dt"]) if "dt" in meta else None
-    stages, op, input_shape = _walk(chain, dt, where)
+    stages, op, input_shape = _walk(chain, dt, where, hints)
     if not stages:
         raise UnsupportedGraphError(f"{where}: the graph has no neurons.")
     decoder = None
@@ -606,60 +697,40 @@ def from_graph(graph, where: str = "NIR graph") -> SpikingNetwork:
             raise UnsupportedGraphError(f"{where}: node {op['node']!r} ends the graph.")
         bias = op["bias"] if op["bias"] is not None else np.zeros(op["weights"].shape[1])
         decoder = ReadoutDecoder(op["weights"], bias)
-    net = SpikingNetwork(input_shape, [s for _, s in stages], decoder)
-    if hints is not None:
-        net = _restore(net, [n for n, _ in stages], hints, where)
-    return net
+    net = SpikingNetwork(input_shape, stages, decoder)
+    return _restore(net, hints, where) if hints else net
 
 
 # ---------------------------------------------------------------- restoring whetstone detail
 
 
 def _restore_stage(stage: Stage, hint: dict) -> Stage:
-    """Undo what NIR forced on a stage: names, zero taps, pool as conv, no bias."""
-    kwargs = {k: getattr(stage, k) for k in ("kind", "weights", "bias", "threshold")}
-    kwargs.update(strides=stage.strides, dilation=stage.dilation, pool_size=stage.pool_size)
-    kwargs.update(padding=hint["padding"], input_shape=tuple(hint["input_shape"]))
-    output_shape = stage.output_shape
-    if stage.kind == "conv":
-        window = tuple(hint["window"])
-        extra = [k - w for k, w in zip(stage.window, window, strict=True)]
-        taps = tuple(slice(e, None) for e in extra)
-        kernel = stage.weights[taps]
-        if not np.array_equal(
-            np.pad(kernel, [(e, 0) for e in extra] + [(0, 0)] * 2), stage.weights
-        ):
-            raise ValueError(f"stage {stage.name!r}: leading taps are not zero")
-        kwargs["weights"] = kernel
-        if hint["kind"] == "pool":
-            channels = kernel.shape[-1]
-            ones = np.ones(window, np.float32)[..., None, None] * np.eye(channels, dtype=np.float32)
-            if not np.array_equal(kernel, ones) or np.any(stage.bias):
-                raise ValueError(f"stage {stage.name!r}: not an OR-pool kernel")
-            kwargs.update(kind="pool", weights=None, bias=None, pool_size=window)
-    if kwargs["kind"] == "dense":
-        kwargs["padding"] = "valid"
-    if hint["bias"] is None and kwargs["bias"] is not None:
-        if np.any(kwargs["bias"]):
-            raise ValueError(f"stage {stage.name!r}: has a bias, the hint says none")
-        kwargs["bias"] = None
-    return Stage(hint["name"], output_shape=output_shape, **kwargs)
+    """Name, input shape and a missing bias, as the ``whetstone`` metadata says."""
+    bias = stage.bias
+    if hint["bias"] is None and bias is not None:
+        if np.any(bias):
+            raise ValueError(f"stage {stage.name!r} has a bias; the metadata says none")
+        bias = None
+    fields = ("kind", "output_shape", "weights", "threshold", "strides", "padding")
+    kwargs = {k: getattr(stage, k) for k in (*fields, "dilation", "pool_size")}
+    return Stage(hint["name"], input_shape=tuple(hint["input_shape"]), bias=bias, **kwargs)
 
 
-def _restore(net: SpikingNetwork, nodes: list[str], hints: dict, where: str) -> SpikingNetwork:
-    """Apply the ``whetstone`` metadata (when it matches the graph) to the import."""
-    stage_hints = hints.get("stages", [])
-    if [h.get("node") for h in stage_hints] != nodes:
-        return net
+def _key_decoder(decoder: ReadoutDecoder) -> KeyDecoder:
+    signed = decoder.weights.T / 2.0
+    if not np.array_equal(decoder.bias, -signed.sum(axis=1)):
+        raise ValueError("the key decoder's bias is not -sum(2K - 1)")
+    return KeyDecoder((signed + 1.0) / 2.0)
+
+
+def _restore(net: SpikingNetwork, hints: dict, where: str) -> SpikingNetwork:
+    """Apply the ``whetstone`` metadata to an imported network."""
     try:
-        stages = [_restore_stage(s, h) for s, h in zip(net.stages, stage_hints, strict=True)]
-        decoder = net.decoder
-        kind = (hints.get("decoder") or {}).get("type")
+        order = list(hints["stages"].values())
+        stages = [_restore_stage(s, h) for s, h in zip(net.stages, order, strict=True)]
+        decoder, kind = net.decoder, (hints.get("decoder") or {}).get("type")
         if kind == "KeyDecoder" and decoder is not None:
-            signed = decoder.weights.T / 2.0
-            if not np.array_equal(decoder.bias, -signed.sum(axis=1)):
-                raise ValueError("the key decoder's bias is not -sum(2K - 1)")
-            decoder = KeyDecoder((signed + 1.0) / 2.0)
+            decoder = _key_decoder(decoder)
         elif kind == "ReadoutDecoder" and decoder is not None:
             decoder.activation = hints["decoder"].get("activation", "linear")
         return SpikingNetwork(
