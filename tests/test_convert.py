@@ -39,8 +39,9 @@ def sharp(model):
 
 
 def keras_reference(model, x):
-    """Keras's last spikes and predicted classes from ``model.predict``."""
-    last = [layer for layer in convert.layer_chain(model) if isinstance(layer, Spiking)][-1]
+    """Keras's last spikes (spiking layer or max pool of spikes) and predicted classes."""
+    kinds = (Spiking, L.MaxPooling1D, L.MaxPooling2D)
+    last = [layer for layer in convert.layer_chain(model) if isinstance(layer, kinds)][-1]
     probe = keras.Model(model.inputs, [last.output, model.outputs[0]])
     spikes, output = probe.predict(x, verbose=0, batch_size=256)
     return spikes.reshape(len(x), -1), output.reshape(len(x), -1).argmax(axis=1)
