@@ -1,4 +1,4 @@
-"""The whetstone command line."""
+"""The whetstone command line: every command and every bad input."""
 
 import json
 import shutil
@@ -6,37 +6,62 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
+import numpy as np
+import pytest
 from click.testing import CliRunner
 
 import whetstone
+import whetstone.backends as registry
+from whetstone.backends import BackendResult, MissingDependencyError
 from whetstone.cli import main
 
 
 def invoke(*args: str):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def tiny_model(sharpness: float) -> keras.Model:
+    """A small dense model on 28x28 images; sharp or not, untrained, not compiled."""
+    keras.utils.set_random_seed(1)
+    model = whetstone.models.dense_mnist(key_width=20)
+    whetstone.sharpness.set_model_sharpness(model, sharpness)
+    return model
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("cli")
+    paths = {"sharp": folder / "sharp.keras", "soft": folder / "soft.keras"}
+    tiny_model(1.0).save(paths["sharp"])
+    tiny_model(0.0).save(paths["soft"])
+    paths["net"] = folder / "sharp.h5"
+    whetstone.convert.to_spiking(keras.models.load_model(paths["sharp"])).save(paths["net"])
+    paths["garbage"] = folder / "garbage.keras"
+    paths["garbage"].write_bytes(b"not a zip file")
+    paths["damaged"] = folder / "damaged.h5"
+    paths["damaged"].write_bytes(paths["net"].read_bytes()[:500])
+    return paths
+
+
+def assert_one_line_error(result, code: int, *fragments: str):
+    assert result.exit_code == code, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+# -- version, help, console script ----------------------------------------------------
 
 
 def test_version_and_help():
     assert invoke("--version").output.strip() == f"whetstone, version {whetstone.__version__}"
-    assert "demo" in invoke("--help").output
-
-
-def test_demo_trains_sharpens_and_simulates_exactly():
-    result = invoke("--json", "-q", "demo", "--epochs", "5", "--plain-epochs", "2")
-    report = json.loads(result.output)
-    rows = {row["stage"]: row for row in report["results"]}
-    assert report["fully_sharpened"] is True
-    assert report["test_images"] == 1000
-    sharpened = rows["Keras, sharpened"]["accuracy"]
-    assert sharpened > 0.5  # 3 sharpening epochs on 6,000 images
-    assert rows["reference simulator"]["accuracy"] == sharpened
-    assert rows["reference simulator"]["timesteps"] == 3
-
-
-def test_demo_refuses_epochs_without_room_for_sharpening():
-    result = CliRunner().invoke(main, ["demo", "--epochs", "3", "--plain-epochs", "3"])
-    assert result.exit_code == 2
-    assert "--epochs (3) must exceed --plain-epochs (3)" in result.output
+    help_text = invoke("--help").output
+    for command in ("demo", "inspect", "export", "verify", "sharpen"):
+        assert command in help_text
+    assert "Examples:" in help_text
 
 
 def test_console_script_runs():
@@ -44,3 +69,177 @@ def test_console_script_runs():
     assert script, "the whetstone console script is not installed"
     done = subprocess.run([script, "--version"], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == f"whetstone, version {whetstone.__version__}"
+
+
+# -- demo ------------------------------------------------------------------------------
+
+
+def test_demo_trains_sharpens_and_runs_exactly_on_nengo():
+    result = invoke("--json", "demo", "-q", "--epochs", "5", "--plain-epochs", "2",
+                    "--backend", "nengo", "-n", "300")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    rows = {row["stage"]: row for row in report["results"]}
+    assert report["fully_sharpened"] is True
+    assert report["test_images"] == 300
+    sharpened = rows["Keras, sharpened"]["accuracy"]
+    assert sharpened > 0.5  # 3 sharpening epochs on 6,000 images
+    assert rows["reference simulator"]["accuracy"] == sharpened
+    assert rows["reference simulator"]["agreement"] == 1.0  # with Keras
+    assert rows["nengo"]["accuracy"] == sharpened
+    assert rows["nengo"]["agreement"] == 1.0  # with the reference
+    assert rows["reference simulator"]["timesteps"] == 3
+
+
+def test_demo_refuses_epochs_without_room_for_sharpening():
+    result = invoke("demo", "--epochs", "3", "--plain-epochs", "3")
+    assert result.exit_code == 2
+    assert "--epochs (3) must exceed --plain-epochs (3)" in result.output
+
+
+# -- inspect ---------------------------------------------------------------------------
+
+
+def test_inspect_sharp_model(files):
+    result = invoke("inspect", files["sharp"])
+    assert result.exit_code == 0, result.output
+    assert "spiking_1  SpikingBRelu   (256,)  1" in result.output
+    assert "total: 340 neurons, 218368 synapses, 3 timesteps" in result.output
+
+
+def test_inspect_json_has_sizes_and_resources(files):
+    report = json.loads(invoke("inspect", files["sharp"], "--json").output)
+    assert report["converts"] is True
+    assert report["totals"] == {"neurons": 340, "synapses": 784 * 256 + 256 * 64 + 64 * 20}
+    assert [s["neurons"] for s in report["stages"]] == [256, 64, 20]
+    assert report["resources"]["loihi"]["fits_one_chip"] is True
+
+
+def test_inspect_unsharpened_model_explains_and_hints(files):
+    result = invoke("inspect", files["soft"])
+    assert result.exit_code == 0
+    assert "Does not convert" in result.output
+    assert "spiking_1" in result.output and "whetstone sharpen" in result.output
+
+
+def test_inspect_saved_network(files):
+    result = invoke("--json", "inspect", files["net"])
+    report = json.loads(result.output)
+    assert report["layers"] == [] and report["totals"]["neurons"] == 340
+
+
+# -- export ----------------------------------------------------------------------------
+
+
+def test_export_writes_and_refuses_to_overwrite(files, tmp_path):
+    target = tmp_path / "deploy"
+    assert invoke("export", files["sharp"], "--to", "nengo", "-o", target).exit_code == 0
+    assert (target / "network.h5").exists()
+    again = invoke("export", files["sharp"], "--to", "nengo", "-o", target)
+    assert again.exit_code == 2 and "pass --force" in again.output
+    assert invoke("export", files["net"], "--to", "nengo", "-o", target, "--force").exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deploy"]
+
+
+def test_failed_export_leaves_nothing(files, tmp_path, monkeypatch):
+    backend = registry.get("nengo")
+
+    def broken_export(net, path, **options):
+        Path(path).mkdir()
+        (Path(path) / "half.h5").write_bytes(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(backend, "export", broken_export)
+    result = invoke("export", files["sharp"], "--to", "nengo", "-o", tmp_path / "out")
+    assert_one_line_error(result, 1, "disk full")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_of_unsharpened_model_names_layers_and_sharpen(files, tmp_path):
+    result = invoke("export", files["soft"], "--to", "nengo", "-o", tmp_path / "x")
+    assert_one_line_error(result, 2, "spiking_1", "whetstone sharpen")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_backend_lists_known_ones(files, tmp_path):
+    result = invoke("export", files["sharp"], "--to", "truenorth", "-o", tmp_path / "x")
+    assert result.exit_code == 2
+    assert all(name in result.output for name in registry.names())
+
+
+def test_missing_optional_dependency_names_the_extra(files, tmp_path, monkeypatch):
+    def missing(net, path, **options):
+        raise MissingDependencyError("this back end needs 'pyNN'. pip install 'whetstone[nest]'")
+
+    monkeypatch.setattr(registry.get("nengo"), "export", missing)
+    result = invoke("export", files["sharp"], "--to", "nengo", "-o", tmp_path / "x")
+    assert_one_line_error(result, 2, "pip install 'whetstone[nest]'")
+
+
+# -- verify ----------------------------------------------------------------------------
+
+
+def test_verify_on_nengo_agrees_exactly(files):
+    result = invoke("--json", "verify", files["sharp"], "--to", "nengo", "--data", "demo",
+                    "-n", "64", "--min-agreement", "1")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    rows = {row["stage"]: row for row in report["results"]}
+    assert report["passed"] is True and report["images"] == 64
+    assert rows["nengo"]["agreement"] == 1.0
+    assert rows["Keras"]["agreement"] == 1.0
+
+
+def test_verify_exits_1_below_threshold(files, monkeypatch):
+    def wrong(net, x, **options):
+        return BackendResult(np.full(len(x), -1), np.zeros((len(x), 20)), np.zeros(3))
+
+    monkeypatch.setattr(registry.get("nengo"), "run", wrong)
+    result = invoke("verify", files["net"], "--to", "nengo", "--data", "demo", "-n", "8")
+    assert result.exit_code == 1
+    assert "below --min-agreement" in result.output
+
+
+def test_verify_rejects_data_of_the_wrong_shape(tmp_path):
+    model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(4),
+                              whetstone.layers.SpikingBRelu(sharpness=1.0)])  # fmt: skip
+    path = tmp_path / "small.keras"
+    model.save(path)
+    result = invoke("verify", path, "--to", "nengo", "--data", "demo", "-n", "4")
+    assert_one_line_error(result, 2, "(28, 28)", "(10,)")
+
+
+# -- sharpen ---------------------------------------------------------------------------
+
+
+def test_sharpen_continues_training_until_sharp(files, tmp_path):
+    output = tmp_path / "sharpened.keras"
+    result = invoke("--json", "sharpen", files["soft"], "--data", "demo", "--epochs", "3",
+                    "--steps", "1", "-o", output, "-q")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["fully_sharpened"] is True
+    assert whetstone.sharpness.is_fully_sharpened(keras.models.load_model(output))
+    again = invoke("sharpen", files["soft"], "--data", "demo", "--epochs", "1", "-o", output)
+    assert again.exit_code == 2 and "pass --force" in again.output
+
+
+# -- bad files -------------------------------------------------------------------------
+
+
+def test_missing_file_is_a_usage_error(tmp_path):
+    result = invoke("inspect", tmp_path / "nope.keras")
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_not_a_keras_model(files):
+    assert_one_line_error(invoke("inspect", files["garbage"]), 2, "not a loadable Keras model")
+
+
+def test_damaged_network_file(files):
+    assert_one_line_error(invoke("inspect", files["damaged"]), 2, str(files["damaged"]))
+
+
+def test_verbose_shows_the_traceback(files):
+    result = invoke("inspect", files["garbage"], "-v")
+    assert result.exit_code != 0 and isinstance(result.exception, ValueError)

@@ -1,16 +1,116 @@
-"""The ``whetstone`` command line: composes the library, adds only presentation."""
+"""The ``whetstone`` command line: composes the library, adds only presentation.
+
+Every reporting command prints a table, or one JSON document with ``--json``. Bad
+input (a missing or damaged file, a model that is not sharp, an unknown back end,
+data of the wrong shape) gives a one-line error on stderr and exit status 2; a
+verification below its threshold exits with 1. ``-v`` shows tracebacks.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
 import sys
 import time
+from pathlib import Path
 
 import click
 
 import whetstone
+from whetstone.backends import MissingDependencyError, names
+
+BAD_INPUT = (ValueError, FileNotFoundError, MissingDependencyError, KeyError)
+
+
+# ---------------------------------------------------------------- presentation
+
+
+class Output:
+    """Where commands report: tables on stdout and progress on stderr, or one JSON document."""
+
+    def __init__(self):
+        self.as_json = self.quiet = self.verbose = False
+
+    @property
+    def keras_verbose(self) -> int:
+        if self.quiet or self.as_json:
+            return 0
+        return 1 if sys.stderr.isatty() else 2
+
+    def say(self, message: str) -> None:
+        if not (self.quiet or self.as_json):
+            click.echo(message, err=True)
+
+    def table(self, rows: list[dict], title: str) -> None:
+        if self.as_json or not rows:
+            return
+        columns = list(rows[0])
+        text = [[_cell(row.get(c), c) for c in columns] for row in rows]
+        widths = [max(len(c), *(len(r[i]) for r in text)) for i, c in enumerate(columns)]
+        click.secho(title, bold=True)
+        click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+        for cells in text:
+            click.echo("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
+
+    def document(self, payload: dict) -> None:
+        if self.as_json:
+            click.echo(json.dumps(payload, indent=2, default=_jsonable))
+
+
+PERCENT_COLUMNS = ("accuracy", "agreement")
+
+
+def _cell(value, column: str) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{100 * value:.2f}%" if column in PERCENT_COLUMNS else f"{value:.4g}"
+    return str(value)
+
+
+def _jsonable(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def reporting_options(command):
+    """--json, -q and -v on a command (also accepted before the command name)."""
+
+    def set_flag(name):
+        def callback(ctx, _param, value):
+            if value:
+                setattr(ctx.ensure_object(Output), name, True)
+
+        return callback
+
+    for flags, name, text in (
+        (("--json",), "as_json", "Print one JSON document instead of tables."),
+        (("-q", "--quiet"), "quiet", "No progress output."),
+        (("-v", "--verbose"), "verbose", "Show tracebacks of errors."),
+    ):
+        command = click.option(
+            *flags, is_flag=True, expose_value=False, callback=set_flag(name), help=text
+        )(command)
+    return command
+
+
+class Group(click.Group):
+    """Turns library errors into one-line messages (exit 2), unless -v asks for tracebacks."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as error:
+            if ctx.ensure_object(Output).verbose:
+                raise
+            message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            click.secho(f"Error: {message}", err=True, fg="red")
+            ctx.exit(2 if isinstance(error, BAD_INPUT) else 1)
 
 
 @contextlib.contextmanager
@@ -34,53 +134,113 @@ def _import_keras():
     return keras
 
 
-class Output:
-    """Where commands report: a human table on stdout, or one JSON document with --json."""
-
-    def __init__(self, as_json: bool, quiet: bool):
-        self.as_json, self.quiet = as_json, quiet
-
-    def say(self, message: str) -> None:
-        if not (self.quiet or self.as_json):
-            click.echo(message, err=True)
-
-    def table(self, rows: list[dict], title: str) -> None:
-        if self.as_json:
-            return
-        columns = list(rows[0])
-        widths = [max(len(str(c)), *(len(_cell(r[c])) for r in rows)) for c in columns]
-        click.secho(title, bold=True)
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(columns, widths, strict=True)))
-        for row in rows:
-            cells = (_cell(row[c]).ljust(w) for c, w in zip(columns, widths, strict=True))
-            click.echo("  ".join(cells))
-
-    def document(self, payload: dict) -> None:
-        if self.as_json:
-            click.echo(json.dumps(payload, indent=2))
+# ---------------------------------------------------------------- loading
 
 
-def _cell(value) -> str:
-    if isinstance(value, float):
-        return f"{100 * value:.2f}%"
-    return "-" if value is None else str(value)
+def load_model_or_network(path: str):
+    """``(keras_model or None, SpikingNetwork or conversion error)`` from a file.
+
+    A ``.keras`` file is loaded with Keras and converted; anything else must be a
+    saved ``SpikingNetwork``.
+    """
+    from whetstone import network
+
+    if Path(path).suffix == ".keras":
+        keras = _import_keras()
+        from whetstone import convert
+
+        try:
+            model = keras.models.load_model(path, compile=True)
+        except Exception as error:
+            raise ValueError(f"{path} is not a loadable Keras model: {error}") from error
+        try:
+            return model, convert.to_spiking(model)
+        except convert.ConversionError as error:
+            return model, error
+    try:
+        return None, network.load(path)
+    except network.NetworkFileError as error:
+        raise ValueError(
+            f"{error} (whetstone reads .keras models and saved SpikingNetwork files)"
+        ) from error
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def require_network(model, net, path: str):
+    """The network, or the conversion error with a hint to sharpen."""
+    if isinstance(net, Exception):
+        hint = ""
+        if model is not None and "not fully sharpened" in str(net):
+            hint = f" Run: whetstone sharpen {path} --data DATASET -o SHARP.keras"
+        raise ValueError(f"{net}{hint}".replace("\n", " "))
+    return net
+
+
+def fit_shape(x, shape: tuple, where: str):
+    """Images reshaped to the model's input ``shape`` (same size), or a clear error."""
+    import numpy as np
+
+    shape = tuple(shape)
+    if tuple(x.shape[1:]) == shape:
+        return x
+    if int(np.prod(x.shape[1:])) == int(np.prod(shape)):
+        return x.reshape((len(x), *shape))
+    raise ValueError(
+        f"{where}: the data has images of shape {tuple(x.shape[1:])}, the model expects "
+        f"{shape}. Choose a dataset that matches the model."
+    )
+
+
+def test_split(dataset: str, data_dir, limit: int | None):
+    from whetstone import datasets
+
+    _, (x, y) = datasets.load(dataset, data_dir)
+    return x[:limit], y[:limit]
+
+
+def replace_atomically(written: Path, target: Path, force: bool) -> None:
+    """Move a finished file or folder onto ``target``; the old one goes only after."""
+    if target.exists() and not force:
+        raise click.UsageError(f"{target} exists; pass --force to overwrite it.")
+    old = target.with_name(f".{target.name}.old")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(written, target)
+    if old.is_dir():
+        shutil.rmtree(old)
+    elif old.exists():
+        old.unlink()
+
+
+# ---------------------------------------------------------------- commands
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(whetstone.__version__, prog_name="whetstone")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@reporting_options
 @click.pass_context
-def main(ctx: click.Context, as_json: bool, quiet: bool) -> None:
+def main(ctx: click.Context) -> None:
     """Sharpen Keras networks into single-spike networks and run them on neuromorphic back ends.
 
     \b
     Examples:
-      whetstone demo                     # train, sharpen, convert, simulate (embedded data)
-      whetstone demo --dataset mnist --data-dir ../shared/data --epochs 21
-      whetstone --json demo -q           # machine-readable result
+      whetstone demo                                   # the main job, embedded data
+      whetstone inspect model.keras                    # layers, sharpness, size, cost
+      whetstone export model.keras --to nir -o model.nir
+      whetstone verify model.keras --to nengo --data mnist --data-dir ../shared/data -n 1000
+      whetstone sharpen model.keras --data mnist --epochs 10 -o sharp.keras
+      whetstone --json inspect model.keras             # machine-readable output
     """
-    ctx.obj = Output(as_json, quiet)
+    ctx.ensure_object(Output)
+
+
+DATA_DIR = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    envvar="WHETSTONE_DATA",
+    help="Folder holding mnist/ and fashion-mnist/ IDX files [env: WHETSTONE_DATA].",
+)
+DATASET = click.Choice(["demo", "mnist", "fashion-mnist", "cifar10"])
+MODEL = click.argument("model", type=click.Path(exists=True, dir_okay=False))
 
 
 @main.command()
@@ -91,12 +251,7 @@ def main(ctx: click.Context, as_json: bool, quiet: bool) -> None:
     show_default=True,
     help="'demo' is an MNIST subset shipped with the package; the others need --data-dir.",
 )
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False),
-    envvar="WHETSTONE_DATA",
-    help="Folder holding mnist/ and fashion-mnist/ IDX files [env: WHETSTONE_DATA].",
-)
+@DATA_DIR
 @click.option("--epochs", type=click.IntRange(min=1), default=14, show_default=True)
 @click.option(
     "--plain-epochs",
@@ -105,20 +260,35 @@ def main(ctx: click.Context, as_json: bool, quiet: bool) -> None:
     show_default=True,
     help="Epochs of ordinary training before sharpening starts.",
 )
+@click.option(
+    "--backend",
+    "backends",
+    multiple=True,
+    type=click.Choice(names()),
+    default=("nengo", "loihi"),
+    show_default=True,
+    help="Back ends to run the sharpened network on (repeat the option for several).",
+)
+@click.option(
+    "-n", "--limit", type=click.IntRange(min=1), default=None, help="Test on the first N images."
+)
 @click.option("--seed", type=int, default=0, show_default=True)
+@reporting_options
 @click.pass_obj
-def demo(out: Output, dataset: str, data_dir, epochs: int, plain_epochs: int, seed: int) -> None:
+def demo(out: Output, dataset, data_dir, epochs, plain_epochs, backends, limit, seed) -> None:
     """Train a small network with a sharpener, convert it and run it spiking.
 
     Trains the Whetstone MNIST dense network (784-256-64-100, N-hot key) for
-    PLAIN_EPOCHS, measures its accuracy, sharpens it bottom-up in the remaining epochs,
-    converts it into a SpikingNetwork and runs it on the reference simulator.
+    --plain-epochs, measures its accuracy, sharpens it bottom-up in the remaining
+    epochs, converts it into a SpikingNetwork and runs it on the reference simulator
+    and the chosen back ends.
 
     \b
     Example:
-      whetstone demo --epochs 14 --plain-epochs 5
+      whetstone demo --epochs 14 --plain-epochs 5 --backend nengo
     """
     keras = _import_keras()
+    from whetstone import backends as registry
     from whetstone import callbacks, convert, datasets, models, simulate
 
     if epochs <= plain_epochs:
@@ -129,28 +299,25 @@ def demo(out: Output, dataset: str, data_dir, epochs: int, plain_epochs: int, se
         )
     started = time.perf_counter()
     (x, y), (x_test, y_test) = datasets.load(dataset, data_dir)
+    x_test, y_test = x_test[:limit], y_test[:limit]
     out.say(f"{dataset}: {len(x)} training and {len(x_test)} test images")
     keras.utils.set_random_seed(seed)
     model = models.dense_mnist(input_shape=x.shape[1:], seed=seed)
     model.compile(keras.optimizers.Adadelta(4.0), "categorical_crossentropy")
     targets = keras.utils.to_categorical(y, 10)
-    verbose = 0 if (out.quiet or out.as_json) else (1 if sys.stderr.isatty() else 2)
 
-    def accuracy(predict) -> float:
-        return float((predict(x_test).argmax(axis=1) == y_test).mean())
-
-    def keras_predict(images):
-        return model.predict(images, verbose=0)
+    def accuracy(predictions) -> float:
+        return float((predictions == y_test).mean())
 
     if plain_epochs:
         out.say(f"training {plain_epochs} plain epochs")
-        model.fit(x, targets, epochs=plain_epochs, batch_size=128, verbose=verbose)
-    before = accuracy(keras_predict)
+        model.fit(x, targets, epochs=plain_epochs, batch_size=128, verbose=out.keras_verbose)
+    before = accuracy(model.predict(x_test, verbose=0).argmax(axis=1))
     layers = len(whetstone.sharpness.spiking_layers(model))
     steps = max(1, (epochs - plain_epochs) // layers)
     out.say(f"sharpening {layers} layers bottom-up, {steps} epoch(s) each")
     sharpener = callbacks.SimpleSharpener(
-        plain_epochs, steps, stop_when_sharp=True, verbose=int(verbose > 0)
+        plain_epochs, steps, stop_when_sharp=True, verbose=int(out.keras_verbose > 0)
     )
     model.fit(
         x,
@@ -159,17 +326,26 @@ def demo(out: Output, dataset: str, data_dir, epochs: int, plain_epochs: int, se
         initial_epoch=plain_epochs,
         batch_size=128,
         callbacks=[sharpener],
-        verbose=verbose,
+        verbose=out.keras_verbose,
     )
-    after = accuracy(keras_predict)
+    keras_predictions = model.predict(x_test, verbose=0).argmax(axis=1)
     net = convert.to_spiking(model)
-    result = simulate.run(net, x_test)
-    reference = float((result.predictions == y_test).mean())
+    reference = simulate.run(net, x_test)
     rows = [
-        {"stage": "Keras, before sharpening", "accuracy": before, "timesteps": None},
-        {"stage": "Keras, sharpened", "accuracy": after, "timesteps": None},
-        {"stage": "reference simulator", "accuracy": reference, "timesteps": result.latency},
+        {"stage": "Keras, before sharpening", "accuracy": before, "agreement": None},
+        {
+            "stage": "Keras, sharpened",
+            "accuracy": accuracy(keras_predictions),
+            "agreement": None,
+        },
+        _row("reference simulator", reference.predictions, y_test, keras_predictions),
     ]
+    rows[-1]["timesteps"] = reference.latency
+    for name in backends:
+        out.say(f"running on {name}")
+        result = registry.get(name).run(net, x_test)
+        rows.append(_row(name, result.predictions, y_test, reference.predictions))
+        rows[-1]["timesteps"] = result.info.get("latency")
     out.table(rows, f"whetstone demo: {dataset}, {len(x_test)} test images")
     out.document(
         {
@@ -180,10 +356,293 @@ def demo(out: Output, dataset: str, data_dir, epochs: int, plain_epochs: int, se
             "plain_epochs": plain_epochs,
             "fully_sharpened": whetstone.sharpness.is_fully_sharpened(model),
             "results": rows,
-            "ties": int(result.ties.sum()),
+            "reference_ties": int(reference.ties.sum()),
             "seconds": time.perf_counter() - started,
         }
     )
+
+
+def _row(stage: str, predictions, labels, compare_to) -> dict:
+    """Accuracy of ``predictions`` and their agreement with ``compare_to``."""
+    return {
+        "stage": stage,
+        "accuracy": float((predictions == labels).mean()),
+        "agreement": float((predictions == compare_to).mean()),
+    }
+
+
+@main.command()
+@MODEL
+@reporting_options
+@click.pass_obj
+def inspect(out: Output, model: str) -> None:
+    """Show a model's layers, sharpness, spiking size and back-end cost.
+
+    MODEL is a .keras file or a saved SpikingNetwork.
+
+    \b
+    Example:
+      whetstone inspect sharp.keras
+    """
+    from whetstone import backends as registry
+
+    keras_model, net = load_model_or_network(model)
+    report: dict = {"file": model, "layers": [], "converts": not isinstance(net, Exception)}
+    if keras_model is not None:
+        report["layers"] = _layer_rows(keras_model)
+        out.table(report["layers"], f"{model}: Keras model {keras_model.name!r}")
+    if isinstance(net, Exception):
+        report["conversion_error"] = str(net)
+        out.document(report)
+        if not out.as_json:
+            click.echo(f"\nDoes not convert: {net}")
+            click.echo(f"Hint: whetstone sharpen {model} --data DATASET -o SHARP.keras")
+        return
+    report["stages"] = _stage_rows(net)
+    report["totals"] = {"neurons": net.num_neurons, "synapses": net.num_synapses}
+    report["latency"] = net.latency
+    report["resources"] = {}
+    for name in registry.names():
+        backend = registry.get(name)
+        if hasattr(backend, "resources") and backend.is_available():
+            try:
+                report["resources"][name] = backend.resources(net)
+            except Exception as error:  # a cost estimate must not hide the rest
+                report["resources"][name] = {"error": str(error)}
+    out.table(report["stages"], f"\nSpikingNetwork ({net.input_encoding} input encoding)")
+    if not out.as_json:
+        click.echo(
+            f"total: {net.num_neurons} neurons, {net.num_synapses} synapses, "
+            f"{net.latency} timesteps from input to output"
+        )
+        for name, resources in report["resources"].items():
+            summary = ", ".join(f"{k}={v}" for k, v in resources.items() if _scalar(v))
+            click.echo(f"{name}: {summary}")
+    out.document(report)
+
+
+def _scalar(value) -> bool:
+    return isinstance(value, int | float | str | bool)
+
+
+def _layer_rows(model) -> list[dict]:
+    from whetstone.convert import layer_chain
+    from whetstone.layers import Spiking
+
+    try:
+        layers = layer_chain(model)
+    except Exception:
+        layers = model.layers
+    return [
+        {
+            "layer": layer.name,
+            "type": type(layer).__name__,
+            "output": str(tuple(layer.output.shape[1:])) if hasattr(layer, "output") else None,
+            "sharpness": layer.get_sharpness() if isinstance(layer, Spiking) else None,
+        }
+        for layer in layers
+    ]
+
+
+def _stage_rows(net) -> list[dict]:
+    return [
+        {
+            "stage": stage.name,
+            "kind": stage.kind,
+            "output": str(stage.output_shape),
+            "neurons": stage.num_neurons,
+            "synapses": stage.num_synapses,
+            "fan_in": stage.fan_in,
+            "fan_out": stage.fan_out,
+        }
+        for stage in net.stages
+    ]
+
+
+@main.command()
+@MODEL
+@click.option("--to", "target", type=click.Choice(names()), required=True, help="Back end.")
+@click.option("-o", "--output", type=click.Path(), required=True, help="File or folder to write.")
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@reporting_options
+@click.pass_obj
+def export(out: Output, model: str, target: str, output: str, force: bool) -> None:
+    """Write the back end's deployable artifact for MODEL.
+
+    The artifact is written beside OUTPUT and moved into place when complete, so a
+    failed export leaves nothing behind.
+
+    \b
+    Examples:
+      whetstone export sharp.keras --to nir -o sharp.nir
+      whetstone export sharp.keras --to loihi -o loihi_run/
+    """
+    from whetstone import backends as registry
+
+    target_path = Path(output)
+    if target_path.exists() and not force:
+        raise click.UsageError(f"{output} exists; pass --force to overwrite it.")
+    keras_model, net = load_model_or_network(model)
+    net = require_network(keras_model, net, model)
+    staging = target_path.with_name(f".{target_path.name}.partial{target_path.suffix}")
+    try:
+        written = Path(registry.get(target).export(net, staging) or staging)
+        replace_atomically(written, target_path, force)
+    finally:
+        for leftover in (staging, staging.with_suffix("")):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            elif leftover.exists():
+                leftover.unlink()
+    out.say(f"wrote {target_path}")
+    out.document({"file": model, "backend": target, "output": str(target_path)})
+    if not out.as_json:
+        click.echo(str(target_path))
+
+
+@main.command()
+@MODEL
+@click.option("--to", "target", type=click.Choice(names()), required=True, help="Back end.")
+@click.option("--data", "dataset", type=DATASET, required=True, help="Test data to run.")
+@DATA_DIR
+@click.option("-n", "--limit", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option(
+    "--min-agreement",
+    type=click.FloatRange(0, 1),
+    default=0.999,
+    show_default=True,
+    help="Exit with status 1 when back end and reference agree on fewer images.",
+)
+@reporting_options
+@click.pass_obj
+def verify(out: Output, model, target, dataset, data_dir, limit, min_agreement) -> None:
+    """Run MODEL on a back end next to Keras and the reference simulator.
+
+    \b
+    Example:
+      whetstone verify sharp.keras --to nengo --data mnist --data-dir ../shared/data -n 1000
+    """
+    from whetstone import backends as registry
+    from whetstone import simulate
+
+    keras_model, net = load_model_or_network(model)
+    net = require_network(keras_model, net, model)
+    x, y = test_split(dataset, data_dir, limit)
+    x = fit_shape(x, net.input_shape, model)
+    reference = simulate.run(net, x)
+    rows = []
+    if keras_model is not None:
+        predictions = keras_model.predict(x, verbose=0).argmax(axis=1)
+        rows.append(_row("Keras", predictions, y, reference.predictions))
+    rows.append(_row("reference simulator", reference.predictions, y, reference.predictions))
+    out.say(f"running {len(x)} images on {target}")
+    result = registry.get(target).run(net, x)
+    rows.append(_row(target, result.predictions, y, reference.predictions))
+    agreement = rows[-1]["agreement"]
+    out.table(
+        rows, f"{model} on {target}: {len(x)} {dataset} test images (agreement: vs reference)"
+    )
+    out.document(
+        {
+            "file": model,
+            "backend": target,
+            "dataset": dataset,
+            "images": len(x),
+            "results": rows,
+            "reference_ties": int(reference.ties.sum()),
+            "backend_info": {k: v for k, v in result.info.items() if _scalar(v)},
+            "min_agreement": min_agreement,
+            "passed": agreement >= min_agreement,
+        }
+    )
+    if agreement < min_agreement:
+        click.secho(f"agreement {agreement:.4f} is below --min-agreement {min_agreement}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@MODEL
+@click.option("--data", "dataset", type=DATASET, required=True, help="Training data.")
+@DATA_DIR
+@click.option("--epochs", type=click.IntRange(min=1), required=True, help="Epochs to train.")
+@click.option("--start-epoch", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Sharpening steps per layer (one per epoch).",
+)
+@click.option(
+    "--learning-rate",
+    type=float,
+    default=None,
+    help="Recompile with Adadelta at this rate (default: the model's own optimizer).",
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@reporting_options
+@click.pass_obj
+def sharpen(
+    out: Output, model, dataset, data_dir, epochs, start_epoch, steps, learning_rate, output, force
+) -> None:
+    """Continue training MODEL with a SimpleSharpener and save the sharpened model.
+
+    For models trained elsewhere: the model must already use whetstone's spiking
+    activations and a SoftmaxDecode (or softmax) output.
+
+    \b
+    Example:
+      whetstone sharpen model.keras --data mnist --data-dir ../shared/data \\
+          --epochs 8 --start-epoch 2 --steps 2 -o sharp.keras
+    """
+    keras = _import_keras()
+    from whetstone import callbacks, datasets, sharpness
+
+    if Path(output).exists() and not force:
+        raise click.UsageError(f"{output} exists; pass --force to overwrite it.")
+    keras_model, _ = load_model_or_network(model)
+    if keras_model is None:
+        raise click.UsageError(f"{model} is a SpikingNetwork; sharpen needs a .keras model.")
+    (x, y), (x_test, y_test) = datasets.load(dataset, data_dir)
+    x = fit_shape(x, keras_model.input_shape[1:], model)
+    x_test = fit_shape(x_test, keras_model.input_shape[1:], model)
+    if learning_rate is not None or keras_model.optimizer is None:
+        optimizer = keras.optimizers.Adadelta(learning_rate or 4.0)
+        keras_model.compile(optimizer, "categorical_crossentropy")
+    classes = keras_model.output_shape[-1]
+    sharpener = callbacks.SimpleSharpener(
+        start_epoch, steps, stop_when_sharp=True, verbose=int(out.keras_verbose > 0)
+    )
+    keras_model.fit(
+        x,
+        keras.utils.to_categorical(y, classes),
+        epochs=epochs,
+        batch_size=128,
+        callbacks=[sharpener],
+        verbose=out.keras_verbose,
+    )
+    accuracy = float((keras_model.predict(x_test, verbose=0).argmax(axis=1) == y_test).mean())
+    staging = Path(output).with_name(f".{Path(output).name}.partial.keras")
+    try:
+        keras_model.save(staging)
+        replace_atomically(staging, Path(output), force)
+    finally:
+        staging.unlink(missing_ok=True)
+    values = sharpness.get_sharpness(keras_model)
+    rows = [{"layer": name, "sharpness": value} for name, value in values.items()]
+    out.table(rows, f"{output}: test accuracy {100 * accuracy:.2f}%")
+    out.document(
+        {
+            "file": model,
+            "output": output,
+            "sharpness": values,
+            "fully_sharpened": sharpness.is_fully_sharpened(keras_model),
+            "test_accuracy": accuracy,
+        }
+    )
+    if not sharpness.is_fully_sharpened(keras_model):
+        out.say(f"not fully sharp yet: train more epochs (e.g. --epochs {epochs * 2})")
 
 
 if __name__ == "__main__":
