@@ -17,7 +17,7 @@ snnTorch and torch live in their own environment (``.venv-nir``, see
 
 Example:
     >>> from benchmarks.backend_nir import independent_scores    # doctest: +SKIP
-    >>> scores = independent_scores("model.nir", x_nir, steps=4)
+    >>> scores = independent_scores("model.nir", x_nir, steps=4)  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ they skip when neither has it. Install lines (CI)::
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 from pathlib import Path
 
@@ -280,6 +281,26 @@ def test_neurons_with_memory_are_refused(tmp_path):
     nir.write(path, _graph_with(nir.IF(np.ones(2), np.ones(2))))
     with pytest.raises(wn.UnsupportedGraphError, match=r"if.nir: node 'spike' is a IF"):
         wn.load(path)
+
+
+def test_lif_layers_must_share_one_step():
+    """Without a dt in the metadata, the first LIF's tau is the step; others must match."""
+
+    def lif(tau):
+        return nir.LIF(np.full(2, tau), np.ones(2), np.zeros(2), np.full(2, 0.5))
+
+    nodes = {
+        "input": nir.Input(np.array([1])),
+        "a": nir.Linear(np.ones((2, 1), np.float32)),
+        "a_lif": lif(1e-3),
+        "b": nir.Linear(np.ones((2, 2), np.float32)),
+        "b_lif": lif(2e-3),
+        "output": nir.Output(np.array([2])),
+    }
+    names = list(nodes)
+    graph = nir.NIRGraph(nodes, list(itertools.pairwise(names)))
+    with pytest.raises(wn.UnsupportedGraphError, match=r"'b_lif'.*tau=0.002.*dt=0.001"):
+        wn.from_graph(graph)
 
 
 def test_threshold_nodes_import():

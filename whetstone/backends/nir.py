@@ -18,26 +18,33 @@ The graph is the whole network from pixels to class scores, one chain::
 * **Neurons.** Each stage's neurons are ``LIF`` nodes with ``tau = dt``, ``r = 1``,
   ``v_leak = 0``, ``v_reset = 0``: a forward-Euler reader stepping at ``dt`` computes
   ``v = v_leak + r I`` every step, so the neurons are memoryless, as the contract
-  requires. LIF is read by every NIR reader; ``IF`` keeps its voltage between steps
-  and ``Threshold`` is rarely supported, so neither is written (``Threshold`` is
-  read). A bias that depends on the position (``bias`` of ``output_shape``) goes into
-  ``v_leak``; everything else stays in the linear op's bias.
+  requires (``tau`` and ``r`` are float64 so that snnTorch's ``beta = 1 - dt/tau``
+  is exactly 0). LIF is the most widely read NIR neuron; ``IF`` keeps its voltage
+  between steps (snnTorch even reads it as a leaky neuron with beta 0.9) and
+  ``Threshold`` is rarely read (not by snnTorch), so neither is written
+  (``Threshold`` is imported). A bias that depends on the position (``bias`` of
+  ``output_shape``) goes into ``v_leak``; any other stays in the linear op's bias.
 * **Ties.** NIR fires on ``v > v_threshold``; whetstone on ``v >= theta``. The file
   holds ``v_threshold = nextafter(float32(theta), -inf)``, the float32 just below
   ``theta``; a reader computing ``v`` in float32 then fires exactly when
   ``v >= theta``. A float64 reader also fires for ``theta - 1 ulp <= v < theta``
   (one float32 ulp, 6e-8 at 0.5): those neurons are ties (within 1e-6 of the
-  threshold), which the contract counts rather than forbids. :func:`load` restores
+  threshold), which the contract counts rather than forbids; so is ``theta = 0``
+  on a reader that flushes denormals. :func:`load` restores
   ``theta = nextafter(v_threshold, +inf)`` exactly.
 * **Layout.** NIR is channels-first: a stage of shape ``(H, W, C)`` is a NIR tensor
   ``(C, H, W)``; kernels ``(kh, kw, in, out)`` become ``(out, in, kh, kw)``. A dense
   stage after a convolution reads through ``Flatten(start_dim=0)`` (per-sample
   dims, NIR's convention) of the ``(C, H, W)`` tensor, so its weight columns are
   permuted from whetstone's row-major ``(H, W, C)`` order to ``(C, H, W)`` order.
-* **Padding.** NIR's padding is symmetric. Keras 'same' with an odd total puts
-  the extra row after; such a convolution is written with padding ``after`` on both
-  sides and one leading row of zero taps (exact, and what Keras 'same' gives for a
-  kernel one larger). With dilation > 1 this is impossible and export refuses.
+* **Padding and kernel shape.** NIR pads symmetrically, and nir 1.0 infers a
+  ``Conv2d``'s output width from the kernel height, so kernels are written square
+  with symmetric padding; zero taps added before or after make that exact (Keras
+  'same' with a 2x2 kernel, one row and column of padding after, is written as a
+  3x3 kernel with a leading zero row and column, padding 1). Where no such layout
+  exists (e.g. a 1x2 kernel at stride 1) export refuses and says why. Import strips
+  zero taps back to Keras 'valid' / 'same'. Readers that ignore ``SumPool2d``
+  padding (nirtorch, snnTorch) differ on 'same' OR-pools; 'valid' pools are exact.
 * **Input.** The encoder stage (``input_encoding == "host"``) is an ordinary stage
   of the graph, so the graph reads real pixels: ``(C, H, W)`` when the first stage
   is a convolution or pool (see :func:`nir_input`), else the flat ``(n,)`` input.
@@ -64,7 +71,7 @@ Example:
     >>> stage = Stage("d", "dense", (3,), (2,), np.ones((3, 2), "float32"))
     >>> net = SpikingNetwork((3,), [stage], KeyDecoder(np.eye(2)))
     >>> path = os.path.join(tempfile.mkdtemp(), "net.nir")
-    >>> export(net, path)                             # doctest: +SKIP
+    >>> path = export(net, path)                      # doctest: +SKIP
     >>> load(path) == net                             # doctest: +SKIP
     True
 """
@@ -215,16 +222,16 @@ def _square_plan(stage: Stage) -> list[tuple[int, int, int]]:
 def _conv_node(stage: Stage, kernel: np.ndarray, bias: np.ndarray):
     """Conv1d/Conv2d for a channels-last kernel ``(*window, in, out)``."""
     nir = _nir()
+    rank = len(stage.window)
+    if rank not in (1, 2):
+        raise ValueError(f"stage {stage.name!r}: NIR has 1-D and 2-D convolutions only.")
     plan = _square_plan(stage)
-    rank = len(plan)
     kernel = np.pad(kernel, [(lead, trail) for lead, trail, _ in plan] + [(0, 0), (0, 0)])
     weight = np.ascontiguousarray(kernel.transpose(rank + 1, rank, *range(rank)))
     pad = tuple(p for _, _, p in plan)
     spatial = stage.input_shape[:-1]
     if rank == 1:
         return nir.Conv1d(spatial[0], weight, stage.strides[0], pad[0], stage.dilation[0], 1, bias)
-    if rank != 2:
-        raise ValueError(f"stage {stage.name!r}: NIR has 1-D and 2-D convolutions only.")
     return nir.Conv2d(spatial, weight, stage.strides, pad, stage.dilation, 1, bias)
 
 
@@ -465,13 +472,15 @@ def _uniform(values, what: str, where: str) -> float:
 
 
 def _neuron(name: str, node, dt: float | None, where: str):
-    """``(theta, v_leak or None)`` of a memoryless LIF or Threshold node."""
+    """``(theta, v_leak or None, dt)`` of a memoryless LIF or Threshold node; a LIF
+    node is memoryless at the step ``dt`` (the graph's, else its own ``tau``)."""
     here = f"{where}: node {name!r} ({type(node).__name__})"
     if type(node).__name__ == "Threshold":
         thr = _uniform(node.threshold, "threshold", here)
         leak = None
     else:
         tau = float(_uniform(node.tau, "tau", here))
+        dt = tau if dt is None else dt
         if (dt is not None and tau != dt) or float(_uniform(node.r, "r", here)) != 1.0:
             raise UnsupportedGraphError(
                 f"{here}: tau={tau}, r={np.unique(node.r)} with dt={dt}; only tau == dt and "
@@ -481,7 +490,7 @@ def _neuron(name: str, node, dt: float | None, where: str):
         leak = np.asarray(node.v_leak, np.float32)
         leak = leak if np.any(leak) else None
     theta = float(np.nextafter(np.float32(thr), np.float32(np.inf)))
-    return theta, leak
+    return theta, leak, dt
 
 
 def _pads(padding, spatial, window, strides, dilation) -> list[tuple[int, int]]:
@@ -665,7 +674,7 @@ def _walk(chain, dt, where, hints) -> tuple[list[Stage], dict | None, tuple]:
                 raise UnsupportedGraphError(
                     f"{where}: node {name!r} ({kind}) has no linear node before it."
                 )
-            theta, leak = _neuron(name, node, dt, where)
+            theta, leak, dt = _neuron(name, node, dt, where)
             stages.append(_stage(op.pop("node"), op, theta, leak, where))
             spatial = stages[-1].output_shape if len(stages[-1].output_shape) > 1 else None
             source, order, op = stages[-1].output_shape, None, None
