@@ -210,6 +210,11 @@ def _source_spikes(net: SpikingNetwork, x: np.ndarray) -> np.ndarray:
     return (pre >= 0).reshape(len(x), -1).astype(np.uint8)
 
 
+def _source_size(net: SpikingNetwork) -> int:
+    """Number of source neurons (host-encoder outputs or binary inputs)."""
+    return net.stages[0].num_neurons if net.input_encoding == "host" else net.stages[0].in_size
+
+
 def _spike_times(spikes: np.ndarray) -> list[list[float]]:
     """Per source neuron, the times of its spikes: sample ``i`` at ``(i + OFFSET) dt``."""
     sample, neuron = np.nonzero(spikes)
@@ -337,8 +342,9 @@ def spinnaker_config(width: int | None = None, height: int | None = None):
     """Point sPyNNaker at a temporary virtual-board config (nothing written to HOME).
 
     While active, ``HOME`` and ``XDG_CONFIG_HOME`` point into a temporary folder that
-    holds ``.spynnaker.cfg`` (``virtual_board = True``; one SpiNN-5 board unless
-    ``width`` and ``height`` chips are given) and receives the reports.
+    holds ``.spynnaker.cfg`` (``virtual_board = True``, SpiNN-5 boards; a machine of
+    ``width`` x ``height`` chips, or by default one sPyNNaker sizes to fit) and
+    receives the reports.
 
     Example:
         >>> with spinnaker_config() as folder:
@@ -349,9 +355,9 @@ def spinnaker_config(width: int | None = None, height: int | None = None):
     home, config = root / "home", root / "config"
     home.mkdir(exist_ok=True)
     config.mkdir(exist_ok=True)
-    size = f"width = {width}\nheight = {height}\n" if width and height else "version = 5\n"
+    size = f"width = {width}\nheight = {height}\n" if width and height else ""
     (config / ".spynnaker.cfg").write_text(
-        f"[Machine]\nvirtual_board = True\n{size}"
+        f"[Machine]\nvirtual_board = True\nversion = 5\n{size}"
         f"[Reports]\ndefault_report_file_path = {root / 'reports'}\nmax_reports_kept = 3\n"
     )
     saved = {key: os.environ.get(key) for key in ("HOME", "XDG_CONFIG_HOME")}
@@ -476,7 +482,8 @@ def _placements_report(populations) -> dict:
 
 def _map(net: SpikingNetwork, plan, x, options: dict) -> dict:
     sim = _import_simulator("spinnaker")
-    spikes = _source_spikes(net, x)
+    # without inputs, one spike per source neuron: sPyNNaker sizes its buffers from these
+    spikes = np.ones((1, _source_size(net)), np.uint8) if x is None else _source_spikes(net, x)
     started = time.perf_counter()
     with spinnaker_config(options.get("width"), options.get("height")):
         _setup(sim, "spinnaker")
@@ -489,10 +496,10 @@ def _map(net: SpikingNetwork, plan, x, options: dict) -> dict:
                                                          "spynnaker", "spinn_machine"):  # fmt: skip
                 raise MappingError(
                     f"sPyNNaker could not map network ({net.num_neurons} neurons, "
-                    f"{net.num_synapses} synapses) onto the virtual machine "
-                    f"(width={options.get('width')}, height={options.get('height')}; default "
-                    f"one SpiNN-5 board): {type(error).__name__}: {error}. Use a bigger "
-                    "machine (width/height) or fewer neurons per core."
+                    f"{net.num_synapses} synapses) onto the virtual SpiNN-5 machine "
+                    f"(width={options.get('width')}, height={options.get('height')} chips; "
+                    f"None: sized to fit): {type(error).__name__}: {error}. Use a bigger "
+                    "machine (width/height), more neurons per core, or a smaller network."
                 ) from error
             raise
         finally:
@@ -581,9 +588,16 @@ class SpiNNakerBackend:
         result.info["quantisation"] = quantisation(net)
         return result
 
-    def map(self, net: SpikingNetwork, **options) -> dict:
-        """Cores and chips sPyNNaker needs for ``net`` on a virtual board (no hardware)."""
-        report = _map(net, build_plan(net), np.zeros((1, *net.input_shape), np.float32), options)
+    def map(self, net: SpikingNetwork, x=None, **options) -> dict:
+        """Cores and chips sPyNNaker needs for ``net`` on a virtual board (no hardware).
+
+        ``x``: inputs to play in (default: one spike from every source neuron);
+        ``width``/``height``: machine size in chips (e.g. 8 x 8, one SpiNN-5 board;
+        default: sPyNNaker sizes the virtual machine to fit);
+        ``neurons_per_core``. Warns when the 16-bit weights lose precision on more
+        than ``precision_warning`` (default 1%) of the synapses.
+        """
+        report = _map(net, build_plan(net), x, options)
         self._warn_precision(net, options.get("precision_warning", 0.01))
         return report
 
@@ -643,9 +657,7 @@ def _write_export(net: SpikingNetwork, folder: Path, x) -> None:
         arrays["key"] = decoder.key
     elif decoder is not None:
         arrays["readout_weights"], arrays["readout_bias"] = decoder.weights, decoder.bias
-    arrays["source_size"] = np.array(
-        net.stages[0].num_neurons if net.input_encoding == "host" else net.stages[0].in_size
-    )
+    arrays["source_size"] = np.array(_source_size(net))
     if not int(arrays["num_layers"]):
         raise ValueError("export: nothing of this network runs on chip (one host stage).")
     np.savez_compressed(folder / "network.npz", **arrays)

@@ -1,0 +1,262 @@
+"""SpiNNaker back end: PyNN on NEST equals the reference; virtual-board mapping; errors."""
+
+import itertools
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from whetstone import simulate
+from whetstone.backends import MissingDependencyError, get
+from whetstone.backends import spinnaker as sp
+from whetstone.network import KeyDecoder, SpikingNetwork, Stage, output_length
+
+
+def _dense(name, n_in, n_out, rng, scale=1.0):
+    w = (rng.normal(size=(n_in, n_out)) * scale).astype("float32")
+    return Stage(name, "dense", (n_in,), (n_out,), w, rng.normal(size=n_out).astype("float32"))
+
+
+def _conv_net(rng, encoding="host"):
+    conv1 = Stage("c1", "conv", (8, 8, 1), (8, 8, 3), rng.normal(size=(3, 3, 1, 3)).astype("f4"),
+                  rng.normal(size=3).astype("f4") * 0.3, padding="same")  # fmt: skip
+    pool = Stage("p", "pool", (8, 8, 3), (4, 4, 3), pool_size=(2, 2), strides=(2, 2))
+    conv2 = Stage("c2", "conv", (4, 4, 3), (2, 2, 4), rng.normal(size=(2, 2, 3, 4)).astype("f4"),
+                  rng.normal(size=4).astype("f4"), strides=(2, 2))  # fmt: skip
+    dense = _dense("d", 16, 6, rng)
+    return SpikingNetwork((8, 8, 1), [conv1, pool, conv2, dense], KeyDecoder(
+        rng.integers(0, 2, (3, 6))), input_encoding=encoding)  # fmt: skip
+
+
+def _same_as_reference(net, x, result):
+    """Output spikes equal the reference's on every sample without a tie."""
+    reference = simulate.run(net, x)
+    clean = ~reference.tie_mask
+    got = result.output_spikes.reshape(len(x), -1)[clean]
+    assert np.array_equal(got, reference.output_spikes.reshape(len(x), -1)[clean])
+    assert np.array_equal(result.predictions[clean], reference.predictions[clean])
+    if clean.all():
+        assert result.spike_counts.tolist() == reference.spike_counts.tolist()
+
+
+# ---------------------------------------------------------------- no optional packages
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+@pytest.mark.parametrize(("strides", "dilation"), [(1, 1), (2, 1), (1, 2)])
+@pytest.mark.parametrize("kind", ["conv", "pool"])
+def test_connections_equal_reference_operator(padding, strides, dilation, kind):
+    rng = np.random.default_rng(0)
+    shape, window = (9, 7, 3), (3, 2)
+    out = tuple(
+        output_length(n, k, strides, dilation, padding) for n, k in zip((9, 7), window, strict=True)
+    )
+    geometry = {"strides": (strides,) * 2, "dilation": (dilation,) * 2, "padding": padding}
+    if kind == "conv":
+        kernel = rng.normal(size=(*window, 3, 4)).astype("float32")
+        stage = Stage("c", "conv", shape, (*out, 4), kernel, **geometry)
+    else:
+        stage = Stage("p", "pool", shape, (*out, 3), pool_size=window, **geometry)
+    rows = sp.connections(stage)
+    matrix = np.zeros((stage.in_size, stage.num_neurons))
+    np.add.at(matrix, (rows[:, 0].astype(int), rows[:, 1].astype(int)), rows[:, 2])
+    s = rng.integers(0, 2, (4, *shape)).astype("float32")
+    expected = simulate.preactivation(stage, s, "float64").reshape(4, -1)
+    np.testing.assert_allclose(s.reshape(4, -1) @ matrix, expected, atol=1e-9)
+    assert len(rows) <= stage.num_synapses
+
+
+def test_plan_splits_signs_and_folds_bias_into_threshold():
+    w = np.array([[1.0, -2.0], [0.0, 0.5]], "float32")
+    stage = Stage("d", "dense", (2,), (2,), w, np.array([0.25, -1.0], "float32"))
+    [layer] = sp.build_plan(SpikingNetwork((2,), [stage], input_encoding="binary"))
+    assert layer.thresholds.tolist() == [0.25, 1.5]
+    assert layer.exc.tolist() == [[0, 0, 1.0], [1, 1, 0.5]]
+    assert layer.inh.tolist() == [[0, 1, 2.0]]
+    assert layer.max_summed == (1.0, 2.0)
+
+
+def test_quantisation_reports_zero_rounding_and_fixed_point_model():
+    rng = np.random.default_rng(1)
+    w = np.array([[1.0, 1e-6, -3.0], [0.5, 0.25, 1.0]], "float32")
+    net = SpikingNetwork((2,), [Stage("d", "dense", (2,), (3,), w)], input_encoding="binary")
+    report = sp.quantisation(net, rng.integers(0, 2, (20, 2)))
+    assert (report["synapses"], report["rounded_to_zero"], report["saturated"]) == (6, 1, 0)
+    layer = report["layers"][0]
+    # largest summed excitatory input 1.25 -> shift 1; inhibitory 3 -> shift 2
+    assert (layer["exc"]["shift"], layer["inh"]["shift"]) == (1, 2)
+    assert report["predictions_changed"] == 0
+
+
+def test_ring_buffer_shift_matches_spynnaker_rule():
+    assert [sp._ring_buffer_shift(m) for m in (0, 0.3, 1.0, 1.5, 4.0, 5.0)] == [0, 0, 1, 1, 3, 3]
+
+
+def test_unknown_and_unsupported_simulators():
+    backend = get("spinnaker")
+    net = SpikingNetwork((1,), [Stage("d", "dense", (1,), (1,), np.ones((1, 1), "f4"))])
+    with pytest.raises(ValueError, match="simulator must be one of"):
+        backend.run(net, np.ones((1, 1)), simulator="loihi")
+    with pytest.raises(NotImplementedError, match=r"brian2.*not supported"):
+        backend.run(net, np.ones((1, 1)), simulator="brian2")
+
+
+@pytest.mark.parametrize(("simulator", "extra"), [("nest", "nest"), ("spinnaker", "spinnaker")])
+def test_missing_package_names_the_extra(monkeypatch, simulator, extra):
+    monkeypatch.setitem(sys.modules, "pyNN", None)
+    net = SpikingNetwork((1,), [Stage("d", "dense", (1,), (1,), np.ones((1, 1), "f4"))])
+    with pytest.raises(MissingDependencyError, match=rf"whetstone\[{extra}\]"):
+        get("spinnaker").run(net, np.ones((1, 1)), simulator=simulator)
+    assert get("spinnaker").is_available(simulator) is False
+
+
+def test_spinnaker_config_restores_environment_and_writes_no_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    with sp.spinnaker_config(width=8, height=8) as root:
+        assert os.environ["HOME"] != str(tmp_path)
+        assert "width = 8" in (root / "config" / ".spynnaker.cfg").read_text()
+    assert os.environ["HOME"] == str(tmp_path) and "XDG_CONFIG_HOME" not in os.environ
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_is_atomic(tmp_path, monkeypatch):
+    rng = np.random.default_rng(2)
+    net = SpikingNetwork((4,), [_dense("a", 4, 3, rng), _dense("b", 3, 2, rng)])
+
+    def broken(net, folder, x):
+        (folder / "network.npz").write_text("partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(sp, "_write_export", broken)
+    with pytest.raises(OSError, match="disk full"):
+        get("spinnaker").export(net, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_refuses_existing_folder(tmp_path):
+    rng = np.random.default_rng(2)
+    net = SpikingNetwork((4,), [_dense("a", 4, 3, rng), _dense("b", 3, 2, rng)])
+    (tmp_path / "out").mkdir()
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        get("spinnaker").export(net, tmp_path / "out")
+
+
+# ---------------------------------------------------------------- NEST
+
+
+@pytest.fixture(scope="module")
+def nest():
+    pytest.importorskip("nest")
+    return pytest.importorskip("pyNN.nest")
+
+
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    widths=st.lists(st.integers(1, 7), min_size=1, max_size=3),
+    encoding=st.sampled_from(["host", "binary"]),
+)
+def test_nest_equals_reference_dense(nest, seed, widths, encoding):
+    rng = np.random.default_rng(seed)
+    sizes = [5, *widths]
+    stages = [_dense(f"d{i}", a, b, rng) for i, (a, b) in enumerate(itertools.pairwise(sizes))]
+    net = SpikingNetwork((5,), stages, input_encoding=encoding)
+    x = rng.normal(size=(30, 5)) if encoding == "host" else rng.integers(0, 2, (30, 5))
+    _same_as_reference(net, x.astype("float32"), get("spinnaker").run(net, x, simulator="nest"))
+
+
+@pytest.mark.parametrize("encoding", ["host", "binary"])
+def test_nest_equals_reference_conv_pool(nest, encoding):
+    rng = np.random.default_rng(3)
+    net = _conv_net(rng, encoding)
+    x = rng.normal(size=(40, 8, 8, 1)).astype("float32")
+    if encoding == "binary":
+        x = (x > 0).astype("float32")
+    result = get("spinnaker").run(net, x, simulator="nest")
+    _same_as_reference(net, x, result)
+    assert result.output_spikes.sum() > 0
+
+
+def test_exported_script_runs_on_nest(nest, tmp_path):
+    rng = np.random.default_rng(4)
+    net = _conv_net(rng)
+    x = rng.normal(size=(10, 8, 8, 1)).astype("float32")
+    folder = get("spinnaker").export(net, tmp_path / "export", x=x)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "inputs.npz", "network.h5", "network.npz", "run.py"
+    ]  # fmt: skip
+    subprocess.run(
+        [sys.executable, str(folder / "run.py"), "--simulator", "nest"],
+        check=True, capture_output=True, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    reference = simulate.run(net, x)
+    np.testing.assert_array_equal(np.load(folder / "predictions.npy"), reference.predictions)
+
+
+# ---------------------------------------------------------------- sPyNNaker virtual board
+
+
+@pytest.fixture(scope="module")
+def spynnaker():
+    return pytest.importorskip("pyNN.spiNNaker")
+
+
+def test_virtual_board_mapping_reports_cores_and_chips(spynnaker):
+    rng = np.random.default_rng(5)
+    w = rng.normal(size=(20, 300)).astype("float32")
+    w[0, :] = 1e-7  # rounds to zero in 16 bits
+    stages = [_dense("enc", 4, 20, rng), Stage("big", "dense", (20,), (300,), w),
+              _dense("out", 300, 10, rng, 0.1)]  # fmt: skip
+    net = SpikingNetwork((4,), stages)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = get("spinnaker").map(net, neurons_per_core=100, precision_warning=0.0)
+    assert report["populations"]["big"] == {"cores": 3, "neurons_per_core": 100}
+    assert report["cores"] == 5 and report["chips"] >= 1
+    assert any("16-bit weights" in str(w.message) for w in caught)
+
+
+def test_virtual_board_run_gives_fixed_point_predictions(spynnaker):
+    rng = np.random.default_rng(6)
+    net = _conv_net(rng)
+    x = rng.normal(size=(20, 8, 8, 1)).astype("float32")
+    result = get("spinnaker").run(net, x, simulator="spinnaker")
+    np.testing.assert_array_equal(result.predictions, sp.fixed_point_run(net, x)[0])
+    assert result.info["mapping"]["cores"] >= 4
+    assert "fixed-point" in result.info["predictions_from"]
+
+
+def test_unplaceable_network_passes_on_spynnakers_reason(spynnaker):
+    rng = np.random.default_rng(7)
+    net = SpikingNetwork((2,), [_dense("enc", 2, 4, rng), _dense("wide", 4, 2000, rng)])
+    with pytest.raises(sp.MappingError, match="could not map"):
+        get("spinnaker").map(net, neurons_per_core=1, width=8, height=8)
+
+
+# ---------------------------------------------------------------- real MNIST
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["dense_mnist", "conv_mnist"])
+def test_real_mnist_nest_agrees_and_maps(nest, spynnaker, data_dir, name):
+    import whetstone.convert
+    from benchmarks.trained import sharpened_model
+    from whetstone import datasets
+
+    net = whetstone.convert.to_spiking(sharpened_model(name, data_dir))
+    _, (x, y) = datasets.load("mnist", data_dir)
+    x, y = x[:1000], y[:1000]
+    reference = simulate.run(net, x)
+    result = get("spinnaker").run(net, x, simulator="nest")
+    differ = result.predictions != reference.predictions
+    assert differ.mean() <= 0.001 and not (differ & ~reference.tie_mask).any()
+    report = get("spinnaker").map(net, x[:10])
+    assert report["cores"] > 0 and report["chips"] > 0
