@@ -27,11 +27,11 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from whetstone.network import ReadoutDecoder, SpikingNetwork, Stage, same_padding
 
@@ -40,7 +40,7 @@ __all__ = ["TIE_TOLERANCE", "SimulationResult", "preactivation", "run"]
 TIE_TOLERANCE = 1e-6
 """A neuron whose ``|pre-activation - threshold|`` is below this is a tie."""
 
-_CHUNK_VALUES = 1 << 23  # about 32 MiB of float32 im2col per chunk
+_CHUNK_VALUES = 1 << 24  # about 64 MiB of float32 im2col per chunk
 
 
 @dataclass
@@ -106,22 +106,27 @@ def _pad(x: np.ndarray, window, strides, dilation, padding: str) -> np.ndarray:
     return np.pad(x, [(0, 0), *pads, (0, 0)])
 
 
-def _windows(x: np.ndarray, window, strides, dilation, padding: str) -> np.ndarray:
-    """(B, *out, C, *window) view of the (padded) input's windows."""
-    rank = x.ndim - 2
-    x = _pad(x, window, strides, dilation, padding)
-    span = [(k - 1) * d + 1 for k, d in zip(window, dilation, strict=True)]
-    view = sliding_window_view(x, span, axis=tuple(range(1, rank + 1)))
-    picks = (slice(None), *(slice(None, None, s) for s in strides), slice(None))
-    return view[(*picks, *(slice(None, None, d) for d in dilation))]
+def _taps(x: np.ndarray, stage: Stage):
+    """The padded input and, per window tap, the strided view it contributes."""
+    x = _pad(x, stage.window, stage.strides, stage.dilation, stage.padding)
+    out = stage.output_shape[:-1]
+    for tap in itertools.product(*(range(k) for k in stage.window)):
+        axes = zip(tap, stage.dilation, out, stage.strides, strict=True)
+        yield x[(slice(None), *(slice(t * d, t * d + (m - 1) * s + 1, s) for t, d, m, s in axes))]
 
 
 def _conv(x: np.ndarray, stage: Stage, kernel: np.ndarray) -> np.ndarray:
-    """Convolution as im2col + matmul (Keras's cross-correlation, 'same' convention)."""
-    rank = x.ndim - 2
-    win = _windows(x, stage.window, stage.strides, stage.dilation, stage.padding)
-    window_axes = list(range(rank + 1, 2 * rank + 2))  # C, then the window
-    return np.tensordot(win, kernel, axes=(window_axes, [rank, *range(rank)]))
+    """Convolution as im2col + one matmul (Keras's cross-correlation, 'same' convention).
+
+    The columns are gathered tap by tap (each a strided slice with the channels
+    contiguous), in the kernel's own (taps..., c_in) order.
+    """
+    taps = math.prod(stage.window)
+    c_in = x.shape[-1]
+    cols = np.empty((len(x), *stage.output_shape[:-1], taps, c_in), x.dtype)
+    for t, view in enumerate(_taps(x, stage)):
+        cols[..., t, :] = view
+    return cols.reshape(-1, taps * c_in) @ kernel.reshape(taps * c_in, -1)
 
 
 def preactivation(stage: Stage, s: np.ndarray, dtype="float32") -> np.ndarray:
@@ -134,9 +139,12 @@ def preactivation(stage: Stage, s: np.ndarray, dtype="float32") -> np.ndarray:
         [2.0, 1.0]
     """
     s = s.reshape(len(s), *stage.input_shape).astype(dtype, copy=False)
-    if stage.kind == "pool":
-        win = _windows(s, stage.pool_size, stage.strides, stage.dilation, stage.padding)
-        return win.sum(axis=tuple(range(s.ndim, win.ndim)), dtype=dtype)
+    if stage.kind == "pool":  # sum-pool (zero padding); the step at 0.5 makes it an OR
+        views = _taps(s, stage)
+        pre = next(views).copy()
+        for view in views:
+            pre += view
+        return pre
     weights = stage.weights.astype(dtype, copy=False)
     pre = s.reshape(len(s), -1) @ weights if stage.kind == "dense" else _conv(s, stage, weights)
     pre = pre.reshape(len(s), *stage.output_shape)
@@ -163,14 +171,16 @@ class _Tally:
 
     def __init__(self, net: SpikingNetwork, n: int):
         self.on_chip_input = net.input_encoding == "binary"
-        self.fan_out = [stage.fan_out_map().ravel().astype(np.float64) for stage in net.stages]
+        # float32 holds these integer sums exactly (each is below the synapse count, < 2**24)
+        self.fan_out = [stage.fan_out_map().ravel().astype(np.float32) for stage in net.stages]
         self.spikes = np.zeros((n, len(net.stages)), np.int64)
         self.ties = np.zeros((n, len(net.stages)), np.int64)
         self.synops = np.zeros(n, np.float64)
 
     def add(self, index, layer: int, s_in: np.ndarray, spikes, ties) -> None:
         if layer > 0 or self.on_chip_input:
-            self.synops[index] += s_in.reshape(len(s_in), -1) @ self.fan_out[layer]
+            flat = s_in.reshape(len(s_in), -1).astype(np.float32, copy=False)
+            self.synops[index] += flat @ self.fan_out[layer]
         self.spikes[index, layer] += spikes.reshape(len(spikes), -1).sum(axis=1, dtype=np.int64)
         self.ties[index, layer] += ties
 
@@ -183,11 +193,12 @@ def _ann_macs(net: SpikingNetwork) -> int:
 
 
 def _chunk_size(net: SpikingNetwork) -> int:
+    """Samples per batch so that the largest im2col matrix stays near ``_CHUNK_VALUES``."""
     per_sample = max(
-        s.num_neurons * max(s.fan_in, 1) if s.kind != "dense" else s.in_size + s.num_neurons
+        s.num_neurons // s.output_shape[-1] * s.fan_in if s.kind != "dense" else s.num_neurons
         for s in net.stages
     )
-    return max(1, min(1024, _CHUNK_VALUES // per_sample))
+    return max(1, min(2048, _CHUNK_VALUES // max(per_sample, 1)))
 
 
 # ---------------------------------------------------------------- the two paths
