@@ -81,8 +81,9 @@ def main() -> None:
     data_dir = os.environ.get("WHETSTONE_DATA", "../shared/data")
     results = [evaluate(name, data_dir, args.n) for name in args.models]
     for r in results:
-        print(r["model"], {k: r["nest"][k] for k in ("prediction_agreement", "accuracy")},
-              "cores", r["virtual_board"]["cores"], "chips", r["virtual_board"]["chips"])  # fmt: skip
+        nest, board = r["nest"], r["virtual_board"]
+        print(r["model"], "agreement", nest["prediction_agreement"], "accuracy", nest["accuracy"])
+        print("  cores", board["cores"], "chips", board["chips"])
     print(write_result("backend_spinnaker", {"models": results}))
 
 

@@ -1,4 +1,4 @@
-"""SpiNNaker back end: a SpikingNetwork as a PyNN network for sPyNNaker, NEST or Brian2.
+"""SpiNNaker back end: a SpikingNetwork as a PyNN network for sPyNNaker, checked on NEST.
 
 Every on-chip stage becomes one PyNN ``Population`` of ``IF_curr_delta`` cells; its
 weights become two ``FromListConnector`` projections (``"excitatory"``: the positive
@@ -26,8 +26,20 @@ with ``t_ref = 0`` it is never refractory. So ``V`` is this step's summed input 
 cell is ``H(W s - (theta - b))``. sPyNNaker's LIF (``neuron_model_lif_impl.h``)
 computes ``alpha = input * R + v_rest`` and ``V = alpha - exp_TC (alpha - V)`` with
 ``exp_TC = 0`` and compares ``V >= v_thresh`` (``threshold_type_static.h``): the same
-function in s16.15 fixed point. Brian2 is not supported: PyNN's Brian2 cells integrate
-the leak before delivering spikes and fire on ``v > v_thresh`` (see ``run``).
+function in s16.15 fixed point (``exp_TC = expk(-1024)`` underflows to 0). Brian2 is
+refused: PyNN's Brian2 cells fire on ``v > v_thresh`` and Brian2's default schedule
+applies the leak after spikes are delivered and before the next threshold test, so a
+delta input is erased before it is seen; a reordered schedule still disagreed with the
+reference on deeper stages, so only NEST is offered as the software check.
+
+Convolutions and OR-pools become connection lists built from the kernel with NumPy
+(:func:`connections`), the same lists on NEST and on sPyNNaker, so the network checked
+on NEST is the one mapped. sPyNNaker's ``ConvolutionConnector`` is not used: it needs
+one 2-D population per channel and has no NEST counterpart.
+
+sPyNNaker reads its config from ``~/.spynnaker.cfg`` and writes reports into the working
+folder; :func:`spinnaker_config` points both at a temporary folder (a virtual board:
+mapping without hardware) and never touches HOME.
 
 The only differences from the float32 reference are ties (``|pre - theta| < 1e-6``,
 counted by :func:`whetstone.simulate.run`) on NEST; on SpiNNaker also the
@@ -411,7 +423,7 @@ def _population(sim, simulator: str, layer: Layer, options: dict):
         if options.get("neurons_per_core"):
             extra["neurons_per_core"] = int(options["neurons_per_core"])
         kwargs["additional_parameters"] = extra
-    population = sim.Population(layer.size, cell, initial_values={"v": 0.0}, label=layer.name,
+    population = sim.Population(layer.size, cell, label=layer.name,
                                 **kwargs)  # fmt: skip
     return population
 
@@ -543,7 +555,8 @@ class SpiNNakerBackend:
         (``width``/``height`` chips; default one SpiNN-5 board; ``neurons_per_core``)
         and, as nothing executes there, gives the
         predictions of :func:`fixed_point_run` (what the chip computes); ``info`` holds
-        the mapping and quantisation reports.
+        the mapping and quantisation reports. On a real board, run the folder that
+        :meth:`export` writes (``python run.py --simulator spinnaker``).
         """
         x = simulate._check_input(net, x)
         plan = build_plan(net)
@@ -721,7 +734,7 @@ def main():
                 "max_expected_summed_weight": [max(m, 1e-12) for m in net[f"max_summed_{i}"]]}}
             if args.neurons_per_core:
                 extra["additional_parameters"]["neurons_per_core"] = args.neurons_per_core
-        post = sim.Population(len(thresholds), cell, initial_values={"v": 0.0}, **extra)
+        post = sim.Population(len(thresholds), cell, **extra)
         for name, receptor, sign in (("exc", "excitatory", 1), ("inh", "inhibitory", -1)):
             rows = net[f"{name}_{i}"] * np.array([1.0, 1.0, sign])
             if len(rows):
