@@ -12,7 +12,15 @@ from importlib import metadata
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PACKAGES = ("whetstone", "keras", "tensorflow", "numpy", "nengo", "nengo-loihi")
+PACKAGES = ("whetstone", "keras", "tensorflow", "numpy", "nengo", "nengo-loihi", "nir")
+
+
+def _command() -> str:
+    """How this run was started, e.g. ``python -m benchmarks.backend_nir --limit 100``."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    start = ["-m", spec.name] if spec and spec.name else [sys.argv[0]]
+    return " ".join(["python", *start, *sys.argv[1:]])
 
 
 def environment() -> dict:
@@ -27,7 +35,7 @@ def environment() -> dict:
         "versions": versions,
         "python": platform.python_version(),
         "machine": {"cores": os.cpu_count(), "processor": platform.machine()},
-        "command": " ".join([Path(sys.executable).name, "-m", *sys.argv]).replace(".py", ""),
+        "command": _command(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
