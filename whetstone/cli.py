@@ -33,6 +33,10 @@ class Output:
     def __init__(self):
         self.as_json = self.quiet = self.verbose = False
 
+    def progress(self):
+        """Context in which Keras's progress bars (printed to stdout) go to stderr."""
+        return contextlib.redirect_stdout(sys.stderr)
+
     @property
     def keras_verbose(self) -> int:
         if self.quiet or self.as_json:
@@ -311,7 +315,8 @@ def demo(out: Output, dataset, data_dir, epochs, plain_epochs, backends, limit, 
 
     if plain_epochs:
         out.say(f"training {plain_epochs} plain epochs")
-        model.fit(x, targets, epochs=plain_epochs, batch_size=128, verbose=out.keras_verbose)
+        with out.progress():
+            model.fit(x, targets, epochs=plain_epochs, batch_size=128, verbose=out.keras_verbose)
     before = accuracy(model.predict(x_test, verbose=0).argmax(axis=1))
     layers = len(whetstone.sharpness.spiking_layers(model))
     steps = max(1, (epochs - plain_epochs) // layers)
@@ -319,34 +324,37 @@ def demo(out: Output, dataset, data_dir, epochs, plain_epochs, backends, limit, 
     sharpener = callbacks.SimpleSharpener(
         plain_epochs, steps, stop_when_sharp=True, verbose=int(out.keras_verbose > 0)
     )
-    model.fit(
-        x,
-        targets,
-        epochs=epochs,
-        initial_epoch=plain_epochs,
-        batch_size=128,
-        callbacks=[sharpener],
-        verbose=out.keras_verbose,
-    )
+    with out.progress():
+        model.fit(
+            x,
+            targets,
+            epochs=epochs,
+            initial_epoch=plain_epochs,
+            batch_size=128,
+            callbacks=[sharpener],
+            verbose=out.keras_verbose,
+        )
     keras_predictions = model.predict(x_test, verbose=0).argmax(axis=1)
     net = convert.to_spiking(model)
     reference = simulate.run(net, x_test)
     rows = [
         {"stage": "Keras, before sharpening", "accuracy": before, "agreement": None},
-        {
-            "stage": "Keras, sharpened",
-            "accuracy": accuracy(keras_predictions),
-            "agreement": None,
-        },
+        {"stage": "Keras, sharpened", "accuracy": accuracy(keras_predictions), "agreement": None},
         _row("reference simulator", reference.predictions, y_test, keras_predictions),
     ]
+    for row in rows:
+        row["timesteps"] = None
     rows[-1]["timesteps"] = reference.latency
     for name in backends:
         out.say(f"running on {name}")
         result = registry.get(name).run(net, x_test)
         rows.append(_row(name, result.predictions, y_test, reference.predictions))
         rows[-1]["timesteps"] = result.info.get("latency")
-    out.table(rows, f"whetstone demo: {dataset}, {len(x_test)} test images")
+    out.table(
+        rows,
+        f"whetstone demo: {dataset}, {len(x_test)} test images "
+        "(agreement: reference vs Keras, back ends vs reference)",
+    )
     out.document(
         {
             "dataset": dataset,
@@ -614,14 +622,15 @@ def sharpen(
     sharpener = callbacks.SimpleSharpener(
         start_epoch, steps, stop_when_sharp=True, verbose=int(out.keras_verbose > 0)
     )
-    keras_model.fit(
-        x,
-        keras.utils.to_categorical(y, classes),
-        epochs=epochs,
-        batch_size=128,
-        callbacks=[sharpener],
-        verbose=out.keras_verbose,
-    )
+    with out.progress():
+        keras_model.fit(
+            x,
+            keras.utils.to_categorical(y, classes),
+            epochs=epochs,
+            batch_size=128,
+            callbacks=[sharpener],
+            verbose=out.keras_verbose,
+        )
     accuracy = float((keras_model.predict(x_test, verbose=0).argmax(axis=1) == y_test).mean())
     staging = Path(output).with_name(f".{Path(output).name}.partial.keras")
     try:
