@@ -12,7 +12,18 @@ from importlib import metadata
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PACKAGES = ("whetstone", "keras", "tensorflow", "numpy", "nengo", "nengo-loihi", "nir")
+PACKAGES = (
+    "whetstone",
+    "keras",
+    "tensorflow",
+    "numpy",
+    "nengo",
+    "nengo-loihi",
+    "nir",
+    "pyNN",
+    "sPyNNaker",
+    "nest-simulator",
+)
 
 
 def _command() -> str:
