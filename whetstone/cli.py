@@ -615,7 +615,7 @@ def sharpen(
     (x, y), (x_test, y_test) = datasets.load(dataset, data_dir)
     x = fit_shape(x, keras_model.input_shape[1:], model)
     x_test = fit_shape(x_test, keras_model.input_shape[1:], model)
-    if learning_rate is not None or keras_model.optimizer is None:
+    if learning_rate is not None or not getattr(keras_model, "compiled", False):
         optimizer = keras.optimizers.Adadelta(learning_rate or 4.0)
         keras_model.compile(optimizer, "categorical_crossentropy")
     classes = keras_model.output_shape[-1]
