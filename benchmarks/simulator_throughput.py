@@ -27,7 +27,7 @@ import numpy as np
 
 import whetstone.models  # noqa: F401  (the recipes build from whetstone.models)
 from benchmarks.common import write_result
-from benchmarks.trained import RECIPES, sharpened_model
+from benchmarks.trained import CACHE, RECIPES, sharpened_model
 from whetstone import convert, datasets, simulate
 
 MODELS = ("dense_mnist", "conv_mnist")
@@ -105,6 +105,7 @@ def main(argv=None) -> dict:
         "dataset": "mnist test set (10,000 images)",
         "seed": 0,
         "keras_batch_size": BATCH,
+        "model_cache": str(CACHE),
         "timing": f"best of {args.repeats} interleaved runs, Keras predict vs simulator fast path",
         "results": results,
         "wall_seconds": round(time.perf_counter() - started, 1),
