@@ -239,6 +239,14 @@ def _run_timestep(net: SpikingNetwork, x: np.ndarray, dtype, tally: _Tally) -> n
     return outputs
 
 
+def decode(net: SpikingNetwork, outputs: np.ndarray) -> np.ndarray:
+    """Host decoding of output spikes ``(n, *net.output_shape)`` into classes.
+
+    The network's decoder, or the first spiking output neuron when it has none.
+    """
+    return _decode(net, np.asarray(outputs))[0]
+
+
 def _decode(net: SpikingNetwork, outputs: np.ndarray):
     flat = outputs.reshape(len(outputs), -1)
     if net.decoder is None:
@@ -250,20 +258,24 @@ def _decode(net: SpikingNetwork, outputs: np.ndarray):
     return net.decoder.decode(flat), scores, (top2[:, 1] - top2[:, 0]) < TIE_TOLERANCE
 
 
-def _check_input(net: SpikingNetwork, x) -> np.ndarray:
+def check_input(net: SpikingNetwork, x, where: str = "run") -> np.ndarray:
+    """``x`` as a float32 batch of ``net.input_shape``, or a clear error naming ``where``.
+
+    Every back end checks its inputs with this, so they all accept the same data.
+    """
     x = np.asarray(x)
     size = math.prod(net.input_shape)
     if x.ndim < 2 or (len(x) and x[0].size != size):
         raise ValueError(
-            f"run: x must be a batch of inputs of shape (n, *{net.input_shape}), "
-            f"got shape {x.shape}."
+            f"{where}: x must be a batch of inputs of shape (n, *{net.input_shape}), "
+            f"got shape {x.shape}; reshape the inputs to the network's input shape."
         )
     x = x.reshape(len(x), *net.input_shape).astype(np.float32, copy=False)
     if not np.isfinite(x).all():
-        raise ValueError("run: x holds NaN or Inf values.")
+        raise ValueError(f"{where}: x holds NaN or Inf values.")
     if net.input_encoding == "binary" and not np.isin(x, (0.0, 1.0)).all():
         raise ValueError(
-            "run: this network was converted with input_encoding='binary' but x holds "
+            f"{where}: this network was converted with input_encoding='binary' but x holds "
             "values other than 0 and 1; binarize the inputs (as in training) or convert "
             "the model with input_encoding='host'."
         )
@@ -291,7 +303,7 @@ def run(net: SpikingNetwork, x, mode: str = "fast", dtype: str = "float32") -> S
         raise ValueError(f"run: mode must be 'fast' or 'timestep', got {mode!r}.")
     if dtype not in ("float32", "float64"):
         raise ValueError(f"run: dtype must be 'float32' or 'float64', got {dtype!r}.")
-    x = _check_input(net, x)
+    x = check_input(net, x)
     tally = _Tally(net, len(x))
     path = _run_fast if mode == "fast" else _run_timestep
     outputs = path(net, x, np.dtype(dtype), tally)

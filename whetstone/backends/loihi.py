@@ -59,6 +59,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from whetstone import simulate
 from whetstone.backends import BackendResult, register, require
 from whetstone.backends import nengo as nengo_backend
 from whetstone.network import SpikingNetwork
@@ -267,7 +268,7 @@ class LoihiBackend:
             block_shapes, pop_type: see :meth:`build`.
             hardware_options: passed to ``nengo_loihi.Simulator``.
         """
-        x = nengo_backend.check_input(net, x, "loihi back end")
+        x = simulate.check_input(net, x, "loihi back end")
         built = self._build(net, block_shapes, pop_type, **options)
         started = time.perf_counter()
         with self.simulator(built, target, hardware_options) as sim:
@@ -278,7 +279,7 @@ class LoihiBackend:
             outputs, counts = nengo_backend.stream(built, sim, x, self.offsets(built), chunk_steps)
             run_s = time.perf_counter() - started
             used = sim.target
-        predictions = nengo_backend.decode(net, outputs)
+        predictions = simulate.decode(net, outputs)
         info = {
             "target": used,
             "build_seconds": build_s,

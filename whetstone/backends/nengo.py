@@ -60,6 +60,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from whetstone import simulate
 from whetstone.backends import BackendResult, register, require
 from whetstone.network import SpikingNetwork, Stage
 from whetstone.simulate import preactivation
@@ -273,25 +274,6 @@ def build_network(net: SpikingNetwork, *, vth_scale: float = 1.0, seed: int = 0)
 # ---------------------------------------------------------------- running
 
 
-def check_input(net: SpikingNetwork, x, where: str) -> np.ndarray:
-    """``x`` as a float32 batch of ``net.input_shape``; a clear error when it is not."""
-    x = np.asarray(x)
-    size = math.prod(net.input_shape)
-    if x.ndim < 2 or (len(x) and x[0].size != size):
-        raise ValueError(
-            f"{where}: expected images of shape {net.input_shape} (a batch of shape "
-            f"(n, *{net.input_shape})), got an array of shape {x.shape}; reshape the "
-            "inputs to the network's input shape."
-        )
-    x = x.reshape(len(x), *net.input_shape).astype(np.float32, copy=False)
-    if net.input_encoding == "binary" and not np.isin(x, (0.0, 1.0)).all():
-        raise ValueError(
-            f"{where}: this network takes binary (0/1) inputs (input_encoding='binary') "
-            "but x holds other values; binarize x as in training."
-        )
-    return x
-
-
 def stream(
     built: BuiltNetwork,
     sim,
@@ -328,17 +310,8 @@ def stage_counts(net: SpikingNetwork, counts: np.ndarray) -> np.ndarray:
     return counts[-len(net.stages) :]
 
 
-def decode(net: SpikingNetwork, outputs: np.ndarray) -> np.ndarray:
-    """Host decoder: the network's decoder, or the first spiking output neuron."""
-    if net.decoder is None:
-        return outputs.argmax(axis=1).astype(np.int64)
-    return np.asarray(net.decoder.decode(outputs.astype(np.float32)), np.int64)
-
-
 def compare(net: SpikingNetwork, x: np.ndarray, predictions: np.ndarray, spikes) -> dict:
     """Agreement with ``whetstone.simulate.run`` and the reference's ties."""
-    from whetstone import simulate
-
     ref = simulate.run(net, x)
     differ = ref.predictions != predictions
     spike_differ = (ref.output_spikes.reshape(len(x), -1) != spikes).any(axis=1)
@@ -441,7 +414,7 @@ class NengoBackend:
             options: passed to :func:`build_network`.
         """
         nengo = require("nengo", self.extra)
-        x = check_input(net, x, "nengo back end")
+        x = simulate.check_input(net, x, "nengo back end")
         built = build_network(net, **options)
         started = time.perf_counter()
         with nengo.Simulator(built.network, dt=DT, progress_bar=False) as sim:
@@ -449,7 +422,7 @@ class NengoBackend:
             started = time.perf_counter()
             outputs, counts = stream(built, sim, x, self.offsets(built), chunk_steps)
         run_s = time.perf_counter() - started
-        predictions = decode(net, outputs)
+        predictions = simulate.decode(net, outputs)
         info = {
             "build_seconds": build_s,
             "run_seconds": run_s,

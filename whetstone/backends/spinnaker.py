@@ -214,7 +214,7 @@ def build_plan(net: SpikingNetwork) -> list[Layer]:
 
 def _source_spikes(net: SpikingNetwork, x: np.ndarray) -> np.ndarray:
     """``(n, width)`` spikes that enter the first on-chip population."""
-    x = simulate._check_input(net, x)
+    x = simulate.check_input(net, x, "spinnaker back end")
     if net.input_encoding == "binary":
         return x.reshape(len(x), -1).astype(np.uint8)
     stage = net.stages[0]
@@ -286,7 +286,7 @@ def fixed_point_run(net: SpikingNetwork, x) -> tuple[np.ndarray, np.ndarray]:
     spikes = _source_spikes(net, x)
     for layer in _quantised_layers(build_plan(net)):
         spikes = _layer_step(layer, spikes)
-    predictions = simulate._decode(net, spikes.reshape(len(spikes), *net.output_shape))[0]
+    predictions = simulate.decode(net, spikes.reshape(len(spikes), *net.output_shape))
     return np.asarray(predictions, np.int64), spikes
 
 
@@ -558,7 +558,7 @@ class SpiNNakerBackend:
         the mapping and quantisation reports. On a real board, run the folder that
         :meth:`export` writes (``python run.py --simulator spinnaker``).
         """
-        x = simulate._check_input(net, x)
+        x = simulate.check_input(net, x, "spinnaker back end")
         plan = build_plan(net)
         if simulator == "spinnaker":
             return self._run_virtual(net, x, plan, options)
@@ -580,7 +580,7 @@ class SpiNNakerBackend:
 
     def _result(self, net, matrices, simulator, **info) -> BackendResult:
         outputs = matrices[-1].reshape(len(matrices[-1]), *net.output_shape)
-        predictions = simulate._decode(net, outputs)[0]
+        predictions = simulate.decode(net, outputs)
         counts = [m.sum(dtype=np.int64) for m in matrices]
         if net.input_encoding == "binary":
             counts = counts[1:]
