@@ -311,3 +311,16 @@ def test_softmax_decode_output_shape():
     layer = SoftmaxDecode(ws.encoding.key_generator(4, 8, seed=0))
     assert layer.compute_output_shape((None, 8)) == (None, 4)
     assert (layer.num_classes, layer.width) == (4, 8)
+
+
+def test_import_whetstone_is_enough_to_load_a_saved_model(tmp_path):
+    """A fresh process that only does `import whetstone` can load a model using its layers."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "m.keras"
+    keras.Sequential([keras.Input((3,)), ws.layers.SpikingBRelu(sharpness=1.0)]).save(path)
+    script = f"import keras, whetstone; print(keras.models.load_model({str(path)!r}).layers[0])"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "SpikingBRelu" in done.stdout

@@ -117,24 +117,9 @@ class Group(click.Group):
             ctx.exit(2 if isinstance(error, BAD_INPUT) else 1)
 
 
-@contextlib.contextmanager
-def _native_stderr_silenced():
-    """Hide what TensorFlow's C++ runtime prints on import (absl/CUDA probing lines)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def _import_keras():
-    with _native_stderr_silenced():
-        import keras
+    import keras
+
     return keras
 
 
