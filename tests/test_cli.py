@@ -78,7 +78,7 @@ def test_demo_trains_sharpens_and_runs_exactly_on_nengo():
     result = invoke("--json", "demo", "-q", "--epochs", "5", "--plain-epochs", "2",
                     "--backend", "nengo", "-n", "300")  # fmt: skip
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     rows = {row["stage"]: row for row in report["results"]}
     assert report["fully_sharpened"] is True
     assert report["test_images"] == 300
@@ -108,11 +108,13 @@ def test_inspect_sharp_model(files):
 
 
 def test_inspect_json_has_sizes_and_resources(files):
-    report = json.loads(invoke("inspect", files["sharp"], "--json").output)
+    report = json.loads(invoke("inspect", files["sharp"], "--json").stdout)
     assert report["converts"] is True
     assert report["totals"] == {"neurons": 340, "synapses": 784 * 256 + 256 * 64 + 64 * 20}
     assert [s["neurons"] for s in report["stages"]] == [256, 64, 20]
     assert report["resources"]["loihi"]["fits_one_chip"] is True
+    if registry.get("spinnaker").is_available():  # CI installs sPyNNaker
+        assert report["resources"]["spinnaker"]["cores"] == 3  # input source, dense_2, dense_3
 
 
 def test_inspect_unsharpened_model_explains_and_hints(files):
@@ -124,7 +126,7 @@ def test_inspect_unsharpened_model_explains_and_hints(files):
 
 def test_inspect_saved_network(files):
     result = invoke("--json", "inspect", files["net"])
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["layers"] == [] and report["totals"]["neurons"] == 340
 
 
@@ -183,7 +185,7 @@ def test_verify_on_nengo_agrees_exactly(files):
     result = invoke("--json", "verify", files["sharp"], "--to", "nengo", "--data", "demo",
                     "-n", "64", "--min-agreement", "1")  # fmt: skip
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     rows = {row["stage"]: row for row in report["results"]}
     assert report["passed"] is True and report["images"] == 64
     assert rows["nengo"]["agreement"] == 1.0
@@ -217,7 +219,7 @@ def test_sharpen_continues_training_until_sharp(files, tmp_path):
     result = invoke("--json", "sharpen", files["soft"], "--data", "demo", "--epochs", "3",
                     "--steps", "1", "-o", output, "-q")  # fmt: skip
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["fully_sharpened"] is True
     assert whetstone.sharpness.is_fully_sharpened(keras.models.load_model(output))
     again = invoke("sharpen", files["soft"], "--data", "demo", "--epochs", "1", "-o", output)

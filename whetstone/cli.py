@@ -32,10 +32,10 @@ class Output:
 
     def __init__(self):
         self.as_json = self.quiet = self.verbose = False
+        self.stdout = sys.stdout  # results only; everything else is sent to stderr
 
-    def progress(self):
-        """Context in which Keras's progress bars (printed to stdout) go to stderr."""
-        return contextlib.redirect_stdout(sys.stderr)
+    def echo(self, message: str = "") -> None:
+        click.echo(message, file=self.stdout)
 
     @property
     def keras_verbose(self) -> int:
@@ -53,14 +53,14 @@ class Output:
         columns = list(rows[0])
         text = [[_cell(row.get(c), c) for c in columns] for row in rows]
         widths = [max(len(c), *(len(r[i]) for r in text)) for i, c in enumerate(columns)]
-        click.secho(title, bold=True)
-        click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+        click.secho(title, bold=True, file=self.stdout)
+        self.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
         for cells in text:
-            click.echo("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
+            self.echo("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
 
     def document(self, payload: dict) -> None:
         if self.as_json:
-            click.echo(json.dumps(payload, indent=2, default=_jsonable))
+            self.echo(json.dumps(payload, indent=2, default=_jsonable))
 
 
 PERCENT_COLUMNS = ("accuracy", "agreement")
@@ -105,8 +105,13 @@ class Group(click.Group):
     """Turns library errors into one-line messages (exit 2), unless -v asks for tracebacks."""
 
     def invoke(self, ctx: click.Context):
+        out = ctx.ensure_object(Output)
+        out.stdout = sys.stdout
         try:
-            return super().invoke(ctx)
+            # Keras progress bars, sPyNNaker's reports and other libraries' prints go to
+            # stderr, so stdout holds only the table or the JSON document.
+            with contextlib.redirect_stdout(sys.stderr):
+                return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as error:
@@ -300,8 +305,7 @@ def demo(out: Output, dataset, data_dir, epochs, plain_epochs, backends, limit, 
 
     if plain_epochs:
         out.say(f"training {plain_epochs} plain epochs")
-        with out.progress():
-            model.fit(x, targets, epochs=plain_epochs, batch_size=128, verbose=out.keras_verbose)
+        model.fit(x, targets, epochs=plain_epochs, batch_size=128, verbose=out.keras_verbose)
     before = accuracy(model.predict(x_test, verbose=0).argmax(axis=1))
     layers = len(whetstone.sharpness.spiking_layers(model))
     steps = max(1, (epochs - plain_epochs) // layers)
@@ -309,16 +313,15 @@ def demo(out: Output, dataset, data_dir, epochs, plain_epochs, backends, limit, 
     sharpener = callbacks.SimpleSharpener(
         plain_epochs, steps, stop_when_sharp=True, verbose=int(out.keras_verbose > 0)
     )
-    with out.progress():
-        model.fit(
-            x,
-            targets,
-            epochs=epochs,
-            initial_epoch=plain_epochs,
-            batch_size=128,
-            callbacks=[sharpener],
-            verbose=out.keras_verbose,
-        )
+    model.fit(
+        x,
+        targets,
+        epochs=epochs,
+        initial_epoch=plain_epochs,
+        batch_size=128,
+        callbacks=[sharpener],
+        verbose=out.keras_verbose,
+    )
     keras_predictions = model.predict(x_test, verbose=0).argmax(axis=1)
     net = convert.to_spiking(model)
     reference = simulate.run(net, x_test)
@@ -388,8 +391,8 @@ def inspect(out: Output, model: str) -> None:
         report["conversion_error"] = str(net)
         out.document(report)
         if not out.as_json:
-            click.echo(f"\nDoes not convert: {net}")
-            click.echo(f"Hint: whetstone sharpen {model} --data DATASET -o SHARP.keras")
+            out.echo(f"\nDoes not convert: {net}")
+            out.echo(f"Hint: whetstone sharpen {model} --data DATASET -o SHARP.keras")
         return
     report["stages"] = _stage_rows(net)
     report["totals"] = {"neurons": net.num_neurons, "synapses": net.num_synapses}
@@ -404,13 +407,13 @@ def inspect(out: Output, model: str) -> None:
                 report["resources"][name] = {"error": str(error)}
     out.table(report["stages"], f"\nSpikingNetwork ({net.input_encoding} input encoding)")
     if not out.as_json:
-        click.echo(
+        out.echo(
             f"total: {net.num_neurons} neurons, {net.num_synapses} synapses, "
             f"{net.latency} timesteps from input to output"
         )
         for name, resources in report["resources"].items():
             summary = ", ".join(f"{k}={v}" for k, v in resources.items() if _scalar(v))
-            click.echo(f"{name}: {summary}")
+            out.echo(f"{name}: {summary}")
     out.document(report)
 
 
@@ -490,7 +493,7 @@ def export(out: Output, model: str, target: str, output: str, force: bool) -> No
     out.say(f"wrote {target_path}")
     out.document({"file": model, "backend": target, "output": str(target_path)})
     if not out.as_json:
-        click.echo(str(target_path))
+        out.echo(str(target_path))
 
 
 @main.command()
@@ -607,15 +610,14 @@ def sharpen(
     sharpener = callbacks.SimpleSharpener(
         start_epoch, steps, stop_when_sharp=True, verbose=int(out.keras_verbose > 0)
     )
-    with out.progress():
-        keras_model.fit(
-            x,
-            keras.utils.to_categorical(y, classes),
-            epochs=epochs,
-            batch_size=128,
-            callbacks=[sharpener],
-            verbose=out.keras_verbose,
-        )
+    keras_model.fit(
+        x,
+        keras.utils.to_categorical(y, classes),
+        epochs=epochs,
+        batch_size=128,
+        callbacks=[sharpener],
+        verbose=out.keras_verbose,
+    )
     accuracy = float((keras_model.predict(x_test, verbose=0).argmax(axis=1) == y_test).mean())
     staging = Path(output).with_name(f".{Path(output).name}.partial.keras")
     try:

@@ -78,6 +78,9 @@ class Backend(Protocol):
     def export(self, net, path, **options) -> Any:
         """Write the artifact a user deploys (atomically)."""
 
+    # Optional: ``resources(net) -> dict``, what the network costs on the target
+    # (cores, chips, ...); ``whetstone inspect`` shows it for every back end that has it.
+
 
 def register(name: str):
     """Class decorator: register a back end under ``name`` (an instance is stored)."""

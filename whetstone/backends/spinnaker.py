@@ -614,6 +614,10 @@ class SpiNNakerBackend:
         self._warn_precision(net, options.get("precision_warning", 0.01))
         return report
 
+    def resources(self, net: SpikingNetwork, **options) -> dict:
+        """The back ends' common name for :meth:`map` (``whetstone inspect`` shows it)."""
+        return self.map(net, **options)
+
     @staticmethod
     def _warn_precision(net, limit: float) -> dict:
         report = quantisation(net)
