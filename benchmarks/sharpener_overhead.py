@@ -68,9 +68,10 @@ def main(argv=None) -> dict:
     (x, y), _ = ws.datasets.load(args.dataset, args.data_dir)
     x, y = x[: args.limit], keras.utils.to_categorical(y[: args.limit], 10)
     times = {name: [] for name in CONFIGS}
-    for _ in range(args.repeats):
-        for name, make_callbacks in CONFIGS.items():
-            times[name] += epoch_times(x, y, make_callbacks(), args.epochs, args.batch_size)
+    names = list(CONFIGS)
+    for repeat in range(args.repeats):
+        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:  # rotate
+            times[name] += epoch_times(x, y, CONFIGS[name](), args.epochs, args.batch_size)
     base = statistics.median(times["no sharpener"])
     rows = {
         name: {
