@@ -3,8 +3,9 @@
     python -m benchmarks.report              # print the markdown
     python -m benchmarks.report --update README.md
 
-``--update`` replaces the text between ``<!-- results:start -->`` and
-``<!-- results:end -->``; nothing in that block is written by hand.
+``--update`` replaces the blocks between ``<!-- NAME:start -->`` and
+``<!-- NAME:end -->`` (results, demo, inspect, verify); nothing in them is written by
+hand: the command outputs come from ``python -m benchmarks.cli_examples``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ import re
 from pathlib import Path
 
 from benchmarks.common import RESULTS
-
-START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def _load(name: str) -> dict | None:
@@ -110,13 +109,28 @@ def table() -> str:
     return "\n".join(lines)
 
 
-def update(path: Path) -> None:
-    text = path.read_text()
-    block = f"{START}\n{table()}\n{END}"
-    new, count = re.subn(re.escape(START) + ".*?" + re.escape(END), block, text, flags=re.S)
+def _replace_block(text: str, name: str, content: str) -> str:
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{content}\n{end}"
+    new, count = re.subn(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text,
+                         flags=re.S)  # fmt: skip
     if count != 1:
-        raise SystemExit(f"{path} needs exactly one {START} ... {END} block, found {count}.")
-    path.write_text(new)
+        raise SystemExit(f"the README needs exactly one {start} ... {end} block, found {count}.")
+    return new
+
+
+def _cli_output(name: str) -> str:
+    """A command and its committed output (``benchmarks.cli_examples``), as a code block."""
+    path = RESULTS / f"cli_{name}.txt"
+    output = path.read_text().rstrip() if path.exists() else f"$ whetstone {name}\n(not run yet)"
+    return f"```console\n{output}\n```"
+
+
+def update(path: Path) -> None:
+    text = _replace_block(path.read_text(), "results", table())
+    for name in ("demo", "inspect", "verify"):
+        text = _replace_block(text, name, _cli_output(name))
+    path.write_text(text)
 
 
 def main(argv=None) -> None:
