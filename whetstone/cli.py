@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 import whetstone
-from whetstone.backends import MissingDependencyError, names
+from whetstone.backends import BackendResult, MissingDependencyError, names
 
 BAD_INPUT = (ValueError, FileNotFoundError, MissingDependencyError, KeyError)
 
@@ -334,8 +334,7 @@ def demo(out: Output, dataset, data_dir, epochs, plain_epochs, backends, limit, 
         row["timesteps"] = None
     rows[-1]["timesteps"] = reference.latency
     for name in backends:
-        out.say(f"running on {name}")
-        result = registry.get(name).run(net, x_test)
+        result = run_with_progress(out, registry.get(name), net, x_test)
         rows.append(_row(name, result.predictions, y_test, reference.predictions))
         rows[-1]["timesteps"] = result.info.get("latency")
     out.table(
@@ -355,6 +354,30 @@ def demo(out: Output, dataset, data_dir, epochs, plain_epochs, backends, limit, 
             "reference_ties": int(reference.ties.sum()),
             "seconds": time.perf_counter() - started,
         }
+    )
+
+
+def run_with_progress(out: Output, backend, net, x, chunks: int = 10):
+    """``backend.run(net, x)`` in a few chunks, with a progress bar on stderr.
+
+    Each chunk starts from a fresh network, which changes nothing: neurons keep no
+    state from one image to the next.
+    """
+    import numpy as np
+
+    parts = np.array_split(np.arange(len(x)), min(chunks, len(x)))
+    results = []
+    with click.progressbar(
+        length=len(x), label=f"{backend.name}", file=sys.stderr, hidden=out.quiet or out.as_json
+    ) as bar:
+        for index in parts:
+            results.append(backend.run(net, x[index]))
+            bar.update(len(index))
+    return BackendResult(
+        np.concatenate([r.predictions for r in results]),
+        np.concatenate([r.output_spikes for r in results]),
+        np.sum([r.spike_counts for r in results], axis=0),
+        results[-1].info,
     )
 
 
@@ -531,8 +554,7 @@ def verify(out: Output, model, target, dataset, data_dir, limit, min_agreement) 
         predictions = keras_model.predict(x, verbose=0).argmax(axis=1)
         rows.append(_row("Keras", predictions, y, reference.predictions))
     rows.append(_row("reference simulator", reference.predictions, y, reference.predictions))
-    out.say(f"running {len(x)} images on {target}")
-    result = registry.get(target).run(net, x)
+    result = run_with_progress(out, registry.get(target), net, x)
     rows.append(_row(target, result.predictions, y, reference.predictions))
     agreement = rows[-1]["agreement"]
     out.table(
