@@ -8,37 +8,42 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from benchmarks.common import RESULTS
 
-MODELS = RESULTS / "models"
+MODELS = "benchmarks/results/models"
 EXAMPLES = {
-    "demo": ["demo"],
-    "inspect": ["inspect", str(MODELS.relative_to(Path.cwd()) / "conv_mnist.keras")],
-    "verify": [
-        "verify",
-        str(MODELS.relative_to(Path.cwd()) / "dense_mnist.keras"),
-        "--to",
-        "nengo",
-        "--data",
-        "mnist",
-        "-n",
-        "1000",
-    ],
+    "demo": "demo",
+    "inspect": f"inspect {MODELS}/conv_mnist.keras",
+    "verify": f"verify {MODELS}/dense_mnist.keras --to nengo --data mnist -n 1000",
+    "sharpen": "sharpen model.keras --data demo --epochs 8 --start-epoch 2 --steps 2 -o s.keras",
 }
 
 
+def _untrained_model(folder: Path) -> None:
+    """``model.keras``: the dense MNIST network, never sharpened, for the sharpen example."""
+    import whetstone
+
+    whetstone.models.dense_mnist().save(folder / "model.keras")
+
+
 def main() -> None:
+    root = Path(__file__).resolve().parents[1]
     script = Path(sys.executable).parent / "whetstone"
     env = {**os.environ, "WHETSTONE_DATA": os.environ.get("WHETSTONE_DATA", "../shared/data")}
-    for name, args in EXAMPLES.items():
-        done = subprocess.run(
-            [str(script), *args], capture_output=True, text=True, env=env, check=True
-        )
-        path = RESULTS / f"cli_{name}.txt"
-        path.write_text(f"$ whetstone {' '.join(args)}\n{done.stdout}")
-        print(f"wrote {path}")
+    with tempfile.TemporaryDirectory() as scratch:
+        _untrained_model(Path(scratch))
+        for name, command in EXAMPLES.items():
+            args = command.split()
+            cwd = scratch if name == "sharpen" else root
+            done = subprocess.run(
+                [str(script), *args], capture_output=True, text=True, env=env, cwd=cwd, check=True
+            )
+            path = RESULTS / f"cli_{name}.txt"
+            path.write_text(f"$ whetstone {' '.join(args)}\n{done.stdout}")
+            print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -128,7 +128,7 @@ def _cli_output(name: str) -> str:
 
 def update(path: Path) -> None:
     text = _replace_block(path.read_text(), "results", table())
-    for name in ("demo", "inspect", "verify"):
+    for name in ("demo", "inspect", "verify", "sharpen"):
         text = _replace_block(text, name, _cli_output(name))
     path.write_text(text)
 
