@@ -40,7 +40,7 @@ __all__ = ["TIE_TOLERANCE", "SimulationResult", "preactivation", "run"]
 TIE_TOLERANCE = 1e-6
 """A neuron whose ``|pre-activation - threshold|`` is below this is a tie."""
 
-_CHUNK_VALUES = 1 << 24  # about 64 MiB of float32 im2col per chunk
+_CHUNK_VALUES = 1 << 20  # about 4 MiB of float32 im2col per chunk: stays in cache
 
 
 @dataclass
@@ -156,10 +156,12 @@ def preactivation(stage: Stage, s: np.ndarray, dtype="float32") -> np.ndarray:
 
 
 def _step(stage: Stage, s: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
-    """Spikes ``H(pre - theta)`` (uint8) and per-sample tie counts of one stage."""
-    diff = preactivation(stage, s, dtype) - np.asarray(stage.threshold, dtype)
-    spikes = (diff >= 0).astype(np.uint8)
-    ties = (np.abs(diff) < TIE_TOLERANCE).reshape(len(s), -1).sum(axis=1)
+    """Spikes ``H(pre - theta)`` (0/1 in ``dtype``) and per-sample tie counts of one stage."""
+    diff = preactivation(stage, s, dtype)
+    diff -= np.asarray(stage.threshold, dtype)  # in place: the arrays are large
+    spikes = (diff >= 0).astype(dtype)  # the next stage computes in dtype anyway
+    np.abs(diff, out=diff)
+    ties = np.count_nonzero((diff < TIE_TOLERANCE).reshape(len(s), -1), axis=1)
     return spikes, ties
 
 
