@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 import keras
 
-from whetstone.sharpness import _require_spiking_layers
+from whetstone.sharpness import require_spiking_layers
 
 __all__ = ["AdaptiveSharpener", "ScheduledSharpener", "Sharpener", "SimpleSharpener"]
 
@@ -61,7 +61,7 @@ class Sharpener(keras.callbacks.Callback):
 
     # -- state ---------------------------------------------------------------
     def on_train_begin(self, logs=None):
-        self.layers = _require_spiking_layers(self.model)
+        self.layers = require_spiking_layers(self.model)
         self.values = [layer.get_sharpness() for layer in self.layers]
         self._epoch = 0
 

@@ -122,12 +122,6 @@ class Group(click.Group):
             ctx.exit(2 if isinstance(error, BAD_INPUT) else 1)
 
 
-def _import_keras():
-    import keras
-
-    return keras
-
-
 # ---------------------------------------------------------------- loading
 
 
@@ -140,7 +134,8 @@ def load_model_or_network(path: str):
     from whetstone import network
 
     if Path(path).suffix == ".keras":
-        keras = _import_keras()
+        import keras
+
         from whetstone import convert
 
         try:
@@ -281,7 +276,8 @@ def demo(out: Output, dataset, data_dir, epochs, plain_epochs, backends, limit, 
     Example:
       whetstone demo --epochs 14 --plain-epochs 5 --backend nengo
     """
-    keras = _import_keras()
+    import keras
+
     from whetstone import backends as registry
     from whetstone import callbacks, convert, datasets, models, simulate
 
@@ -614,7 +610,8 @@ def sharpen(
       whetstone sharpen model.keras --data mnist --data-dir ../shared/data \\
           --epochs 8 --start-epoch 2 --steps 2 -o sharp.keras
     """
-    keras = _import_keras()
+    import keras
+
     from whetstone import callbacks, datasets, sharpness
 
     if Path(output).exists() and not force:

@@ -30,6 +30,7 @@ __all__ = [
     "get_model_sharpness",
     "get_sharpness",
     "is_fully_sharpened",
+    "require_spiking_layers",
     "set_model_sharpness",
     "set_sharpness",
     "spiking_layers",
@@ -55,7 +56,8 @@ def spiking_layers(model: keras.Model) -> list[Spiking]:
     return found
 
 
-def _require_spiking_layers(model: keras.Model) -> list[Spiking]:
+def require_spiking_layers(model: keras.Model) -> list[Spiking]:
+    """``spiking_layers(model)``, or a clear error when there are none."""
     layers = spiking_layers(model)
     if not layers:
         raise ValueError(
@@ -66,7 +68,7 @@ def _require_spiking_layers(model: keras.Model) -> list[Spiking]:
 
 
 def _layers_by_name(model: keras.Model) -> dict[str, Spiking]:
-    layers = _require_spiking_layers(model)
+    layers = require_spiking_layers(model)
     names = [layer.name for layer in layers]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
@@ -120,7 +122,7 @@ def bottom_up_split(value: float, num_layers: int) -> list[float]:
 
 def set_model_sharpness(model: keras.Model, value: float, bottom_up: bool = True) -> None:
     """Set the whole model's sharpness, bottom-up (default) or uniformly."""
-    layers = _require_spiking_layers(model)
+    layers = require_spiking_layers(model)
     split = bottom_up_split(value, len(layers)) if bottom_up else [value] * len(layers)
     for layer, layer_value in zip(layers, split, strict=True):
         layer.set_sharpness(layer_value)
@@ -128,10 +130,10 @@ def set_model_sharpness(model: keras.Model, value: float, bottom_up: bool = True
 
 def get_model_sharpness(model: keras.Model) -> float:
     """The mean sharpness of the spiking layers (inverse of the bottom-up split)."""
-    values = [layer.get_sharpness() for layer in _require_spiking_layers(model)]
+    values = [layer.get_sharpness() for layer in require_spiking_layers(model)]
     return sum(values) / len(values)
 
 
 def is_fully_sharpened(model: keras.Model) -> bool:
     """True when every spiking layer is exactly at sharpness 1."""
-    return all(layer.get_sharpness() == 1.0 for layer in _require_spiking_layers(model))
+    return all(layer.get_sharpness() == 1.0 for layer in require_spiking_layers(model))

@@ -279,18 +279,10 @@ class LoihiBackend:
             outputs, counts = nengo_backend.stream(built, sim, x, self.offsets(built), chunk_steps)
             run_s = time.perf_counter() - started
             used = sim.target
-        predictions = simulate.decode(net, outputs)
-        info = {
-            "target": used,
-            "build_seconds": build_s,
-            "run_seconds": run_s,
-            "images_per_second": len(x) / run_s if run_s else float("inf"),
-            "latency": self.offsets(built)[-1] + 1,
-            "resources": report,
-        }
-        if compare_reference:
-            info.update(nengo_backend.compare(net, x, predictions, outputs))
-        return BackendResult(predictions, outputs, nengo_backend.stage_counts(net, counts), info)
+        return nengo_backend.result(
+            net, x, outputs, counts, compare_reference, build_s, run_s,
+            target=used, latency=self.offsets(built)[-1] + 1, resources=report,
+        )  # fmt: skip
 
     def export(self, net: SpikingNetwork, path, **options) -> Path:
         """A folder with ``network.h5`` and ``run.py`` (runs on Loihi, or its emulator)."""

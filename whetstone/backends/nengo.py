@@ -310,6 +310,21 @@ def stage_counts(net: SpikingNetwork, counts: np.ndarray) -> np.ndarray:
     return counts[-len(net.stages) :]
 
 
+def result(net: SpikingNetwork, x, outputs, counts, compare_reference: bool, build_s: float,
+           run_s: float, **info) -> BackendResult:  # fmt: skip
+    """The ``BackendResult`` of a streamed run (shared by the Nengo and Loihi back ends)."""
+    predictions = simulate.decode(net, outputs)
+    info = {
+        "build_seconds": build_s,
+        "run_seconds": run_s,
+        "images_per_second": len(x) / run_s if run_s else float("inf"),
+        **info,
+    }
+    if compare_reference:
+        info.update(compare(net, x, predictions, outputs))
+    return BackendResult(predictions, outputs, stage_counts(net, counts), info)
+
+
 def compare(net: SpikingNetwork, x: np.ndarray, predictions: np.ndarray, spikes) -> dict:
     """Agreement with ``whetstone.simulate.run`` and the reference's ties."""
     ref = simulate.run(net, x)
@@ -422,17 +437,8 @@ class NengoBackend:
             started = time.perf_counter()
             outputs, counts = stream(built, sim, x, self.offsets(built), chunk_steps)
         run_s = time.perf_counter() - started
-        predictions = simulate.decode(net, outputs)
-        info = {
-            "build_seconds": build_s,
-            "run_seconds": run_s,
-            "images_per_second": len(x) / run_s if run_s else float("inf"),
-            "latency": self.offsets(built)[-1] + 1,
-            "dt": DT,
-        }
-        if compare_reference:
-            info.update(compare(net, x, predictions, outputs))
-        return BackendResult(predictions, outputs, stage_counts(net, counts), info)
+        return result(net, x, outputs, counts, compare_reference, build_s, run_s,
+                      latency=self.offsets(built)[-1] + 1, dt=DT)  # fmt: skip
 
     def export(self, net: SpikingNetwork, path, **options) -> Path:
         """A folder with ``network.h5`` and ``run.py`` (runs on Nengo by default)."""
