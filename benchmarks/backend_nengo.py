@@ -1,27 +1,23 @@
-"""Nengo and Nengo-Loihi back ends on real MNIST: accuracy, agreement, ties, speed, cost.
+"""Nengo and Nengo-Loihi figures of one sharpened reference model (used by ``benchmarks.suite``).
 
-    python -m benchmarks.backend_nengo                        # all models, full test set
-    python -m benchmarks.backend_nengo --loihi-images conv_mnist=1000   # emulator subset
+Keras accuracy, the reference simulator's accuracy and ties, the Nengo reference
+simulator's accuracy, agreement and ties, the Loihi emulator's accuracy and agreement
+(integer ``sim`` = chip arithmetic with nengo-loihi's 8-bit weights, and float
+``simreal`` = the same dynamics without discretisation) on the first ``loihi_images``
+test images, images/s per back end, and the Loihi resource report.
 
-Per sharpened reference model (``benchmarks.trained``): Keras accuracy, the reference
-simulator's accuracy and ties, the Nengo reference simulator's accuracy, agreement and
-ties on all 10,000 test images, the Loihi emulator's accuracy and agreement (integer
-``sim`` = chip arithmetic with nengo-loihi's 8-bit weights, and float ``simreal`` =
-the same dynamics without discretisation) on the first ``--loihi-images`` test images
-(default: all 10,000), images/s per back end, and the Loihi resource report.
-Writes ``benchmarks/results/backend_nengo.json``.
+Example:
+    >>> from benchmarks.backend_nengo import bench_model         # doctest: +SKIP
+    >>> figures = bench_model("dense_mnist", "../shared/data", loihi_images=1000)
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import time
 
 import numpy as np
 
-from benchmarks.common import write_result
-from benchmarks.trained import sharpened_model
+from benchmarks.trained import RECIPES, sharpened_model
 from whetstone import convert, datasets, simulate
 from whetstone.backends import get
 
@@ -44,10 +40,12 @@ def _backend_figures(result, y) -> dict:
     return out
 
 
-def bench_model(name: str, data_dir, loihi_images: int) -> dict:
+def bench_model(name: str, data_dir, loihi_images: int, n_test: int | None = None) -> dict:
+    """Figures of model ``name`` on its first ``n_test`` test images (default all)."""
     model = sharpened_model(name, data_dir)
     net = convert.to_spiking(model)
-    _, (x, y) = datasets.load("mnist", data_dir)
+    _, (x, y) = datasets.load(RECIPES[name].dataset, data_dir)
+    x, y = x[:n_test], y[:n_test]
     keras_accuracy = _accuracy(model.predict(x, verbose=0).argmax(axis=1), y)
     started = time.perf_counter()
     ref = simulate.run(net, x)
@@ -80,43 +78,3 @@ def bench_model(name: str, data_dir, loihi_images: int) -> dict:
         report["loihi_resources"] = result.info["resources"]
         print(name, target, figures, flush=True)
     return report
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="*", default=["dense_mnist", "conv_mnist"])
-    parser.add_argument(
-        "--loihi-images",
-        action="append",
-        default=[],
-        help="images on the Loihi emulator: N (all models) or MODEL=N; default 10000",
-    )
-    parser.add_argument("--data", default=os.environ.get("WHETSTONE_DATA", "../shared/data"))
-    args = parser.parse_args(argv)
-    counts = {}
-    for item in args.loihi_images:
-        name, _, n = item.rpartition("=")
-        counts[name or "*"] = int(n)
-    loihi_images = {m: counts.get(m, counts.get("*", 10000)) for m in args.models}
-    results = {name: bench_model(name, args.data, loihi_images[name]) for name in args.models}
-    path = write_result(
-        "backend_nengo",
-        {
-            "loihi_images": loihi_images,
-            "notes": (
-                "nengo: Nengo reference simulator on all 10,000 MNIST test images. "
-                "loihi_sim: nengo-loihi integer emulator (chip arithmetic, 8-bit weights); "
-                "loihi_simreal: nengo-loihi float emulator (same compartment dynamics, no "
-                "discretisation); both on the first loihi_images test images (a subset where "
-                "the Python emulator is too slow for 10,000 on this 2-core machine). "
-                "Agreement is with whetstone.simulate.run; ties are the reference's "
-                "(|pre - theta| < 1e-6)."
-            ),
-            "models": results,
-        },
-    )
-    print("wrote", path)
-
-
-if __name__ == "__main__":
-    main()

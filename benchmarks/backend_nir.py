@@ -1,14 +1,11 @@
-"""NIR export/import benchmark: round trip and an independent reader (snnTorch).
+"""NIR figures of one reference model (used by ``benchmarks.suite``): round trip and an
+independent reader (snnTorch).
 
-Per reference model (``dense_mnist``, ``conv_mnist``): export to a ``.nir`` file, read
+Per reference model: export to a ``.nir`` file, read
 it with ``nir.read``, import it with ``whetstone.backends.nir.load``, run the reference
-simulator and compare predictions with the original network on all 10,000 test
-images; run the file through snnTorch's NIR reader (``snntorch.import_nir``, stepped
-for the network's latency with the input held) on a subset; record file size and
-node counts. Writes ``benchmarks/results/backend_nir.json``.
-
-    python -m benchmarks.backend_nir              # all models, 1000 images for snnTorch
-    python -m benchmarks.backend_nir --reader-images 200 dense_mnist
+simulator and compare predictions with the original network on the test images; run
+the file through snnTorch's NIR reader (``snntorch.import_nir``, stepped for the
+network's latency with the input held) on a subset; record file size and node counts.
 
 snnTorch and torch live in their own environment (``.venv-nir``, see
 ``tests/test_backend_nir.py``); this file runs there as a plain script too::
@@ -22,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -95,13 +91,15 @@ def independent_scores(path, x: np.ndarray, steps: int) -> np.ndarray:
 # ---------------------------------------------------------------- benchmark
 
 
-def _model_figures(name: str, data_dir, reader_images: int) -> dict:
-    from benchmarks.trained import sharpened_model
+def measure(name: str, data_dir, reader_images: int, n_test: int | None = None) -> dict:
+    """Round trip on the first ``n_test`` test images, snnTorch on ``reader_images``."""
+    from benchmarks.trained import RECIPES, sharpened_model
     from whetstone import convert, datasets, simulate
     from whetstone.backends import nir as nir_backend
 
     net = convert.to_spiking(sharpened_model(name, data_dir))
-    _, (x_test, y_test) = datasets.load("mnist", data_dir)
+    _, (x_test, y_test) = datasets.load(RECIPES[name].dataset, data_dir)
+    x_test, y_test = x_test[:n_test], y_test[:n_test]
     reference = simulate.run(net, x_test)
     with tempfile.TemporaryDirectory() as folder:
         path = nir_backend.export(net, Path(folder) / f"{name}.nir")
@@ -151,25 +149,17 @@ def _model_figures(name: str, data_dir, reader_images: int) -> dict:
     return figures
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="*", default=["dense_mnist", "conv_mnist"])
-    parser.add_argument("--data", default=os.environ.get("WHETSTONE_DATA", "../shared/data"))
-    parser.add_argument("--reader-images", type=int, default=1000)
-    args = parser.parse_args(argv)
+def reader_versions() -> dict:
+    """Versions of the independent reader's packages (here or in ``.venv-nir``)."""
     from importlib import metadata
 
-    from benchmarks.common import write_result
-
-    results = {m: _model_figures(m, args.data, args.reader_images) for m in args.models}
     reader = {"reader": "snnTorch import_nir (nirtorch)", "python": str(READER_PYTHON)}
     for package in ("nir", "nirtorch", "snntorch", "torch"):
         try:
             reader[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             reader[package] = _venv_version(package)
-    path = write_result("backend_nir", {"independent_reader": reader, "models": results})
-    print(path)
+    return reader
 
 
 def _venv_version(package: str) -> str | None:
@@ -180,8 +170,6 @@ def _venv_version(package: str) -> str | None:
     return done.stdout.strip() or None
 
 
-if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1].endswith(".nir"):
+if __name__ == "__main__":  # the reader, in .venv-nir: GRAPH.nir X.npy OUT.npy STEPS
     graph_path, x_path, out_path, steps = sys.argv[1:]
     np.save(out_path, snntorch_scores(graph_path, np.load(x_path), int(steps)))
-elif __name__ == "__main__":
-    main()

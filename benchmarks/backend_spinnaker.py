@@ -1,24 +1,23 @@
-"""SpiNNaker back end on real MNIST: PyNN on NEST vs the reference, fixed point, mapping.
-
-    python -m benchmarks.backend_spinnaker [dense_mnist conv_mnist] [--n 1000]
+"""SpiNNaker figures of one reference model (used by ``benchmarks.suite``): PyNN on NEST
+vs the reference, fixed point, mapping.
 
 Per model: agreement of PyNN/NEST predictions (and output spikes) with
 ``whetstone.simulate.run`` on the first ``n`` test images, accuracy, ties, SpiNNaker's
 16-bit weight quantisation (what rounds to zero, the fixed-point model's accuracy),
 cores and chips from sPyNNaker's mapping on a virtual SpiNN-5 board, and images/s.
-Writes ``benchmarks/results/backend_spinnaker.json``.
+
+Example:
+    >>> from benchmarks.backend_spinnaker import evaluate      # doctest: +SKIP
+    >>> figures = evaluate("dense_mnist", "../shared/data", n=100)
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import time
 import warnings
 
 import whetstone as ws
-from benchmarks.common import write_result
-from benchmarks.trained import sharpened_model
+from benchmarks.trained import RECIPES, sharpened_model
 from whetstone import simulate
 from whetstone.backends import spinnaker
 
@@ -28,7 +27,7 @@ def evaluate(name: str, data_dir, n: int) -> dict:
     import whetstone.convert
 
     net = whetstone.convert.to_spiking(sharpened_model(name, data_dir))
-    _, (x_test, y_test) = ws.datasets.load("mnist", data_dir)
+    _, (x_test, y_test) = ws.datasets.load(RECIPES[name].dataset, data_dir)
     x, y = x_test[:n], y_test[:n]
     reference = simulate.run(net, x)
     backend = spinnaker.get_backend()
@@ -71,21 +70,3 @@ def evaluate(name: str, data_dir, n: int) -> dict:
         },
         "virtual_board": mapping,
     }
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="*", default=["dense_mnist", "conv_mnist"])
-    parser.add_argument("--n", type=int, default=1000)
-    args = parser.parse_args()
-    data_dir = os.environ.get("WHETSTONE_DATA", "../shared/data")
-    results = [evaluate(name, data_dir, args.n) for name in args.models]
-    for r in results:
-        nest, board = r["nest"], r["virtual_board"]
-        print(r["model"], "agreement", nest["prediction_agreement"], "accuracy", nest["accuracy"])
-        print("  cores", board["cores"], "chips", board["chips"])
-    print(write_result("backend_spinnaker", {"models": results}))
-
-
-if __name__ == "__main__":
-    main()

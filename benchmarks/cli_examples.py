@@ -1,6 +1,6 @@
 """Run the README's command-line examples and keep their output in ``benchmarks/results``.
 
-python -m benchmarks.cli_examples     # then: python -m benchmarks.report --update README.md
+python -m benchmarks run cli     # then: python -m benchmarks report
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ def _untrained_model(folder: Path) -> None:
     whetstone.models.dense_mnist().save(folder / "model.keras")
 
 
-def main() -> None:
+def main(out: Path = RESULTS) -> None:
+    """Run every example; write ``out/cli_<name>.txt``."""
     root = Path(__file__).resolve().parents[1]
     script = Path(sys.executable).parent / "whetstone"
     env = {**os.environ, "WHETSTONE_DATA": os.environ.get("WHETSTONE_DATA", "../shared/data")}
@@ -41,7 +42,7 @@ def main() -> None:
             done = subprocess.run(
                 [str(script), *args], capture_output=True, text=True, env=env, cwd=cwd, check=True
             )
-            path = RESULTS / f"cli_{name}.txt"
+            path = Path(out) / f"cli_{name}.txt"
             path.write_text(f"$ whetstone {' '.join(args)}\n{done.stdout}")
             print(f"wrote {path}")
 

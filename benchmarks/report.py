@@ -1,147 +1,411 @@
-"""The results table of the README, generated from ``benchmarks/results/*.json``.
+"""Tables and plots generated from ``benchmarks/results``: ``python -m benchmarks report``.
 
-    python -m benchmarks.report              # print the markdown
-    python -m benchmarks.report --update README.md
+Writes ``benchmarks/README.md`` (every table, the plots, how to reproduce), the PNG
+plots next to the results, and the blocks of the project README between
+``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` (results, demo, inspect, verify,
+sharpen). Nothing in them is written by hand.
 
-``--update`` replaces the blocks between ``<!-- NAME:start -->`` and
-``<!-- NAME:end -->`` (results, demo, inspect, verify); nothing in them is written by
-hand: the command outputs come from ``python -m benchmarks.cli_examples``.
+Example:
+    >>> from benchmarks.report import pct
+    >>> pct(0.98765)
+    '98.77%'
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import re
+import tempfile
 from pathlib import Path
 
 from benchmarks.common import RESULTS
 
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = {  # the issue's targets: sharpened accuracy, and the most lost to the baseline
+    "dense_mnist": (0.975, 0.005),
+    "conv_mnist": (0.993, 0.005),
+    "conv_fashion": (0.91, 0.015),
+}
 
-def _load(name: str) -> dict | None:
-    path = RESULTS / f"{name}.json"
+
+def load(results: Path, name: str) -> dict | None:
+    """``results/name.json``, or None when that benchmark has not been run."""
+    path = Path(results) / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _pct(value) -> str:
+def pct(value) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
-def _agree(agreement, images) -> str:
-    return "-" if agreement is None else f"{100 * agreement:.2f}% of {images:,}"
+def _of(value, images) -> str:
+    return "-" if value is None else f"{100 * value:.2f}% of {images:,}"
 
 
-def model_rows() -> list[str]:
-    """One markdown row per reference model."""
-    throughput = {r["model"]: r for r in (_load("simulator_throughput") or {}).get("results", [])}
-    nengo = (_load("backend_nengo") or {}).get("models", {})
-    nir = (_load("backend_nir") or {}).get("models", {})
-    spinnaker = {m["model"]: m for m in (_load("backend_spinnaker") or {}).get("models", [])}
-    rows = []
-    for name in sorted(set(throughput) | set(nengo)):
-        sim, ng, nr, sp = (d.get(name, {}) for d in (throughput, nengo, nir, spinnaker))
-        loihi = ng.get("loihi_sim", {})
-        nest = sp.get("nest", {})
-        snn = nr.get("snntorch", {})
-        cells = [
-            name,
-            _pct(sim.get("keras_accuracy")),
-            _agree(1 - sim["disagreements"] / sim["test_images"], sim["test_images"])
-            if sim
-            else "-",
-            _agree(ng.get("nengo", {}).get("agreement"), ng.get("nengo", {}).get("images")),
-            f"{_pct(loihi.get('accuracy'))} ({_agree(loihi.get('agreement'), loihi.get('images'))})"
-            if loihi
-            else "-",
-            _agree(nest.get("prediction_agreement"), sp.get("images")),
-            _agree(
-                nr.get("round_trip", {}).get("agreement"), nr.get("round_trip", {}).get("images")
-            ),
-            _agree(snn.get("agreement"), snn.get("images")),
-            str(sim.get("latency_steps", "-")),
-            f"{sim['synops_per_inference']:,.0f} / {sim['ann_macs_per_inference']:,}"
-            if sim
-            else "-",
-            f"{sim['simulator_over_keras']:.2f}x" if sim else "-",
-        ]
-        rows.append("| " + " | ".join(cells) + " |")
-    return rows
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
-def table() -> str:
+def suites(results: Path) -> list[dict]:
+    """Every model-suite result (``suite_*.json``) in ``SUITES`` order, skipped ones too."""
+    from benchmarks.suite import SUITES
+
+    order = {name: i for i, name in enumerate(SUITES)}
+    found = [json.loads(p.read_text()) for p in Path(results).glob("suite_*.json")]
+    return sorted(found, key=lambda s: order.get(s["suite"], len(order)))
+
+
+def summary_rows(results: Path) -> list[dict]:
+    return [row for s in suites(results) for row in s.get("summary", [])]
+
+
+def accuracy_table(rows: list[dict]) -> str:
+    """Accuracy of every back end, and agreement with the reference simulator."""
     header = [
         "model",
+        "ANN (never sharpened)",
         "Keras (sharpened)",
-        "reference = Keras",
+        "reference simulator",
         "Nengo = reference",
-        "Loihi emulator: accuracy (= reference)",
+        "Loihi emulator (= reference)",
         "PyNN/NEST = reference",
+        "SpiNNaker fixed point = reference",
         "NIR round trip",
         "snnTorch reads NIR",
+    ]
+    return _table(
+        header,
+        [
+            [
+                r["model"],
+                pct(r["baseline_accuracy"]),
+                pct(r["keras_accuracy"]),
+                f"{pct(r['reference_accuracy'])} ({r['reference_disagreements']} differ)",
+                _of(r["nengo_agreement"], r["nengo_images"]),
+                f"{pct(r['loihi_accuracy'])} vs Keras {pct(r['loihi_keras_accuracy_same_images'])} "
+                f"({_of(r['loihi_agreement'], r['loihi_images'])})",
+                _of(r["nest_agreement"], r["nest_images"]),
+                _of(r["spinnaker_fixed_point_agreement"], r["nest_images"]),
+                _of(r["nir_round_trip_agreement"], r["test_images"]),
+                _of(r["snntorch_agreement"], r["snntorch_images"]),
+            ]
+            for r in rows
+        ],
+    )
+
+
+def cost_table(rows: list[dict]) -> str:
+    """Latency, operations, training time and images/s per back end."""
+    header = [
+        "model",
         "timesteps",
-        "synops / ANN MACs",
-        "simulator / Keras speed",
+        "synops / ANN MACs per image",
+        "train s/epoch sharpened / not",
+        "Keras",
+        "reference",
+        "Nengo",
+        "Loihi emulator",
+        "NEST",
     ]
-    lines = [
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *model_rows(),
-    ]
-    overhead = _load("sharpener_overhead")
-    if overhead:
-        lines.append("")
-        lines.append(
-            "Sharpener training overhead per epoch ("
-            + ", ".join(
-                f"{name}: {row['overhead_ratio']:.3f}x"
-                for name, row in overhead["configs"].items()
-                if name != "no sharpener"
-            )
-            + f"; {overhead['dataset']}, {overhead['train_images']:,} images, "
-            f"`{overhead['command']}`)."
+    return _table(
+        header,
+        [
+            [
+                r["model"],
+                r["timesteps"],
+                f"{r['synops_per_inference']:,.0f} / {r['ann_macs_per_inference']:,}",
+                f"{r['epoch_seconds_sharpened']:.1f} / {r['epoch_seconds_baseline']:.1f}",
+                *(
+                    f"{r[k]:,.0f}"
+                    for k in (
+                        "keras_images_per_s",
+                        "reference_images_per_s",
+                        "nengo_images_per_s",
+                        "loihi_images_per_s",
+                        "nest_images_per_s",
+                    )
+                ),
+            ]
+            for r in rows
+        ],
+    )
+
+
+def targets_table(rows: list[dict]) -> str:
+    """The issue's accuracy targets against what was measured."""
+    out = []
+    for r in rows:
+        if r["model"] not in TARGETS:
+            continue
+        target, gap = TARGETS[r["model"]]
+        lost = r["baseline_accuracy"] - r["keras_accuracy"]
+        out.append(
+            [
+                r["model"],
+                f"{pct(r['keras_accuracy'])} (target {pct(target)}): "
+                + ("met" if r["keras_accuracy"] >= target else "not met"),
+                f"{100 * lost:+.2f} points (target at most {100 * gap:.1f}): "
+                + ("met" if lost <= gap else "not met"),
+            ]
         )
-    commands = sorted(
-        {d["command"] for d in map(_load, ("simulator_throughput", "backend_nengo",
-                                           "backend_spinnaker", "backend_nir")) if d}
-    )  # fmt: skip
-    lines.append("")
-    lines.append("Produced by: " + "; ".join(f"`{c}`" for c in commands) + ".")
-    return "\n".join(lines)
+    return _table(["model", "sharpened accuracy", "lost to the never-sharpened ANN"], out)
+
+
+def _steps(value) -> str:
+    return "not reached" if value is None else str(value)
+
+
+def peer_table(results: Path, rows: list[dict]) -> str:
+    """NengoDL's rate-coded conversion against whetstone, per model."""
+    peer = load(results, "peer_nengodl")
+    if not peer:
+        return "The peer comparison has not been run (`python -m benchmarks run peer`)."
+    ours = {r["model"]: r for r in rows}
+    out = []
+    for name, p in peer["models"].items():
+        best = p.get("best", {})
+        mine = ours.get(name, {})
+        out.append(
+            [
+                name,
+                pct(p.get("ann_accuracy")),
+                best.get("scale", "-"),
+                pct(best.get("accuracy_at_max_steps")),
+                _steps(best.get("within_1pt")),
+                _steps(best.get("within_0_1pt")),
+                f"{p.get('images_per_s', {}).get('max_steps', 0):,.0f}",
+                f"{pct(mine.get('reference_accuracy'))} in {mine.get('timesteps', '-')} steps",
+            ]
+        )
+    header = [
+        "model",
+        "NengoDL ANN (ReLU)",
+        "best rate scale",
+        "spiking, most steps",
+        "steps within 1 pt of its ANN",
+        "within 0.1 pt",
+        "NengoDL images/s",
+        "whetstone",
+    ]
+    return _table(header, out)
+
+
+def accuracy_vs_timesteps_plot(results: Path, rows: list[dict], path: Path) -> Path | None:
+    """NengoDL's accuracy per timestep (each rate scale) with whetstone's point."""
+    peer = load(results, "peer_nengodl")
+    if not peer:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ours = {r["model"]: r for r in rows}
+    models = list(peer["models"])
+    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4), squeeze=False)
+    for ax, name in zip(axes[0], models, strict=True):
+        p = peer["models"][name]
+        for scale, accuracy in p["accuracy"].items():
+            ax.plot(p["timesteps"], [100 * a for a in accuracy], label=f"NengoDL, rate x{scale}")
+        ax.axhline(100 * p["ann_accuracy"], color="grey", ls=":", label="NengoDL's ANN")
+        if name in ours:
+            r = ours[name]
+            ax.plot(
+                [r["timesteps"]],
+                [100 * r["reference_accuracy"]],
+                "k*",
+                ms=14,
+                label="whetstone (one spike per neuron)",
+            )
+            ax.axhline(
+                100 * r["baseline_accuracy"],
+                color="k",
+                ls="--",
+                lw=0.8,
+                label="whetstone's ANN (never sharpened)",
+            )
+        ax.set(xscale="log", xlabel="timesteps", ylabel="test accuracy (%)", title=name)
+        ax.set_ylim(max(0, 100 * p["ann_accuracy"] - 30), 100)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
+
+
+def sharpening_plot(figures: dict, path: Path) -> Path:
+    """Train/test accuracy and per-layer sharpness per epoch of one sharpened run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = figures["training"]["history_sharpened"]
+    epochs = range(1, len(history["accuracy"]) + 1)
+    fig, (acc, sharp) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
+    acc.plot(epochs, [100 * a for a in history["accuracy"]], label="train")
+    acc.plot(epochs, [100 * a for a in history["val_accuracy"]], label="test")
+    acc.set(ylabel="accuracy (%)", title=f"{figures['model']}: sharpening")
+    acc.legend()
+    acc.grid(alpha=0.3)
+    for key, values in history.items():
+        if key.startswith("sharpness_"):
+            sharp.plot(epochs, values, marker=".", label=key.removeprefix("sharpness_"))
+    sharp.set(xlabel="epoch", ylabel="sharpness (end of epoch)", ylim=(-0.05, 1.05))
+    sharp.legend(fontsize=7)
+    sharp.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png", delete=False) as f:
+        fig.savefig(f.name, dpi=110)
+    os.replace(f.name, path)
+    return path
+
+
+def _provenance(results: Path) -> list[str]:
+    lines = []
+    names = [p.stem for p in sorted(Path(results).glob("*.json"))]
+    for name in names:
+        r = load(results, name)
+        if "command" not in r:
+            continue
+        versions = ", ".join(f"{k} {v}" for k, v in r["versions"].items() if v)
+        wall = r.get("wall_seconds", r.get("wall_s"))
+        wall = f", {wall / 60:.1f} min" if wall else ""
+        lines.append(
+            f"- `{name}`: `{r['command']}` ({r['date']}, {r['machine']['cores']} cores"
+            f"{wall}); {versions}"
+        )
+    return lines
+
+
+def benchmarks_readme(results: Path) -> str:
+    """The text of ``benchmarks/README.md``; writes the plots it shows."""
+    rows = summary_rows(results)
+    parts = [
+        "# Benchmarks",
+        "",
+        "Generated by `python -m benchmarks report` from the files in `results/`; do not "
+        "edit. Reproduce everything with `python -m benchmarks run all` (hours on 2 cores; "
+        "trained models are cached in `results/models/`), then `python -m benchmarks report`.",
+        "Slow back ends run on the first images of the test set (counts in each cell).",
+        "",
+        "## Accuracy on every back end",
+        "",
+        accuracy_table(rows),
+        "",
+        "## Targets",
+        "",
+        targets_table(rows),
+        "",
+        "## Latency and cost",
+        "",
+        "Timesteps from input to decision (one per layer, no rate code); synaptic operations "
+        "are spikes times fan-out, against the multiply-accumulates of the same ANN; images/s "
+        "on the machine of the run, all in one process.",
+        "",
+        cost_table(rows),
+        "",
+    ]
+    overhead = load(results, "sharpener_overhead")
+    if overhead:
+        ratios = ", ".join(
+            f"{n}: {c['overhead_ratio']:.3f}x"
+            for n, c in overhead["configs"].items()
+            if n != "no sharpener"
+        )
+        parts += [
+            f"Sharpener overhead per epoch, interleaved in one run: {ratios} "
+            f"({overhead['dataset']}, {overhead['train_images']:,} images).",
+            "",
+        ]
+    parts += ["## Against NengoDL (rate-coded conversion)", "", peer_table(results, rows), ""]
+    plot = accuracy_vs_timesteps_plot(results, rows, Path(results) / "accuracy_vs_timesteps.png")
+    if plot:
+        parts += [f"![accuracy vs timesteps]({plot.parent.name}/{plot.name})", ""]
+    parts += ["## Sharpening traces", ""]
+    for s in suites(results):
+        for figures in s.get("models", []):
+            path = Path(results) / f"sharpening_{figures['model']}.png"
+            sharpening_plot(figures, path)
+            parts += [f"![sharpening {figures['model']}]({path.parent.name}/{path.name})", ""]
+    skipped = [f"- `{s['suite']}`: {s['skipped']}" for s in suites(results) if "skipped" in s]
+    if skipped:
+        parts += ["## Not run", "", *skipped, ""]
+    parts += ["## Provenance", "", *_provenance(results), ""]
+    return "\n".join(parts)
+
+
+def readme_results_block(results: Path) -> str:
+    """The short table of the project README."""
+    rows = summary_rows(results)
+    table = _table(
+        [
+            "model",
+            "ANN",
+            "sharpened (Keras = reference)",
+            "Nengo",
+            "Loihi emulator",
+            "NEST",
+            "NIR",
+            "timesteps",
+        ],
+        [
+            [
+                r["model"],
+                pct(r["baseline_accuracy"]),
+                pct(r["keras_accuracy"]),
+                _of(r["nengo_agreement"], r["nengo_images"]),
+                pct(r["loihi_accuracy"]),
+                _of(r["nest_agreement"], r["nest_images"]),
+                _of(r["nir_round_trip_agreement"], r["test_images"]),
+                r["timesteps"],
+            ]
+            for r in rows
+        ],
+    )
+    return (
+        table + "\n\nAgreement is with the reference simulator. Every table, plot and the "
+        "NengoDL comparison: [benchmarks/README.md](benchmarks/README.md)."
+    )
 
 
 def _replace_block(text: str, name: str, content: str) -> str:
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     block = f"{start}\n{content}\n{end}"
-    new, count = re.subn(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text,
-                         flags=re.S)  # fmt: skip
+    new, count = re.subn(
+        re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S
+    )
     if count != 1:
         raise SystemExit(f"the README needs exactly one {start} ... {end} block, found {count}.")
     return new
 
 
-def _cli_output(name: str) -> str:
-    """A command and its committed output (``benchmarks.cli_examples``), as a code block."""
-    path = RESULTS / f"cli_{name}.txt"
+def _cli_output(results: Path, name: str) -> str:
+    path = Path(results) / f"cli_{name}.txt"
     output = path.read_text().rstrip() if path.exists() else f"$ whetstone {name}\n(not run yet)"
     return f"```console\n{output}\n```"
 
 
-def update(path: Path) -> None:
-    text = _replace_block(path.read_text(), "results", table())
-    for name in ("demo", "inspect", "verify", "sharpen"):
-        text = _replace_block(text, name, _cli_output(name))
-    path.write_text(text)
+def _write(path: Path, text: str) -> Path:
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
+        f.write(text)
+    os.replace(f.name, path)
+    return path
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--update", type=Path, help="rewrite the results block of this file")
-    args = parser.parse_args(argv)
-    if args.update:
-        update(args.update)
-    else:
-        print(table())
-
-
-if __name__ == "__main__":
-    main()
+def write_all(results: Path = RESULTS, update_readme: bool = True) -> list[Path]:
+    """Write ``benchmarks/README.md`` (beside ``results``), its plots and the README blocks."""
+    results = Path(results)
+    written = [_write(results.parent / "README.md", benchmarks_readme(results))]
+    if update_readme:
+        readme = ROOT / "README.md"
+        text = _replace_block(readme.read_text(), "results", readme_results_block(results))
+        for name in ("demo", "inspect", "verify", "sharpen"):
+            text = _replace_block(text, name, _cli_output(results, name))
+        written.append(_write(readme, text))
+    return written

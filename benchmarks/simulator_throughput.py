@@ -1,36 +1,23 @@
-"""Reference simulator vs Keras on the sharpened MNIST reference models.
+"""Reference simulator vs Keras on one sharpened reference model (used by ``benchmarks.suite``).
 
-For each model (dense_mnist, conv_mnist from ``benchmarks.trained``): convert, run the
-simulator's fast path and Keras ``predict`` on all 10,000 MNIST test images in the same
-process, and record accuracies, disagreements, ties, throughput (images/s, best of
-``--repeats`` interleaved runs) and their ratio, spikes and synaptic operations.
+Convert, run the simulator's fast path and Keras ``predict`` on the test images in the
+same process, and record accuracies, disagreements, ties, throughput (images/s, best
+of ``repeats`` interleaved runs) and their ratio, spikes and synaptic operations.
 
-    python -m benchmarks.simulator_throughput [--data-dir ../shared/data] [--repeats 3]
-
-Writes ``benchmarks/results/simulator_throughput.json``.
+Example:
+    >>> from benchmarks.simulator_throughput import measure    # doctest: +SKIP
+    >>> figures = measure("dense_mnist", "../shared/data", repeats=3)
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
 import time
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 
-import whetstone.models  # noqa: F401  (the recipes build from whetstone.models)
-from benchmarks.common import write_result
-from benchmarks.trained import CACHE, RECIPES, sharpened_model
+from benchmarks.trained import RECIPES, sharpened_model
 from whetstone import convert, datasets, simulate
 
-MODELS = ("dense_mnist", "conv_mnist")
 BATCH = 1000
 
 
@@ -44,10 +31,12 @@ def _timed(function) -> float:
     return time.perf_counter() - start
 
 
-def measure(name: str, data_dir, repeats: int) -> dict:
-    """Identity check and throughput of one reference model on the MNIST test set."""
+def measure(name: str, data_dir, repeats: int, n_test: int | None = None) -> dict:
+    """Identity check and throughput of one reference model on its first ``n_test``
+    test images (default all)."""
     model = sharpened_model(name, data_dir)
     _, (x_test, y_test) = datasets.load(RECIPES[name].dataset, data_dir)
+    x_test, y_test = x_test[:n_test], y_test[:n_test]
     net = convert.to_spiking(model)
 
     keras_predictions = model.predict(x_test, batch_size=BATCH, verbose=0).argmax(axis=1)
@@ -88,32 +77,3 @@ def measure(name: str, data_dir, repeats: int) -> dict:
         "keras_seconds": [round(t, 3) for t in keras_times],
         "simulator_seconds": [round(t, 3) for t in simulator_times],
     }
-
-
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=os.environ.get("WHETSTONE_DATA", "../shared/data"))
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=sorted(RECIPES))
-    args = parser.parse_args(argv)
-    started = time.perf_counter()
-    results = []
-    for name in args.models:
-        results.append(measure(name, args.data_dir, args.repeats))
-        print({k: v for k, v in results[-1].items() if k != "stages"}, flush=True)
-    payload = {
-        "dataset": "mnist test set (10,000 images)",
-        "seed": 0,
-        "keras_batch_size": BATCH,
-        "model_cache": str(CACHE),
-        "timing": f"best of {args.repeats} interleaved runs, Keras predict vs simulator fast path",
-        "results": results,
-        "wall_seconds": round(time.perf_counter() - started, 1),
-    }
-    path = write_result("simulator_throughput", payload)
-    print(f"wrote {path}")
-    return payload
-
-
-if __name__ == "__main__":
-    main()

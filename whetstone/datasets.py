@@ -107,7 +107,10 @@ def _load_idx_dataset(folder: str, keras_name: str, data_dir) -> tuple[Split, Sp
     return splits[0], splits[1]
 
 
-def _from_keras(name: str) -> tuple[Split, Split]:
+def _from_keras(
+    name: str,
+    hint: str = "pass a data directory (--data-dir or WHETSTONE_DATA)",
+) -> tuple[Split, Split]:
     import keras
 
     try:
@@ -115,7 +118,7 @@ def _from_keras(name: str) -> tuple[Split, Split]:
     except Exception as error:
         raise RuntimeError(
             f"could not download {name} through keras.datasets ({error}). Without network "
-            "access, pass a data directory (--data-dir or WHETSTONE_DATA)."
+            f"access, {hint}."
         ) from error
     return (_scaled(x), y.reshape(-1).astype(np.int64)), (
         _scaled(x_test),
@@ -135,7 +138,11 @@ def load_fashion_mnist(data_dir=None) -> tuple[Split, Split]:
 
 def load_cifar10(data_dir=None) -> tuple[Split, Split]:
     """CIFAR-10 through ``keras.datasets`` (needs a network the first time)."""
-    return _from_keras("cifar10")
+    return _from_keras(
+        "cifar10",
+        "run keras.datasets.cifar10.load_data() once where a network is reachable and "
+        "copy Keras's cache (~/.keras/datasets) to this machine",
+    )
 
 
 def load_demo(data_dir=None) -> tuple[Split, Split]:

@@ -14,7 +14,7 @@ import keras
 from whetstone.encoding import key_generator
 from whetstone.layers import SoftmaxDecode, SpikingBRelu
 
-__all__ = ["conv_mnist", "dense_mnist"]
+__all__ = ["conv_mnist", "dense_mnist", "vgg_cifar10"]
 
 L = keras.layers
 
@@ -58,13 +58,17 @@ def conv_mnist(
     seed: int = 0,
     input_shape: tuple[int, ...] = (28, 28),
     filters: tuple[int, ...] = (16, 32),
+    hidden: tuple[int, ...] = (),
     num_classes: int = 10,
+    convs_per_block: int = 1,
+    name: str = "conv_mnist",
 ) -> keras.Model:
-    """A small convolutional network: per block Conv2D(3x3, same) + BatchNorm +
-    SpikingBRelu + MaxPooling2D(2); then Flatten, Dense(key_width) + BatchNorm +
-    SpikingBRelu, SoftmaxDecode. Takes (28, 28) or (28, 28, 1) images (e.g.
-    Fashion-MNIST too). The BatchNorm before the output neurons keeps their wide
-    fan-in from saturating them (without it training stalls near 70-90%).
+    """A small convolutional network. Per block, ``convs_per_block`` times Conv2D(3x3,
+    same) + BatchNorm + SpikingBRelu, then MaxPooling2D(2); then Flatten, per ``hidden``
+    width Dense + BatchNorm + SpikingBRelu, Dense(key_width) + BatchNorm + SpikingBRelu,
+    SoftmaxDecode. Takes (28, 28) or (28, 28, 1) images (e.g. Fashion-MNIST too). The
+    BatchNorm before dense spiking layers keeps their wide fan-in from saturating them
+    (without it training stalls near 70-90%).
 
     Example:
         >>> model = conv_mnist(filters=(8,), input_shape=(28, 28, 1))
@@ -73,13 +77,38 @@ def conv_mnist(
     """
     inputs, x = _inputs(input_shape, channels=True)
     for i, n in enumerate(filters):
-        x = L.Conv2D(n, 3, padding="same", name=f"conv_{i + 1}")(x)
-        x = L.BatchNormalization(name=f"norm_{i + 1}")(x)
-        x = SpikingBRelu(name=f"spiking_{i + 1}")(x)
+        for j in range(convs_per_block):
+            suffix = f"{i + 1}" + (f"_{j + 1}" if convs_per_block > 1 else "")
+            x = L.Conv2D(n, 3, padding="same", name=f"conv_{suffix}")(x)
+            x = L.BatchNormalization(name=f"norm_{suffix}")(x)
+            x = SpikingBRelu(name=f"spiking_{suffix}")(x)
         x = L.MaxPooling2D(2, name=f"pool_{i + 1}")(x)
     x = L.Flatten(name="flatten")(x)
+    for i, units in enumerate(hidden):
+        x = L.Dense(units, name=f"dense_{i + 1}")(x)
+        x = L.BatchNormalization(name=f"norm_dense_{i + 1}")(x)
+        x = SpikingBRelu(name=f"spiking_dense_{i + 1}")(x)
     x = L.Dense(key_width, name="dense_out")(x)
     x = L.BatchNormalization(name="norm_out")(x)
     x = SpikingBRelu(name="spiking_out")(x)
     outputs = SoftmaxDecode(key_generator(num_classes, key_width, seed=seed), name="decode")(x)
-    return keras.Model(inputs, outputs, name="conv_mnist")
+    return keras.Model(inputs, outputs, name=name)
+
+
+def vgg_cifar10(key_width: int = 100, seed: int = 0) -> keras.Model:
+    """A VGG-style network for CIFAR-10: three blocks of two 3x3 convolutions (32, 64,
+    128 filters) with BatchNorm, SpikingBRelu and max-pooling, Dense(256), N-hot key.
+
+    Example:
+        >>> vgg_cifar10().get_layer("pool_3").output.shape
+        (None, 4, 4, 128)
+    """
+    return conv_mnist(
+        key_width,
+        seed,
+        input_shape=(32, 32, 3),
+        filters=(32, 64, 128),
+        hidden=(256,),
+        convs_per_block=2,
+        name="vgg_cifar10",
+    )

@@ -1,0 +1,131 @@
+"""Model suites: train (cached), sharpen, convert and run each model on every back end.
+
+A suite names models (``SUITES``); per model it records the never-sharpened baseline
+and the sharpened Keras accuracy, training time per epoch with and without the
+sharpener, the reference simulator (accuracy, agreement with Keras, timesteps,
+synaptic operations vs ANN MACs, speed against Keras), Nengo, the Loihi emulator,
+PyNN on NEST and the SpiNNaker fixed-point model, and the NIR round trip plus
+snnTorch. Slow back ends run on the first images of the test set (``SUBSETS``).
+
+Example:
+    >>> from benchmarks.suite import SUITES
+    >>> SUITES["mnist"]
+    ('dense_mnist', 'conv_mnist')
+"""
+
+from __future__ import annotations
+
+import time
+
+from benchmarks import backend_nengo, backend_nir, backend_spinnaker, simulator_throughput, trained
+
+SUITES = {
+    "mnist": ("dense_mnist", "conv_mnist"),
+    "fashion": ("conv_fashion",),
+    "cifar10": ("vgg_cifar10",),
+}
+
+# Test images on the slow back ends (full runs); the dense model runs everywhere on more.
+SUBSETS = {
+    "loihi": {"dense_mnist": 10_000, "*": 1000},
+    "nest": {"dense_mnist": 1000, "*": 300},
+    "snntorch": {"dense_mnist": 1000, "*": 300},
+}
+QUICK_TEST_IMAGES = 100
+
+
+def subset(backend: str, model: str, quick: bool) -> int:
+    """How many test images ``backend`` runs for ``model``."""
+    if quick:
+        return QUICK_TEST_IMAGES
+    sizes = SUBSETS[backend]
+    return sizes.get(model, sizes["*"])
+
+
+def _training(name: str, data_dir) -> dict:
+    """Both training runs (sharpened and baseline), trained here if not cached."""
+    trained.sharpened_model(name, data_dir)
+    trained.baseline_model(name, data_dir)
+    sharp, base = trained.report(name), trained.report(name, sharpen=False)
+
+    def mean(seconds: list[float]) -> float:  # the first epoch also traces: left out
+        kept = seconds[1:] or seconds
+        return sum(kept) / len(kept)
+
+    return {
+        "recipe": sharp["recipe"],
+        "baseline_accuracy": base["test_accuracy"],
+        "sharpened_accuracy": sharp["test_accuracy"],
+        "fully_sharpened": sharp["fully_sharpened"],
+        "epochs_sharpened": len(sharp["epoch_seconds"]),
+        "epochs_baseline": len(base["epoch_seconds"]),
+        "epoch_seconds_sharpened": mean(sharp["epoch_seconds"]),
+        "epoch_seconds_baseline": mean(base["epoch_seconds"]),
+        "history_sharpened": sharp["history"],
+        "history_baseline": base["history"],
+    }
+
+
+def evaluate(name: str, data_dir, quick: bool = False) -> dict:
+    """Every figure of one model (``quick``: a few test images per back end)."""
+    started = time.perf_counter()
+    n_test = QUICK_TEST_IMAGES if quick else None
+    figures = {"model": name, "dataset": trained.RECIPES[name].dataset}
+    figures["training"] = _training(name, data_dir)
+    print(name, "trained", flush=True)
+    figures["simulator"] = simulator_throughput.measure(
+        name, data_dir, repeats=1 if quick else 3, n_test=n_test
+    )
+    print(name, "reference simulator done", flush=True)
+    figures["nengo"] = backend_nengo.bench_model(
+        name, data_dir, subset("loihi", name, quick), n_test=n_test
+    )
+    figures["spinnaker"] = backend_spinnaker.evaluate(name, data_dir, subset("nest", name, quick))
+    print(name, "PyNN/NEST done", flush=True)
+    figures["nir"] = backend_nir.measure(
+        name, data_dir, subset("snntorch", name, quick), n_test=n_test
+    )
+    figures["wall_seconds"] = round(time.perf_counter() - started, 1)
+    return figures
+
+
+def summary_row(figures: dict) -> dict:
+    """The headline numbers of one model, flat (one CSV row / table row)."""
+    training, sim, ng = figures["training"], figures["simulator"], figures["nengo"]
+    nest, nir = figures["spinnaker"]["nest"], figures["nir"]
+    loihi = ng.get("loihi_sim", {})
+    snn = nir.get("snntorch", {})
+    return {
+        "model": figures["model"],
+        "dataset": figures["dataset"],
+        "baseline_accuracy": training["baseline_accuracy"],
+        "keras_accuracy": sim["keras_accuracy"],
+        "reference_accuracy": sim["simulator_accuracy"],
+        "reference_disagreements": sim["disagreements"],
+        "test_images": sim["test_images"],
+        "nengo_agreement": ng["nengo"]["agreement"],
+        "nengo_images": ng["nengo"]["images"],
+        "loihi_accuracy": loihi.get("accuracy"),
+        "loihi_keras_accuracy_same_images": loihi.get("keras_accuracy_same_images"),
+        "loihi_agreement": loihi.get("agreement"),
+        "loihi_images": loihi.get("images"),
+        "loihi_cores": ng.get("loihi_resources", {}).get("cores"),
+        "nest_agreement": nest["prediction_agreement"],
+        "nest_images": figures["spinnaker"]["images"],
+        "spinnaker_fixed_point_agreement": figures["spinnaker"]["spinnaker_fixed_point"][
+            "prediction_agreement_with_reference"
+        ],
+        "nir_round_trip_agreement": nir["round_trip"]["agreement"],
+        "snntorch_agreement": snn.get("agreement"),
+        "snntorch_images": snn.get("images"),
+        "timesteps": sim["latency_steps"],
+        "synops_per_inference": sim["synops_per_inference"],
+        "ann_macs_per_inference": sim["ann_macs_per_inference"],
+        "epoch_seconds_sharpened": round(training["epoch_seconds_sharpened"], 2),
+        "epoch_seconds_baseline": round(training["epoch_seconds_baseline"], 2),
+        "keras_images_per_s": sim["keras_images_per_s"],
+        "reference_images_per_s": sim["simulator_images_per_s"],
+        "nengo_images_per_s": round(ng["nengo"].get("images_per_second", 0), 1),
+        "loihi_images_per_s": round(loihi.get("images_per_second", 0), 1),
+        "nest_images_per_s": round(nest["images_per_second"], 1),
+    }

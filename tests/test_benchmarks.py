@@ -1,0 +1,100 @@
+"""The benchmark suites, smoke-run end to end so the benchmark code cannot rot.
+
+``python -m benchmarks run ... --quick`` trains every model for one epoch on a few
+hundred images, runs it on every back end on 100 test images and writes into a temp
+folder; ``report`` then builds the tables and plots from those files.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from benchmarks.__main__ import main
+from benchmarks.report import targets_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
+    """``python -m benchmarks ARGS`` in a fresh process (quick mode changes globals)."""
+    env = {**os.environ, "WHETSTONE_DATA": str(data_dir), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done
+
+
+def test_list_names_every_suite():
+    result = CliRunner().invoke(main, ["list"])
+    assert result.exit_code == 0
+    for name in ("mnist", "fashion", "cifar10", "peer", "overhead", "cli"):
+        assert name in result.output
+
+
+def test_quick_run_refuses_to_write_over_committed_results():
+    result = CliRunner().invoke(main, ["run", "mnist", "--quick"])
+    assert result.exit_code == 2
+    assert "--quick needs --out" in result.output
+
+
+def test_unknown_suite_is_refused_with_the_choices():
+    result = CliRunner().invoke(main, ["run", "imagenet"])
+    assert result.exit_code == 2
+    assert "mnist" in result.output
+
+
+def test_targets_table_says_met_or_not():
+    rows = [
+        {"model": "conv_mnist", "baseline_accuracy": 0.995, "keras_accuracy": 0.9935},
+        {"model": "dense_mnist", "baseline_accuracy": 0.985, "keras_accuracy": 0.97},
+    ]
+    lines = targets_table(rows).splitlines()
+    assert "99.35% (target 99.30%): met" in lines[2]
+    assert "+0.15 points (target at most 0.5): met" in lines[2]
+    assert "97.00% (target 97.50%): not met" in lines[3]
+    assert "+1.50 points (target at most 0.5): not met" in lines[3]
+
+
+@pytest.mark.slow
+def test_every_suite_smoke_runs_and_reports(tmp_path, data_dir):
+    out = tmp_path / "results"
+    suites = ("mnist", "fashion", "cifar10", "overhead", "cli")
+    _bench("run", *suites, "--quick", "--out", str(out), "--data", str(data_dir), data_dir=data_dir)
+
+    for suite, models in (("mnist", ["dense_mnist", "conv_mnist"]), ("fashion", ["conv_fashion"])):
+        result = json.loads((out / f"suite_{suite}.json").read_text())
+        assert result["quick"] is True
+        assert {"versions", "machine", "command", "date", "seed", "wall_seconds"} <= set(result)
+        assert [row["model"] for row in result["summary"]] == models
+        for row in result["summary"]:
+            for key in ("baseline_accuracy", "keras_accuracy", "reference_accuracy"):
+                assert 0 <= row[key] <= 1
+            # Exact back ends agree with the reference, whatever the (tiny) model learnt.
+            assert row["nengo_agreement"] == 1.0
+            assert row["nir_round_trip_agreement"] == 1.0
+            assert row["nest_agreement"] >= 0.98
+            # One step per stage: dense 3 layers; conv 2 x (conv, OR-pool) and the output.
+            assert row["timesteps"] == (3 if row["model"] == "dense_mnist" else 5)
+        header = (out / f"suite_{suite}.csv").read_text().splitlines()[0]
+        assert header.startswith("model,dataset,baseline_accuracy,keras_accuracy")
+    cifar = json.loads((out / "suite_cifar10.json").read_text())
+    assert "skipped" in cifar or cifar["summary"][0]["model"] == "vgg_cifar10"
+    assert (out / "sharpener_overhead.json").exists()
+    assert (out / "cli_inspect.txt").read_text().startswith("$ whetstone inspect")
+
+    _bench("report", "--results", str(out), "--no-readme", data_dir=data_dir)
+    text = (tmp_path / "README.md").read_text()
+    assert "| dense_mnist |" in text and "| conv_fashion |" in text
+    for model in ("dense_mnist", "conv_mnist", "conv_fashion"):
+        assert (out / f"sharpening_{model}.png").stat().st_size > 1000
+        assert f"sharpening_{model}.png" in text
