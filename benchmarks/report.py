@@ -158,6 +158,10 @@ def _steps(value) -> str:
     return "not reached" if value is None else str(value)
 
 
+def _at_scale(steps, scale) -> str:
+    return "not reached" if steps is None else f"{steps} (rate x{scale:g})"
+
+
 def peer_table(results: Path, rows: list[dict]) -> str:
     """NengoDL's rate-coded conversion against whetstone, per model."""
     peer = load(results, "peer_nengodl")
@@ -166,28 +170,30 @@ def peer_table(results: Path, rows: list[dict]) -> str:
     ours = {r["model"]: r for r in rows}
     out = []
     for name, p in peer["models"].items():
-        best = p.get("best", {})
-        mine = ours.get(name, {})
+        best, mine = p["best"], ours.get(name, {})
+        timed = best.get("images_per_s_at_within_1pt")
         out.append(
             [
                 name,
-                pct(p.get("ann_accuracy")),
-                best.get("scale", "-"),
-                pct(best.get("accuracy_at_max_steps")),
-                _steps(best.get("within_1pt")),
-                _steps(best.get("within_0_1pt")),
-                f"{p.get('images_per_s', {}).get('max_steps', 0):,.0f}",
-                f"{pct(mine.get('reference_accuracy'))} in {mine.get('timesteps', '-')} steps",
+                f"{pct(p['ann_accuracy'])} ({p['epochs']} epochs)",
+                f"{pct(best['accuracy_at_T'])} (rate x{best['scale_best_at_T']:g}, "
+                f"{p['timesteps'][-1]} steps, {p['n_test_sweep']:,} images)",
+                _at_scale(best["within_1pt"], best["scale_within_1pt"]),
+                _at_scale(best["within_0_1pt"], best["scale_within_0_1pt"]),
+                f"{timed['images_per_s']:,.0f}" if timed else "-",
+                f"{pct(mine.get('reference_accuracy'))} in {mine.get('timesteps', '-')} steps, "
+                f"{mine.get('reference_images_per_s', 0):,.0f} images/s"
+                if mine
+                else "-",
             ]
         )
     header = [
         "model",
-        "NengoDL ANN (ReLU)",
-        "best rate scale",
-        "spiking, most steps",
-        "steps within 1 pt of its ANN",
+        "NengoDL's ANN (ReLU)",
+        "NengoDL spiking, best",
+        "steps to within 1 pt of its ANN",
         "within 0.1 pt",
-        "NengoDL images/s",
+        "NengoDL images/s at the 1-pt steps",
         "whetstone",
     ]
     return _table(header, out)
@@ -208,8 +214,9 @@ def accuracy_vs_timesteps_plot(results: Path, rows: list[dict], path: Path) -> P
     fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4), squeeze=False)
     for ax, name in zip(axes[0], models, strict=True):
         p = peer["models"][name]
-        for scale, accuracy in p["accuracy"].items():
-            ax.plot(p["timesteps"], [100 * a for a in accuracy], label=f"NengoDL, rate x{scale}")
+        for scale, figures in p["scales"].items():
+            accuracy = [100 * a for a in figures["accuracy"]]
+            ax.plot(p["timesteps"], accuracy, label=f"NengoDL, rate x{float(scale):g}")
         ax.axhline(100 * p["ann_accuracy"], color="grey", ls=":", label="NengoDL's ANN")
         if name in ours:
             r = ours[name]
@@ -244,10 +251,16 @@ def sharpening_plot(figures: dict, path: Path) -> Path:
     history = figures["training"]["history_sharpened"]
     epochs = range(1, len(history["accuracy"]) + 1)
     fig, (acc, sharp) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
-    acc.plot(epochs, [100 * a for a in history["accuracy"]], label="train")
-    acc.plot(epochs, [100 * a for a in history["val_accuracy"]], label="test")
+    acc.plot(epochs, [100 * a for a in history["accuracy"]], label="train (during the epoch)")
+    acc.plot(
+        epochs,
+        [100 * a for a in history["val_accuracy"]],
+        label="test (end of epoch, before its sharpening step)",
+    )
+    final = 100 * figures["training"]["sharpened_accuracy"]
+    acc.plot([epochs[-1]], [final], "r*", ms=12, label=f"test, fully sharpened: {final:.2f}%")
     acc.set(ylabel="accuracy (%)", title=f"{figures['model']}: sharpening")
-    acc.legend()
+    acc.legend(fontsize=7)
     acc.grid(alpha=0.3)
     for key, values in history.items():
         if key.startswith("sharpness_"):
