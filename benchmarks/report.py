@@ -319,7 +319,9 @@ def benchmarks_readme(results: Path) -> str:
         "",
         "Timesteps from input to decision (one per layer, no rate code); synaptic operations "
         "are spikes times fan-out, against the multiply-accumulates of the same ANN; images/s "
-        "on the machine of the run, all in one process.",
+        "on the machine of the run, all in one process. Training seconds per epoch come from the "
+        "two training runs, at different times on a shared machine; the sharpener's overhead "
+        "is measured fairly below, interleaved in one run.",
         "",
         cost_table(rows),
         "",
