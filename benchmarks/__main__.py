@@ -74,11 +74,9 @@ def run_other_suite(name: str, data_dir: str, out: Path, quick: bool) -> None:
     if name == "peer":
         from benchmarks import peer_nengodl
 
-        models = [m for s in ("mnist", "fashion") for m in suite.SUITES[s]]
-        started = time.perf_counter()
-        result = peer_nengodl.run(models, data_dir, quick=quick)
-        result["wall_seconds"] = round(time.perf_counter() - started, 1)
-        click.echo(f"wrote {write_result('peer_nengodl', result, folder=out)}")
+        args = ["--data", data_dir, "--out", str(out)] + (["--quick"] if quick else [])
+        if peer_nengodl.main(args) != 0:
+            raise click.ClickException("the NengoDL peer benchmark failed (see above).")
     elif name == "overhead":
         from benchmarks import sharpener_overhead
 
