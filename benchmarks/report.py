@@ -59,7 +59,10 @@ def suites(results: Path) -> list[dict]:
 
 
 def summary_rows(results: Path) -> list[dict]:
-    return [row for s in suites(results) for row in s.get("summary", [])]
+    """Headline numbers per model, recomputed from each suite's stored figures."""
+    from benchmarks.suite import summary_row
+
+    return [summary_row(figures) for s in suites(results) for figures in s.get("models", [])]
 
 
 def accuracy_table(rows: list[dict]) -> str:
@@ -162,15 +165,39 @@ def _at_scale(steps, scale) -> str:
     return "not reached" if steps is None else f"{steps} (rate x{scale:g})"
 
 
+def _ours(rows: list[dict], peer_model: str) -> dict:
+    """Whetstone's row for a peer model (``conv_mnist_avgpool`` compares to ``conv_mnist``)."""
+    by_name = {r["model"]: r for r in rows}
+    return by_name.get(peer_model) or by_name.get(peer_model.removesuffix("_avgpool"), {})
+
+
+def _spikes_at_1pt(p: dict):
+    """NengoDL's spikes per image at the steps it needs to come within 1 point."""
+    scale = p["best"]["scale_within_1pt"]
+    for key, figures in p["scales"].items():
+        if scale is not None and float(key) == scale:
+            return figures.get("spikes_per_image_at_within_1pt")
+    return None
+
+
+def _whetstone_cell(mine: dict) -> str:
+    if not mine:
+        return "-"
+    return (
+        f"{mine['model']}: {pct(mine['reference_accuracy'])} in {mine['timesteps']} steps, "
+        f"{mine['spikes_per_inference']:,.0f} spikes, {mine['reference_images_per_s']:,.0f} "
+        "images/s"
+    )
+
+
 def peer_table(results: Path, rows: list[dict]) -> str:
     """NengoDL's rate-coded conversion against whetstone, per model."""
     peer = load(results, "peer_nengodl")
     if not peer:
         return "The peer comparison has not been run (`python -m benchmarks run peer`)."
-    ours = {r["model"]: r for r in rows}
     out = []
     for name, p in peer["models"].items():
-        best, mine = p["best"], ours.get(name, {})
+        best, spikes = p["best"], _spikes_at_1pt(p)
         timed = best.get("images_per_s_at_within_1pt")
         out.append(
             [
@@ -181,10 +208,8 @@ def peer_table(results: Path, rows: list[dict]) -> str:
                 _at_scale(best["within_1pt"], best["scale_within_1pt"]),
                 _at_scale(best["within_0_1pt"], best["scale_within_0_1pt"]),
                 f"{timed['images_per_s']:,.0f}" if timed else "-",
-                f"{pct(mine.get('reference_accuracy'))} in {mine.get('timesteps', '-')} steps, "
-                f"{mine.get('reference_images_per_s', 0):,.0f} images/s"
-                if mine
-                else "-",
+                "-" if spikes is None else f"{spikes:,.0f}",
+                _whetstone_cell(_ours(rows, name)),
             ]
         )
     header = [
@@ -193,7 +218,8 @@ def peer_table(results: Path, rows: list[dict]) -> str:
         "NengoDL spiking, best",
         "steps to within 1 pt of its ANN",
         "within 0.1 pt",
-        "NengoDL images/s at the 1-pt steps",
+        "NengoDL images/s there",
+        "NengoDL spikes per image there",
         "whetstone",
     ]
     return _table(header, out)
@@ -209,7 +235,6 @@ def accuracy_vs_timesteps_plot(results: Path, rows: list[dict], path: Path) -> P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ours = {r["model"]: r for r in rows}
     models = list(peer["models"])
     fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4), squeeze=False)
     for ax, name in zip(axes[0], models, strict=True):
@@ -218,8 +243,8 @@ def accuracy_vs_timesteps_plot(results: Path, rows: list[dict], path: Path) -> P
             accuracy = [100 * a for a in figures["accuracy"]]
             ax.plot(p["timesteps"], accuracy, label=f"NengoDL, rate x{float(scale):g}")
         ax.axhline(100 * p["ann_accuracy"], color="grey", ls=":", label="NengoDL's ANN")
-        if name in ours:
-            r = ours[name]
+        r = _ours(rows, name)
+        if r:
             ax.plot(
                 [r["timesteps"]],
                 [100 * r["reference_accuracy"]],

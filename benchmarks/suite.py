@@ -119,6 +119,7 @@ def summary_row(figures: dict) -> dict:
         "snntorch_agreement": snn.get("agreement"),
         "snntorch_images": snn.get("images"),
         "timesteps": sim["latency_steps"],
+        "spikes_per_inference": round(sum(sim["spikes_per_inference_per_stage"]), 1),
         "synops_per_inference": sim["synops_per_inference"],
         "ann_macs_per_inference": sim["ann_macs_per_inference"],
         "epoch_seconds_sharpened": round(training["epoch_seconds_sharpened"], 2),
