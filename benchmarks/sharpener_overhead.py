@@ -21,6 +21,7 @@ import keras
 
 import whetstone as ws
 from benchmarks.common import write_result
+from benchmarks.trained import EpochTimer
 
 CONFIGS = {
     "no sharpener": lambda: [],
@@ -29,18 +30,6 @@ CONFIGS = {
         ws.callbacks.SimpleSharpener(0, 100_000, per="batch", verbose=0)
     ],
 }
-
-
-class EpochTimer(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self.start)
 
 
 def epoch_times(x, y, callbacks, epochs: int, batch_size: int) -> list[float]:
