@@ -28,11 +28,19 @@ exponent per core. The effect of both on accuracy is measured (``target="sim"`` 
 spikes to the chip. In ``"binary"`` mode the input spikes take one extra step to reach
 the chip, so the output of image ``i`` appears ``latency`` steps after it (``info``).
 
+Partition. Every on-chip stage is split into blocks, one per core, by
+:func:`whetstone.backends.loihi_partition.partition`: the fewest blocks whose
+compartments, input and output axons and synapse memory fit a core, counted as nengo-loihi
+counts them. ``build``, ``run``, ``resources`` and ``export`` all use it; ``block_shapes``
+pins a stage's shape (an export keeps the pins in ``network.h5``), ``chips`` bounds the
+chips (a network that needs more raises :class:`LoihiPartitionError` with the numbers).
+
 Resources (``resources`` / ``info["resources"]``): cores (one per nengo-loihi block),
 compartments, input and output axons, synapse memory bits, per core and in total,
 against Loihi's limits (1024 compartments, 4096 input and output axons, 1 Mbit synapse
-memory per core; 128 cores per chip). A network that does not fit warns (emulator) or
-raises (hardware) with the numbers and what to change (``block_shapes``).
+memory per core; 128 cores per chip), and the partition (block shape and cores per
+stage). Without ``chips``, a network that needs more than one chip warns (emulator) or
+raises (hardware) with the numbers and what to change.
 
 Export writes a folder with ``network.h5`` and ``run.py``: on a machine with whetstone,
 nengo-loihi and NxSDK, ``python run.py inputs.npy`` runs it on the chip, no retraining.
@@ -53,6 +61,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import json
 import math
 import time
 import warnings
@@ -62,18 +71,26 @@ from typing import Any
 from whetstone import simulate
 from whetstone.backends import BackendResult, register, require
 from whetstone.backends import nengo as nengo_backend
+from whetstone.backends.loihi_partition import (
+    LIMITS,
+    LoihiPartitionError,
+    StagePartition,
+    check_chips,
+    partition,
+)
 from whetstone.network import SpikingNetwork
 
-__all__ = ["LIMITS", "LoihiBackend", "LoihiResourceWarning"]
+__all__ = [
+    "LIMITS",
+    "PINS_KEY",
+    "LoihiBackend",
+    "LoihiPartitionError",
+    "LoihiResourceWarning",
+    "plan",
+]
 
-LIMITS = {
-    "cores_per_chip": 128,
-    "compartments": 1024,
-    "in_axons": 4096,
-    "out_axons": 4096,
-    "synapse_bits": 16384 * 64,
-}
-"""Loihi's per-core limits (and cores per chip), as nengo-loihi states them."""
+PINS_KEY = "loihi_block_shapes"
+"""``SpikingNetwork.metadata`` key of block shapes pinned at export (JSON)."""
 
 EXTRA = "loihi"
 
@@ -103,23 +120,47 @@ def _nengo_loihi():
 # ---------------------------------------------------------------- building
 
 
-def _configure(built, block_shapes: dict | None, pop_type: int) -> None:
+def plan(
+    net: SpikingNetwork,
+    block_shapes: dict | None = None,
+    pop_type: int = 32,
+    chips: int | None = None,
+) -> list[StagePartition]:
+    """The partition of ``net``'s on-chip stages that build, run, resources and export use.
+
+    Block shapes pinned in ``net.metadata`` (by :meth:`LoihiBackend.export`) and in
+    ``block_shapes`` are kept; every other stage gets the fewest blocks that fit a core.
+
+    Example:
+        >>> import numpy as np
+        >>> from whetstone.network import Stage, SpikingNetwork
+        >>> wide = Stage("wide", "dense", (4,), (1500,), np.ones((4, 1500), "float32"))
+        >>> net = SpikingNetwork((4,), [wide], input_encoding="binary")
+        >>> [(p.name, p.block_shape, p.cores) for p in plan(net)]
+        [('wide', (750,), 2)]
+    """
+    stages = net.stages[1:] if net.input_encoding == "host" else net.stages
+    pins = {**json.loads(net.metadata.get(PINS_KEY, "{}")), **(block_shapes or {})}
+    names = [stage.name for stage in stages]
+    unknown = set(pins) - set(names)
+    if unknown:
+        raise ValueError(
+            f"block_shapes names {sorted(unknown)}, which are not on-chip stages; "
+            f"on-chip stages: {names}."
+        )
+    parts = partition(stages, pins, pop_type)
+    check_chips(parts, chips)
+    return parts
+
+
+def _configure(built, parts: list[StagePartition], pop_type: int) -> None:
     nengo_loihi = _nengo_loihi()
     nengo_loihi.add_params(built.network)
     config = built.network.config
     config[built.host].on_chip = False
-    stages = built.source.stages[-len(built.ensembles) :] if built.ensembles else []
-    names = {stage.name for stage in stages}
-    unknown = set(block_shapes or {}) - names
-    if unknown:
-        raise ValueError(
-            f"block_shapes names {sorted(unknown)}, which are not on-chip stages; "
-            f"on-chip stages: {sorted(names)}."
-        )
-    for stage, ens in zip(stages, built.ensembles, strict=True):
-        shape = (block_shapes or {}).get(stage.name)
-        if shape is not None:
-            config[ens].block_shape = nengo_loihi.BlockShape(tuple(shape), stage.output_shape)
+    for part, ens in zip(parts, built.ensembles, strict=True):
+        config[ens].block_shape = nengo_loihi.BlockShape(part.block_shape, part.shape)
+    built.partition = parts  # the report shows it
     for conn in built.network.all_connections:
         if type(conn.transform).__name__ == "Convolution":
             config[conn].pop_type = pop_type
@@ -138,37 +179,46 @@ def _block_report(block) -> dict:
     }
 
 
-def resource_report(model) -> dict:
-    """Cores, compartments, axons and synapse memory of a built nengo-loihi model."""
+def resource_report(
+    model, parts: list[StagePartition] | None = None, chips: int | None = None
+) -> dict:
+    """Cores, compartments, axons and synapse memory of a built nengo-loihi model.
+
+    ``parts``: the partition it was built with (``partition`` entry: per stage, the
+    block shape, its cores and the largest use of a core); ``chips``: chips available
+    (None: more than one chip is reported in ``over_limits``).
+    """
     blocks = [_block_report(block) for block in model.blocks]
     keys = ("compartments", "in_axons", "out_axons", "synapse_bits")
     over = [
         f"{b['block']}: {k} {b[k]} > {LIMITS[k]}" for b in blocks for k in keys if b[k] > LIMITS[k]
     ]
     cores = len(blocks)
-    if cores > LIMITS["cores_per_chip"]:
+    if cores > LIMITS["cores_per_chip"] and chips is None:
         over.append(f"cores {cores} > {LIMITS['cores_per_chip']} per chip")
     return {
         "cores": cores,
         "chips": math.ceil(cores / LIMITS["cores_per_chip"]),
-        "fits_one_chip": not over,
+        "chips_available": chips,
+        "fits_one_chip": cores <= LIMITS["cores_per_chip"] and not over,
         "over_limits": over,
         "total": {k: sum(b[k] for b in blocks) for k in keys},
         "max_per_core": {k: max((b[k] for b in blocks), default=0) for k in keys},
         "limits_per_core": {k: LIMITS[k] for k in keys},
+        "partition": [part.to_dict() for part in parts or []],
         "blocks": blocks,
     }
 
 
 def _check_fits(report: dict, target: str) -> None:
-    if report["fits_one_chip"]:
+    if not report["over_limits"]:
         return
     message = (
         "the network does not fit Loihi's limits: "
         + "; ".join(report["over_limits"])
-        + ". Split large stages over more cores with block_shapes={stage name: shape} "
-        "(a nengo_loihi.BlockShape per ensemble, e.g. (8, 8, 16) for a (26, 26, 32) "
-        "convolution), or shrink the layers."
+        + ". Pass chips=N to run on N chips, let whetstone choose the block shapes (drop "
+        "block_shapes={stage name: shape} pins that split finer than needed), or shrink "
+        "the layers."
     )
     if target == "loihi":
         raise ValueError(message)
@@ -196,28 +246,33 @@ class LoihiBackend:
         net: SpikingNetwork,
         block_shapes: dict | None = None,
         pop_type: int = 32,
+        chips: int | None = None,
         **options,
     ) -> Any:
-        """The ``nengo.Network``, configured for nengo-loihi.
+        """The ``nengo.Network``, configured for nengo-loihi (block shapes: :func:`plan`).
 
         Args:
             net: the network.
-            block_shapes: ``{stage name: per-core shape}`` (channels-last, the rank of
-                the stage's output), given to nengo-loihi as ``BlockShape``.
+            block_shapes: ``{stage name: per-core shape}`` pinned (channels-last, the
+                rank of the stage's output, e.g. ``(13, 13, 8)``); other stages are
+                partitioned automatically.
             pop_type: population axon type of convolutions (32 or 16).
+            chips: chips available (None: any number); more needed raises
+                :class:`LoihiPartitionError`.
             options: passed to :func:`whetstone.backends.nengo.build_network`.
         """
-        return self._build(net, block_shapes, pop_type, **options).network
+        return self._build(net, block_shapes, pop_type, chips, **options).network
 
-    def _build(self, net, block_shapes=None, pop_type=32, **options):
+    def _build(self, net, block_shapes=None, pop_type=32, chips=None, **options):
         if net.input_encoding == "host" and len(net.stages) == 1:
             raise ValueError(
                 "loihi back end: this network has one stage and it is the host encoder "
                 "(input_encoding='host'), so nothing would run on the chip; use a network "
                 "with more stages, or one converted with input_encoding='binary'."
             )
+        parts = plan(net, block_shapes, pop_type, chips)
         built = nengo_backend.build_network(net, **options)
-        _configure(built, block_shapes, pop_type)
+        _configure(built, parts, pop_type)
         return built
 
     def simulator(self, built, target: str | None = None, hardware_options=None):
@@ -236,9 +291,13 @@ class LoihiBackend:
             )
 
     def resources(self, net: SpikingNetwork, **options) -> dict:
-        """Loihi cost of ``net``: cores, compartments, axons, synapse memory (see module)."""
-        with self.simulator(self._build(net, **options), target="sim") as sim:
-            return resource_report(sim.model)
+        """Loihi cost of ``net``: cores, compartments, axons, synapse memory, partition.
+
+        Options as for :meth:`build`; the figures are nengo-loihi's for the built model.
+        """
+        built = self._build(net, **options)
+        with self.simulator(built, target="sim") as sim:
+            return resource_report(sim.model, built.partition, options.get("chips"))
 
     def offsets(self, built) -> list[int]:
         """Steps from presenting an image to each probe showing its spikes."""
@@ -254,6 +313,7 @@ class LoihiBackend:
         chunk_steps: int = nengo_backend.CHUNK_STEPS,
         block_shapes: dict | None = None,
         pop_type: int = 32,
+        chips: int | None = None,
         hardware_options: dict | None = None,
         **options,
     ) -> BackendResult:
@@ -265,15 +325,15 @@ class LoihiBackend:
                 ``"loihi"`` (hardware); None: hardware if NxSDK is installed.
             compare_reference: report agreement with ``whetstone.simulate.run``.
             chunk_steps: steps between probe reads.
-            block_shapes, pop_type: see :meth:`build`.
+            block_shapes, pop_type, chips: see :meth:`build`.
             hardware_options: passed to ``nengo_loihi.Simulator``.
         """
         x = simulate.check_input(net, x, "loihi back end")
-        built = self._build(net, block_shapes, pop_type, **options)
+        built = self._build(net, block_shapes, pop_type, chips, **options)
         started = time.perf_counter()
         with self.simulator(built, target, hardware_options) as sim:
             build_s = time.perf_counter() - started
-            report = resource_report(sim.model)
+            report = resource_report(sim.model, built.partition, chips)
             _check_fits(report, sim.target)
             started = time.perf_counter()
             outputs, counts = nengo_backend.stream(built, sim, x, self.offsets(built), chunk_steps)
