@@ -336,8 +336,8 @@ def test_hdf5_without_a_graph_is_refused(tmp_path):
 
 
 def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
-    def broken(filename, graph):
-        Path(filename).write_bytes(b"partial")
+    def broken(buffer, graph):
+        buffer.write(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(nir, "write", broken)

@@ -143,7 +143,7 @@ def test_export_refuses_existing_folder(tmp_path):
     rng = np.random.default_rng(2)
     net = SpikingNetwork((4,), [_dense("a", 4, 3, rng), _dense("b", 3, 2, rng)])
     (tmp_path / "out").mkdir()
-    with pytest.raises(FileExistsError, match="overwrite=True"):
+    with pytest.raises(FileExistsError, match="force=True"):
         get("spinnaker").export(net, tmp_path / "out")
 
 

@@ -212,7 +212,7 @@ def test_failed_save_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
 
     monkeypatch.setattr(network, "_write", broken)
     with pytest.raises(RuntimeError, match="disk full"):
-        net.save(path)
+        net.save(path, force=True)
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["net.h5"]
 

@@ -21,15 +21,16 @@ Example:
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import h5py
 import numpy as np
+
+from whetstone import files
 
 __all__ = [
     "FORMAT_VERSION",
@@ -151,6 +152,13 @@ class Stage:
         self.output_shape = tuple(int(n) for n in self.output_shape)
         self.threshold = float(self.threshold)
         where = f"stage {self.name!r}"
+        if not math.isfinite(self.threshold):
+            raise ValueError(f"{where}: threshold must be finite, got {self.threshold}.")
+        if min(self.input_shape + self.output_shape, default=0) < 0:
+            raise ValueError(
+                f"{where}: shapes must not be negative, got input {self.input_shape} and "
+                f"output {self.output_shape}."
+            )
         if self.kind not in KINDS:
             raise ValueError(f"{where}: kind must be one of {KINDS}, got {self.kind!r}.")
         if self.weights is not None:
@@ -162,6 +170,11 @@ class Stage:
             self.strides = tuple(int(s) for s in self.strides) or (1,) * rank
             self.dilation = tuple(int(d) for d in self.dilation) or (1,) * rank
             self.pool_size = tuple(int(p) for p in self.pool_size)
+            if min(self.strides + self.dilation + self.pool_size, default=1) < 1:
+                raise ValueError(
+                    f"{where}: strides {self.strides}, dilation {self.dilation} and pool_size "
+                    f"{self.pool_size} must be at least 1."
+                )
         getattr(self, f"_check_{self.kind}")(where)
 
     # -- validation
@@ -531,18 +544,16 @@ class SpikingNetwork:
             and self.decoder == other.decoder
         )
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write an HDF5 file atomically (a temp file in the same folder, then rename)."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            with h5py.File(tmp, "w") as f:
-                _write(self, f)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    def save(self, path: str | os.PathLike, force: bool = False) -> None:
+        """Write an HDF5 file atomically (see :mod:`whetstone.files`).
+
+        An existing file is replaced only with ``force=True``.
+        """
+        files.check_target(path, force)
+        buffer = io.BytesIO()
+        with h5py.File(buffer, "w") as f:
+            _write(self, f)
+        files.write_bytes(path, buffer.getvalue(), force)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SpikingNetwork:
@@ -592,25 +603,55 @@ def _attr(node, name: str):
     return value.item() if isinstance(value, np.generic) else value
 
 
+MAX_VALUES = 1 << 25
+"""Largest size a network file may declare for one shape or window (values, not bytes)."""
+
+
+def _shape(node, name: str) -> tuple[int, ...]:
+    """A declared shape or window, checked before anything is allocated from it."""
+    shape = _attr(node, name)
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    if any(n < 0 for n in shape) or math.prod(shape) > MAX_VALUES:
+        raise ValueError(
+            f"{node.name}: declared {name} {shape} is negative or larger than {MAX_VALUES} values"
+        )
+    return shape
+
+
+def _dataset(node, name: str) -> np.ndarray:
+    """A dataset read only when the file really stores all of its bytes."""
+    data = node[name]
+    stored = data.id.get_storage_size()
+    if data.size > MAX_VALUES or stored < data.nbytes:
+        raise ValueError(
+            f"{data.name}: declares shape {data.shape} ({data.nbytes} bytes) but the file "
+            f"stores {stored} bytes"
+        )
+    return data[()]
+
+
 def _read(f: h5py.File) -> SpikingNetwork:
     stages = []
     for i in range(int(_attr(f, "num_stages"))):
         g = f[f"stages/{i:04d}"]
         kwargs = {attr: _attr(g, attr) for attr in _STAGE_ATTRS}
-        arrays = {name: g[name][()] for name in ("weights", "bias") if name in g}
+        for attr in ("input_shape", "output_shape", "strides", "dilation", "pool_size"):
+            kwargs[attr] = _shape(g, attr)
+        arrays = {name: _dataset(g, name) for name in ("weights", "bias") if name in g}
         stages.append(Stage(_attr(g, "name"), **kwargs, **arrays))
     decoder = None
     if "decoder" in f:
         g = f["decoder"]
         kind = _attr(g, "type")
         if kind == "KeyDecoder":
-            decoder = KeyDecoder(g["key"][()])
+            decoder = KeyDecoder(_dataset(g, "key"))
         elif kind == "ReadoutDecoder":
-            decoder = ReadoutDecoder(g["weights"][()], g["bias"][()], _attr(g, "activation"))
+            weights, bias = _dataset(g, "weights"), _dataset(g, "bias")
+            decoder = ReadoutDecoder(weights, bias, _attr(g, "activation"))
         else:
             raise ValueError(f"unknown decoder type {kind!r}")
     return SpikingNetwork(
-        _attr(f, "input_shape"),
+        _shape(f, "input_shape"),
         stages,
         decoder,
         _attr(f, "input_encoding"),
@@ -629,6 +670,11 @@ def load(path: str | os.PathLike) -> SpikingNetwork:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") in (FORMAT_NAME, FORMAT_NAME.encode()):
                 version = int(f.attrs["format_version"])
+                if version < 1:
+                    raise NetworkFileError(
+                        f"{path}: network format version {version} is not valid (versions "
+                        "start at 1); the file is damaged: save the network again."
+                    )
                 if version > FORMAT_VERSION:
                     raise NetworkFileError(
                         f"{path} was written by a newer whetstone (network format version "
@@ -639,5 +685,5 @@ def load(path: str | os.PathLike) -> SpikingNetwork:
             return _read(f)
     except NetworkFileError:
         raise
-    except (OSError, KeyError, ValueError, TypeError) as error:
+    except (OSError, KeyError, ValueError, TypeError, OverflowError, MemoryError) as error:
         raise NetworkFileError(f"not a whetstone network file: {path}: {error}") from error

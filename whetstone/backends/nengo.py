@@ -50,9 +50,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +57,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from whetstone import simulate
+from whetstone import files, simulate
 from whetstone.backends import BackendResult, register, require
 from whetstone.network import SpikingNetwork, Stage
 from whetstone.simulate import preactivation
@@ -370,21 +367,12 @@ print("\\n".join(str(int(p)) for p in result.predictions))
 '''
 
 
-def export_folder(net: SpikingNetwork, path, default: str) -> Path:
-    """Write ``path/`` with ``network.h5`` and ``run.py`` atomically (temp folder, rename)."""
-    path = Path(path)
-    if path.exists():
-        raise FileExistsError(f"export: {path} exists; remove it or choose another path.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        net.save(tmp / "network.h5")
-        (tmp / "run.py").write_text(_SCRIPT.replace("{default}", default))
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+def export_folder(net: SpikingNetwork, path, default: str, force: bool = False) -> Path:
+    """Write ``path/`` with ``network.h5`` and ``run.py`` atomically (see whetstone.files)."""
+    with files.staged(path, force, folder=True) as staging:
+        net.save(staging / "network.h5")
+        (staging / "run.py").write_text(_SCRIPT.replace("{default}", default))
+    return Path(path)
 
 
 # ---------------------------------------------------------------- back end
@@ -432,7 +420,9 @@ class NengoBackend:
         x = simulate.check_input(net, x, "nengo back end")
         built = build_network(net, **options)
         started = time.perf_counter()
-        with nengo.Simulator(built.network, dt=DT, progress_bar=False) as sim:
+        # No decoder cache: nothing is written to ~/.cache/nengo (the network solves nothing).
+        model = nengo.builder.Model(dt=DT, decoder_cache=nengo.cache.NoDecoderCache())
+        with nengo.Simulator(built.network, dt=DT, model=model, progress_bar=False) as sim:
             build_s = time.perf_counter() - started
             started = time.perf_counter()
             outputs, counts = stream(built, sim, x, self.offsets(built), chunk_steps)
@@ -440,6 +430,9 @@ class NengoBackend:
         return result(net, x, outputs, counts, compare_reference, build_s, run_s,
                       latency=self.offsets(built)[-1] + 1, dt=DT)  # fmt: skip
 
-    def export(self, net: SpikingNetwork, path, **options) -> Path:
-        """A folder with ``network.h5`` and ``run.py`` (runs on Nengo by default)."""
-        return export_folder(net, path, "nengo")
+    def export(self, net: SpikingNetwork, path, force: bool = False) -> Path:
+        """A folder with ``network.h5`` and ``run.py`` (runs on Nengo by default).
+
+        An existing ``path`` is replaced only with ``force=True``.
+        """
+        return export_folder(net, path, "nengo", force)

@@ -84,12 +84,12 @@ import json
 import math
 import os
 import re
-import tempfile
 from importlib import metadata as _metadata
 from pathlib import Path
 
 import numpy as np
 
+from whetstone import files
 from whetstone.backends import BackendResult, register, require
 from whetstone.network import (
     KeyDecoder,
@@ -374,26 +374,21 @@ def to_graph(net: SpikingNetwork, dt: float = DT):
     return nir.NIRGraph(dict(chain), edges, metadata=info)
 
 
-def export(net: SpikingNetwork, path: str | os.PathLike, dt: float = DT) -> Path:
-    """Write ``net`` as a NIR file atomically (a temp file in the same folder, then
-    rename); a failed export leaves nothing behind.
+def export(
+    net: SpikingNetwork, path: str | os.PathLike, dt: float = DT, force: bool = False
+) -> Path:
+    """Write ``net`` as a NIR file atomically (see :mod:`whetstone.files`); a failed
+    export leaves nothing behind, and an existing file is replaced only with ``force=True``.
 
     Example:
         >>> export(net, "model.nir")                      # doctest: +SKIP
         PosixPath('model.nir')
     """
     nir = _nir()
-    graph = to_graph(net, dt)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        nir.write(tmp, graph)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    files.check_target(path, force)
+    buffer = io.BytesIO()  # h5py never sees the disk: a full disk is a clean error
+    nir.write(buffer, to_graph(net, dt))
+    return files.write_bytes(path, buffer.getvalue(), force)
 
 
 # ---------------------------------------------------------------- import
@@ -785,9 +780,11 @@ class NIRBackend:
         """The ``nir.NIRGraph`` of ``net``."""
         return to_graph(net, dt)
 
-    def export(self, net: SpikingNetwork, path: str | os.PathLike, dt: float = DT) -> Path:
-        """Write ``net`` as a NIR file (atomically)."""
-        return export(net, path, dt)
+    def export(
+        self, net: SpikingNetwork, path: str | os.PathLike, dt: float = DT, force: bool = False
+    ) -> Path:
+        """Write ``net`` as a NIR file (atomically; replaces a file only with ``force=True``)."""
+        return export(net, path, dt, force)
 
     def load(self, path: str | os.PathLike) -> SpikingNetwork:
         """Read a NIR file as a SpikingNetwork."""

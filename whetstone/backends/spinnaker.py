@@ -38,8 +38,8 @@ on NEST is the one mapped. sPyNNaker's ``ConvolutionConnector`` is not used: it 
 one 2-D population per channel and has no NEST counterpart.
 
 sPyNNaker reads its config from ``~/.spynnaker.cfg`` and writes reports into the working
-folder; :func:`spinnaker_config` points both at a temporary folder (a virtual board:
-mapping without hardware) and never touches HOME.
+folder; :func:`spinnaker_config` points both at a fresh private temporary folder per run
+(a virtual board: mapping without hardware), and writes nothing into the real HOME.
 
 The only differences from the float32 reference are ties (``|pre - theta| < 1e-6``,
 counted by :func:`whetstone.simulate.run`) on NEST; on SpiNNaker also the
@@ -63,6 +63,7 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
 import os
@@ -75,7 +76,7 @@ from pathlib import Path
 
 import numpy as np
 
-from whetstone import simulate
+from whetstone import files, simulate
 from whetstone.backends import BackendResult, MissingDependencyError, register, require
 from whetstone.network import SpikingNetwork, Stage, output_length, same_padding
 
@@ -339,24 +340,36 @@ def quantisation(net: SpikingNetwork, x=None, loss: float = 0.05) -> dict:
 
 
 def _config_root() -> Path:
-    """The temporary folder for sPyNNaker's config and reports (reused; never in HOME).
+    """A fresh private folder (mode 0700) for one run's sPyNNaker config and reports.
 
-    sPyNNaker writes provenance from its own exit handlers, so the folder is not
-    removed; ``max_reports_kept`` bounds what it holds.
+    sPyNNaker writes provenance from its own exit handlers, so the folder is removed
+    when the process exits, after those handlers (registered later, so run earlier).
     """
-    root = Path(tempfile.gettempdir()) / f"whetstone-spynnaker-{os.getuid()}"
-    root.mkdir(mode=0o700, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="whetstone-spynnaker-"))
+    _CONFIG_ROOTS.append(root)
     return root
+
+
+_CONFIG_ROOTS: list[Path] = []
+
+
+@atexit.register
+def _remove_config_roots() -> None:
+    for root in _CONFIG_ROOTS:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def spinnaker_config(width: int | None = None, height: int | None = None):
-    """Point sPyNNaker at a temporary virtual-board config (nothing written to HOME).
+    """Point sPyNNaker at a private, per-run virtual-board config (nothing written to HOME).
 
-    While active, ``HOME`` and ``XDG_CONFIG_HOME`` point into a temporary folder that
-    holds ``.spynnaker.cfg`` (``virtual_board = True``, SpiNN-5 boards; a machine of
+    sPyNNaker offers no way to name its config file: it reads ``.spynnaker.cfg`` from
+    the site and user config folders and from ``~``, refuses to run when two are
+    found, and writes a template into ``~`` when none is. So while active, ``HOME``
+    and ``XDG_CONFIG_HOME`` point into a fresh private temporary folder that holds
+    ``.spynnaker.cfg`` (``virtual_board = True``, SpiNN-5 boards; a machine of
     ``width`` x ``height`` chips, or by default one sPyNNaker sizes to fit) and
-    receives the reports.
+    receives the reports; both are restored afterwards.
 
     Example:
         >>> with spinnaker_config() as folder:
@@ -365,8 +378,8 @@ def spinnaker_config(width: int | None = None, height: int | None = None):
     """
     root = _config_root()
     home, config = root / "home", root / "config"
-    home.mkdir(exist_ok=True)
-    config.mkdir(exist_ok=True)
+    home.mkdir()
+    config.mkdir()
     size = f"width = {width}\nheight = {height}\n" if width and height else ""
     (config / ".spynnaker.cfg").write_text(
         f"[Machine]\nvirtual_board = True\nversion = 5\n{size}"
@@ -631,26 +644,19 @@ class SpiNNakerBackend:
             )
         return report
 
-    def export(self, net: SpikingNetwork, path, x=None, overwrite: bool = False) -> Path:
+    def export(
+        self, net: SpikingNetwork, path, x=None, force: bool = False, overwrite: bool = False
+    ) -> Path:
         """Write a folder with ``run.py`` (standalone PyNN) and ``network.npz`` atomically.
 
         ``python run.py --simulator spinnaker`` runs it on an attached board,
         ``--simulator nest`` locally. ``x`` (optional): inputs whose encoded spikes
-        are written to ``inputs.npz`` (the script's default input).
+        are written to ``inputs.npz`` (the script's default input). An existing
+        ``path`` is replaced only with ``force=True`` (``overwrite`` is its old name).
         """
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"export: {path} exists; pass overwrite=True to replace it.")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
-            _write_export(net, tmp, x)
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
+        with files.staged(path, force or overwrite, folder=True) as staging:
+            _write_export(net, staging, x)
+        return Path(path)
 
 
 def get_backend() -> SpiNNakerBackend:
