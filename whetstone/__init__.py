@@ -18,6 +18,7 @@ from whetstone import (
     layers,
     models,
     network,
+    rewrite,
     sharpness,
     simulate,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "layers",
     "models",
     "network",
+    "rewrite",
     "sharpness",
     "simulate",
 ]
