@@ -260,19 +260,30 @@ def _affine(target: _Item, a: float, c: float) -> None:
 
 def _normalise(items: list[_Item], scales: list[float]) -> float:
     """Fold each activation's map into the layer before it and ``s`` into the one after."""
-    s, target, acts = 1.0, None, iter(scales)
+    s, target, acts, open_linear = 1.0, None, iter(scales), None
     for item in items:
+        name = item.config.get("name")
         if item.role == "linear":
+            if open_linear is not None:
+                raise RewriteError(
+                    f"layer {name!r} follows {open_linear!r} with no activation between; "
+                    "whetstone needs an activation after every hidden Dense/Conv layer. Merge "
+                    "the two linear layers, or retrain with a relu between them."
+                )
             item.weights["kernel"] = item.weights["kernel"] * s
-            s, target = 1.0, item
+            s, target, open_linear = 1.0, item, name
         elif item.role == "norm":
             item.weights["moving_mean"] = item.weights["moving_mean"] / s
             item.weights["moving_variance"] = item.weights["moving_variance"] / s**2
             item.config["epsilon"] = item.config["epsilon"] / s**2
             s, target = 1.0, item
         elif item.role in ("act", "keep") and item.cls is not SoftmaxDecode:
+            if item.activation == "softmax":
+                raise RewriteError(
+                    f"layer {name!r} applies a softmax before the model's head; softmax has no "
+                    "exact spiking counterpart and is only supported on the final Dense head."
+                )
             if target is None:
-                name = item.config.get("name")
                 raise RewriteError(
                     f"activation {name!r} has no Dense/Conv layer before it (since the input "
                     "or the previous activation); every spiking layer needs its own linear "
@@ -281,7 +292,7 @@ def _normalise(items: list[_Item], scales: list[float]) -> float:
             if item.role == "act":
                 a, c, s = _map(item, next(acts) if item.activation == "relu" else 1.0)
                 _affine(target, a, c)
-            target = None
+            target = open_linear = None
     return s
 
 
