@@ -226,6 +226,100 @@ def test_sharpen_continues_training_until_sharp(files, tmp_path):
     assert again.exit_code == 2 and "pass --force" in again.output
 
 
+def plain_model(path: Path, loss: str = "sparse_categorical_crossentropy", activation="relu"):
+    """A plain Keras classifier (relu hidden layer, softmax head), compiled and saved."""
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([
+        keras.Input((28, 28)), keras.layers.Flatten(),
+        keras.layers.Dense(32, activation=activation, name="hidden"),
+        keras.layers.Dense(10, activation="softmax", name="head"),
+    ])  # fmt: skip
+    model.compile(keras.optimizers.Adam(1e-3), loss)
+    model.save(path)
+    return path
+
+
+def test_sharpen_rewrites_a_plain_relu_model_and_hones(tmp_path):
+    output = tmp_path / "sharp.keras"
+    result = invoke("--json", "sharpen", plain_model(tmp_path / "plain.keras"), "--data", "demo",
+                    "--epochs", "2", "--hone-epochs", "1", "--hone-learning-rate", "1e-4",
+                    "--sample", "200", "-o", output, "-q")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["labels"] == "sparse" and report["fully_sharpened"] is True
+    assert report["epochs_trained"] == 2 and report["honing_epochs"] == 1
+    assert report["rewrite"]["head"] == "readout" and report["rewrite"]["sample_images"] == 200
+    assert set(report["rewrite"]["scales"]) == {"hidden_spiking"}
+    assert 0 <= report["rewrite"]["accuracy"] <= 1
+    sharp = keras.models.load_model(output)
+    net = whetstone.convert.to_spiking(sharp)
+    assert type(net.decoder).__name__ == "ReadoutDecoder"
+    x = whetstone.datasets.load("demo")[1][0][:50]
+    keras_predictions = sharp.predict(x, verbose=0).argmax(axis=1)
+    reference = whetstone.simulate.run(net, x)
+    assert ((reference.predictions == keras_predictions) | reference.tie_mask).all()
+
+
+def test_sharpen_gives_a_plain_model_an_n_hot_key_on_request(tmp_path):
+    output = tmp_path / "sharp.keras"
+    plain = plain_model(tmp_path / "plain.keras", loss="categorical_crossentropy")
+    result = invoke("--json", "sharpen", plain, "--data", "demo", "--epochs", "2", "--head", "key",
+                    "--sample", "300", "-o", output, "-q")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["labels"] == "one-hot"
+    net = whetstone.convert.to_spiking(keras.models.load_model(output))
+    assert type(net.decoder).__name__ == "KeyDecoder"
+
+
+def test_sharpen_takes_integer_labels_for_a_sparse_loss(files, tmp_path):
+    model = keras.models.load_model(files["soft"])
+    model.compile(keras.optimizers.Adadelta(4.0), "sparse_categorical_crossentropy")
+    model.save(tmp_path / "sparse.keras")
+    output = tmp_path / "sharp.keras"
+    result = invoke("--json", "sharpen", tmp_path / "sparse.keras", "--data", "demo",
+                    "--epochs", "3", "-o", output, "-q")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["labels"] == "sparse" and report["fully_sharpened"] is True
+
+
+@pytest.mark.parametrize("option", ["--learning-rate", "--hone-learning-rate"])
+@pytest.mark.parametrize("value", ["nan", "0", "-1", "inf"])
+def test_sharpen_rejects_a_learning_rate_that_is_not_positive(files, tmp_path, option, value):
+    result = invoke("sharpen", files["soft"], "--data", "demo", "--epochs", "1", option, value,
+                    "-o", tmp_path / "s.keras")  # fmt: skip
+    assert result.exit_code == 2 and "finite number > 0" in result.output
+
+
+def test_sharpen_checks_the_output_before_training(files, tmp_path, monkeypatch):
+    def no_training(*_args, **_kwargs):
+        raise AssertionError("loaded data before checking the output")
+
+    monkeypatch.setattr(whetstone.datasets, "load", no_training)
+    args = ["sharpen", files["soft"], "--data", "demo", "--epochs", "1", "-o"]
+    missing = invoke(*args, tmp_path / "nowhere" / "s.keras")
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+    suffix = invoke(*args, tmp_path / "s.h5")
+    assert suffix.exit_code == 2 and ".keras suffix" in suffix.output
+    same = invoke(*args, files["soft"], "--force")
+    assert same.exit_code == 2 and "is the input" in same.output
+    (tmp_path / "taken.keras").write_text("")
+    taken = invoke(*args, tmp_path / "taken.keras")
+    assert taken.exit_code == 2 and "pass --force" in taken.output
+    access = whetstone.cli.os.access
+    monkeypatch.setattr(
+        whetstone.cli.os, "access", lambda path, mode: Path(path) != tmp_path and access(path, mode)
+    )
+    locked = invoke(*args, tmp_path / "s.keras")
+    assert locked.exit_code == 2 and "not writable" in locked.output
+
+
+def test_sharpen_refuses_a_plain_model_it_cannot_rewrite(tmp_path):
+    plain = plain_model(tmp_path / "tanh.keras", activation="tanh")
+    result = invoke("sharpen", plain, "--data", "demo", "--epochs", "1", "-o", tmp_path / "s.keras")
+    assert_one_line_error(result, 2, "'hidden' (Dense)", "'tanh'")
+
+
 # -- bad files -------------------------------------------------------------------------
 
 

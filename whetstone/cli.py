@@ -574,74 +574,231 @@ def verify(out: Output, model, target, dataset, data_dir, limit, min_agreement) 
         sys.exit(1)
 
 
+def _positive_rate(_ctx, param, value):
+    """A learning rate must be a finite number > 0 (click: exit 2 otherwise)."""
+    import math
+
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"must be a finite number > 0, got {value}.", param=param)
+    return value
+
+
+def _check_output(output: str, force: bool, model: str) -> Path:
+    """The output path, checked before any training: a .keras file we may write."""
+    from whetstone import files
+
+    path = Path(output)
+    if path.suffix != ".keras":
+        raise click.UsageError(
+            f"{output}: the sharpened model is saved in Keras's format; give the output a "
+            f".keras suffix, e.g. {path.with_suffix('.keras').name}."
+        )
+    try:
+        files.check_target(path, force, sources=[model])
+    except OSError as error:
+        raise click.UsageError(str(error)) from error
+    folder = path.absolute().parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise click.UsageError(f"cannot write {output}: the folder {folder} is not writable.")
+    return path
+
+
+def _sparse_labels(model) -> bool:
+    """True when the model's compiled loss takes integer labels (sparse cross-entropy)."""
+    loss = getattr(model, "loss", None)
+    name = loss if isinstance(loss, str) else getattr(loss, "name", None)
+    return "sparse" in str(name or getattr(loss, "__name__", "")).lower()
+
+
+def _recompiled(model, source, learning_rate, default_optimizer, loss=None):
+    """Compile ``model`` with ``source``'s optimizer (fresh state) and loss at ``learning_rate``."""
+    import keras
+
+    if getattr(source, "compiled", False) and source.optimizer is not None:
+        config = source.optimizer.get_config()
+        if learning_rate is not None:
+            config["learning_rate"] = learning_rate
+        optimizer = type(source.optimizer).from_config(config)
+        loss = loss or source.loss
+    else:
+        optimizer = default_optimizer(learning_rate)
+        last = getattr(model.layers[-1], "activation", None)
+        logits = getattr(last, "__name__", "") == "linear"
+        loss = loss or keras.losses.CategoricalCrossentropy(from_logits=logits)
+    model.compile(optimizer, loss)
+    return model
+
+
+def _rewritten(out: Output, keras_model, x, y, learning_rate, percentile, head, sample):
+    """A plain ReLU model rewritten into a sharpenable one, compiled like the original."""
+    import keras
+    import numpy as np
+
+    from whetstone import rewrite
+
+    index = np.random.default_rng(0).permutation(len(x))[:sample]
+    result = rewrite.rewrite(keras_model, x[index], y[index], percentile=percentile, head=head)
+    out.say(
+        f"rewrote {keras_model.name!r} into {len(result.scales)} normalised spiking layers "
+        f"(percentile {percentile}) on {len(index)} training images: accuracy "
+        f"{100 * result.ann_accuracy:.2f}% as an ANN, {100 * result.accuracy:.2f}% rewritten"
+    )
+    loss = None
+    if head == "key":
+        sparse = _sparse_labels(keras_model)
+        loss = "sparse_categorical_crossentropy" if sparse else "categorical_crossentropy"
+
+    def adam(rate):
+        return keras.optimizers.Adam(rate or 1e-4)
+
+    _recompiled(result.model, keras_model, learning_rate, adam, loss)
+    report = {
+        "head": head,
+        "percentile": percentile,
+        "sample_images": len(index),
+        "scales": result.scales,
+        "clipped": result.clipped,
+        "ann_accuracy": result.ann_accuracy,
+        "accuracy": result.accuracy,
+    }
+    return result.model, report
+
+
 @main.command()
 @MODEL
 @click.option("--data", "dataset", type=DATASET, required=True, help="Training data.")
 @DATA_DIR
-@click.option("--epochs", type=click.IntRange(min=1), required=True, help="Epochs to train.")
+@click.option("--epochs", type=click.IntRange(min=1), required=True, help="Most epochs to train.")
 @click.option("--start-epoch", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
     "--steps",
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="Sharpening steps per layer (one per epoch).",
+    help="Epochs per layer: sharpening steps per layer, one per epoch (a rewritten plain "
+    "model steps every batch over the same epochs).",
+)
+@click.option(
+    "--hone-epochs",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Epochs of honing (training with exact steps) once the model is fully sharp.",
+)
+@click.option(
+    "--hone-learning-rate",
+    type=float,
+    default=None,
+    callback=_positive_rate,
+    help="Learning rate from the moment the model is fully sharp (default: unchanged).",
 )
 @click.option(
     "--learning-rate",
     type=float,
     default=None,
-    help="Recompile with Adadelta at this rate (default: the model's own optimizer).",
+    callback=_positive_rate,
+    help="Train with the model's own optimizer at this rate (an uncompiled model: Adadelta, "
+    "or Adam for a plain model).",
+)
+@click.option(
+    "--percentile",
+    type=click.FloatRange(0, 100, min_open=True),
+    default=99.9,
+    show_default=True,
+    help="Plain models: the percentile of each ReLU's activations that maps to 1.",
+)
+@click.option(
+    "--head",
+    type=click.Choice(["readout", "key"]),
+    default="readout",
+    show_default=True,
+    help="Plain models: keep the softmax layer as a host readout, or use an N-hot key.",
+)
+@click.option(
+    "--sample",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Plain models: training images used to normalise the activations.",
 )
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @reporting_options
 @click.pass_obj
 def sharpen(
-    out: Output, model, dataset, data_dir, epochs, start_epoch, steps, learning_rate, output, force
-) -> None:
-    """Continue training MODEL with a SimpleSharpener and save the sharpened model.
+    out: Output, model, dataset, data_dir, epochs, start_epoch, steps, hone_epochs,
+    hone_learning_rate, learning_rate, percentile, head, sample, output, force,
+) -> None:  # fmt: skip
+    """Continue training MODEL with a sharpener and save the sharpened model.
 
-    For models trained elsewhere: the model must already use whetstone's spiking
-    activations and a SoftmaxDecode (or softmax) output.
+    MODEL either uses whetstone's spiking layers already, or is a plain trained Keras
+    classifier (relu hidden layers, softmax head): it is then rewritten first
+    (whetstone.rewrite: relu -> SpikingBRelu, activations normalised on --sample
+    training images) and sharpened from epoch --start-epoch, every batch. Labels match
+    the model's loss (integers for sparse_categorical_crossentropy).
 
     \b
-    Example:
+    Examples:
       whetstone sharpen model.keras --data mnist --data-dir ../shared/data \\
           --epochs 8 --start-epoch 2 --steps 2 -o sharp.keras
+      whetstone sharpen plain_relu.keras --data mnist --data-dir ../shared/data \\
+          --epochs 5 --hone-epochs 3 --hone-learning-rate 1e-4 -o sharp.keras
     """
     import keras
 
     from whetstone import callbacks, datasets, sharpness
 
-    if Path(output).exists() and not force:
-        raise click.UsageError(f"{output} exists; pass --force to overwrite it.")
+    target = _check_output(output, force, model)
     keras_model, _ = load_model_or_network(model)
     if keras_model is None:
         raise click.UsageError(f"{model} is a SpikingNetwork; sharpen needs a .keras model.")
     (x, y), (x_test, y_test) = datasets.load(dataset, data_dir)
     x = fit_shape(x, keras_model.input_shape[1:], model)
     x_test = fit_shape(x_test, keras_model.input_shape[1:], model)
-    if learning_rate is not None or not getattr(keras_model, "compiled", False):
-        optimizer = keras.optimizers.Adadelta(learning_rate or 4.0)
-        keras_model.compile(optimizer, "categorical_crossentropy")
-    classes = keras_model.output_shape[-1]
+    plain = not sharpness.spiking_layers(keras_model)
+    rewritten = None
+    if plain:
+        keras_model, rewritten = _rewritten(
+            out, keras_model, x, y, learning_rate, percentile, head, sample
+        )
+    elif learning_rate is not None or not getattr(keras_model, "compiled", False):
+
+        def adadelta(rate):
+            return keras.optimizers.Adadelta(rate or 4.0)
+
+        _recompiled(keras_model, keras_model, learning_rate, adadelta)
+    layers = len(sharpness.spiking_layers(keras_model))
+    batches = -(-len(x) // 128)
+    needed = start_epoch + layers * steps + hone_epochs
+    if epochs < needed:
+        out.say(
+            f"note: {layers} layers x {steps} epoch(s) from epoch {start_epoch} plus "
+            f"{hone_epochs} honing epochs need --epochs {needed}; training stops at {epochs}."
+        )
     sharpener = callbacks.SimpleSharpener(
-        start_epoch, steps, stop_when_sharp=True, verbose=int(out.keras_verbose > 0)
+        start_epoch,
+        steps * batches if plain else steps,
+        per="batch" if plain else "epoch",
+        stop_when_sharp=True,
+        verbose=int(out.keras_verbose > 0),
+        hone_epochs=hone_epochs,
+        hone_learning_rate=hone_learning_rate,
     )
-    keras_model.fit(
+    sparse = _sparse_labels(keras_model)
+    classes = keras_model.output_shape[-1]
+    history = keras_model.fit(
         x,
-        keras.utils.to_categorical(y, classes),
+        y if sparse else keras.utils.to_categorical(y, classes),
         epochs=epochs,
         batch_size=128,
         callbacks=[sharpener],
         verbose=out.keras_verbose,
     )
     accuracy = float((keras_model.predict(x_test, verbose=0).argmax(axis=1) == y_test).mean())
-    staging = Path(output).with_name(f".{Path(output).name}.partial.keras")
+    staging = target.with_name(f".{target.name}.partial.keras")
     try:
         keras_model.save(staging)
-        replace_atomically(staging, Path(output), force)
+        replace_atomically(staging, target, force)
     finally:
         staging.unlink(missing_ok=True)
     values = sharpness.get_sharpness(keras_model)
@@ -651,8 +808,12 @@ def sharpen(
         {
             "file": model,
             "output": output,
+            "rewrite": rewritten,
             "sharpness": values,
             "fully_sharpened": sharpness.is_fully_sharpened(keras_model),
+            "epochs_trained": len(history.epoch),
+            "honing_epochs": int(sum(history.history.get("honing", []))),
+            "labels": "sparse" if sparse else "one-hot",
             "test_accuracy": accuracy,
         }
     )
