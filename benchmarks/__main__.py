@@ -28,6 +28,8 @@ OTHER_SUITES = {
     "peer": "NengoDL's rate-coded converter on the same architectures (own environment)",
     "overhead": "training time per epoch with and without a sharpener, interleaved",
     "cli": "the README's command-line examples and their output",
+    "seeds": "dense_mnist sharpened and not over 3 seeds: mean and standard deviation",
+    "honing": "honing variants (surrogate width, learning rate) and decoders, dense MNIST",
 }
 
 
@@ -89,6 +91,18 @@ def run_other_suite(name: str, data_dir: str, out: Path, quick: bool) -> None:
         from benchmarks import cli_examples
 
         cli_examples.main(out)
+    elif name == "seeds":
+        from benchmarks import seeds
+
+        n_test = 100 if quick else None
+        result = seeds.measure(data_dir, seeds=(0, 1) if quick else seeds.SEEDS, n_test=n_test)
+        click.echo(f"wrote {write_result('seeds', result, folder=out)}")
+    elif name == "honing":
+        from benchmarks import honing
+
+        args = ["--data", data_dir, "--out", str(out)]
+        args += ["--sharpen-epochs", "1", "--hone-epochs", "1"] if quick else []
+        honing.main(args, standalone_mode=False)
 
 
 @click.group()

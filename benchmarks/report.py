@@ -23,8 +23,8 @@ from benchmarks.common import RESULTS
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {  # the issue's targets: sharpened accuracy, and the most lost to the baseline
-    "dense_mnist": (0.975, 0.005),
-    "conv_mnist": (0.993, 0.005),
+    "dense_mnist": (0.975, 0.004),
+    "conv_mnist": (0.993, None),
     "conv_fashion": (0.91, 0.015),
 }
 
@@ -69,8 +69,10 @@ def accuracy_table(rows: list[dict]) -> str:
     """Accuracy of every back end, and agreement with the reference simulator."""
     header = [
         "model",
+        "decoder (ties)",
         "ANN (never sharpened)",
         "Keras (sharpened)",
+        "lost to the ANN",
         "reference simulator",
         "Nengo = reference",
         "Loihi emulator (= reference)",
@@ -84,8 +86,10 @@ def accuracy_table(rows: list[dict]) -> str:
         [
             [
                 r["model"],
+                f"{r['decoder']} ({r['decoder_ties']:,})",
                 pct(r["baseline_accuracy"]),
                 pct(r["keras_accuracy"]),
+                f"{100 * (r['baseline_accuracy'] - r['keras_accuracy']):+.2f} pt",
                 f"{pct(r['reference_accuracy'])} ({r['reference_disagreements']} differ)",
                 _of(r["nengo_agreement"], r["nengo_images"]),
                 f"{pct(r['loihi_accuracy'])} vs Keras {pct(r['loihi_keras_accuracy_same_images'])} "
@@ -150,8 +154,12 @@ def targets_table(rows: list[dict]) -> str:
                 r["model"],
                 f"{pct(r['keras_accuracy'])} (target {pct(target)}): "
                 + ("met" if r["keras_accuracy"] >= target else "not met"),
-                f"{100 * lost:+.2f} points (target at most {100 * gap:.1f}): "
-                + ("met" if lost <= gap else "not met"),
+                f"{100 * lost:+.2f} points"
+                + (
+                    f" (target at most {100 * gap:.1f}): " + ("met" if lost <= gap else "not met")
+                    if gap is not None
+                    else " (no target)"
+                ),
             ]
         )
     return _table(["model", "sharpened accuracy", "lost to the never-sharpened ANN"], out)
@@ -363,6 +371,7 @@ def benchmarks_readme(results: Path) -> str:
             f"({overhead['dataset']}, {overhead['train_images']:,} images).",
             "",
         ]
+    parts += honing_section(results) + seeds_section(results)
     parts += ["## Against NengoDL (rate-coded conversion)", "", peer_table(results, rows), ""]
     plot = accuracy_vs_timesteps_plot(results, rows, Path(results) / "accuracy_vs_timesteps.png")
     if plot:
@@ -378,6 +387,65 @@ def benchmarks_readme(results: Path) -> str:
         parts += ["## Not run", "", *skipped, ""]
     parts += ["## Provenance", "", *_provenance(results), ""]
     return "\n".join(parts)
+
+
+def _tie_break(figures: dict) -> str:
+    value = figures.get("potential_tie_break_accuracy")
+    return pct(value) if value is not None else "-"
+
+
+def _honing_row(seed, head, label: str, f: dict) -> list:
+    return [seed, head, label, pct(f["keras_accuracy"]), f["decoder_ties"], _tie_break(f),
+            f["disagreements"]]  # fmt: skip
+
+
+def honing_section(results: Path) -> list[str]:
+    """Honing variants and decoders from one sharp network (``results/honing.json``)."""
+    honing = load(results, "honing")
+    if not honing:
+        return []
+    rows = []
+    for run in honing["runs"]:
+        rows.append(_honing_row(run["seed"], run["head"], "none (sharp)", run["sharp"]))
+        for h in run["honed"]:
+            label = f"width {h['surrogate_width']}, lr {h['learning_rate']:g}"
+            rows.append(_honing_row(run["seed"], run["head"], label, h))
+    header = ["seed", "head", "honing", "accuracy", "decoder ties",
+              "key ties broken by potentials", "reference = Keras (differ)"]  # fmt: skip
+    return [
+        "## Honing and decoders",
+        "",
+        f"`{honing['command']}`: dense_mnist sharpened once per head (Adam 1e-3), then honed "
+        f"{honing['hone_epochs']} epochs from that same sharp network with each surrogate width "
+        "and learning rate (Adam). The N-hot key's ties are also decoded by the output "
+        "population's potentials, measured on the reference simulator.",
+        "",
+        _table(header, rows),
+        "",
+    ]
+
+
+def _spread(figures: dict) -> str:
+    return f"{pct(figures['mean'])} ± {100 * figures['std']:.2f}"
+
+
+def seeds_section(results: Path) -> list[str]:
+    """Mean and spread over seeds (``results/seeds.json``)."""
+    seeds = load(results, "seeds")
+    if not seeds:
+        return []
+    rows = [[r["seed"], r["epochs"], pct(r["baseline_accuracy"]), pct(r["sharpened_accuracy"]),
+             pct(r["reference_accuracy"]), r["disagreements"], r["decoder_ties"]]
+            for r in seeds["runs"]]  # fmt: skip
+    sm = seeds["summary"]
+    lost = f"lost {100 * sm['lost']['mean']:.2f} ± {100 * sm['lost']['std']:.2f} pt"
+    rows.append(["mean ± std", "", _spread(sm["baseline_accuracy"]),
+                 _spread(sm["sharpened_accuracy"]), lost, "", ""])  # fmt: skip
+    header = ["seed", "epochs", "ANN (never sharpened)", "sharpened + honed",
+              "reference simulator", "differ", "decoder ties"]  # fmt: skip
+    return [f"## Repeatability: {seeds['model']} over {len(seeds['runs'])} seeds", "",
+            f"`{seeds['command']}`, {seeds['test_images']:,} test images.", "",
+            _table(header, rows), ""]  # fmt: skip
 
 
 def readme_results_block(results: Path) -> str:

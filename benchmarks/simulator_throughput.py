@@ -57,6 +57,7 @@ def measure(name: str, data_dir, repeats: int, n_test: int | None = None) -> dic
             for s in net.stages
         ],
         "test_images": len(x_test),
+        "decoder": type(net.decoder).__name__ if net.decoder is not None else None,
         "keras_accuracy": float((keras_predictions == y_test).mean()),
         "simulator_accuracy": float((result.predictions == y_test).mean()),
         "disagreements": int(differ.sum()),

@@ -102,6 +102,10 @@ def summary_row(figures: dict) -> dict:
         "keras_accuracy": sim["keras_accuracy"],
         "reference_accuracy": sim["simulator_accuracy"],
         "reference_disagreements": sim["disagreements"],
+        "decoder": {"ReadoutDecoder": "readout", "KeyDecoder": "N-hot key"}.get(
+            sim.get("decoder"), "N-hot key"
+        ),
+        "decoder_ties": sim["decoder_ties"],
         "test_images": sim["test_images"],
         "nengo_agreement": ng["nengo"]["agreement"],
         "nengo_images": ng["nengo"]["images"],

@@ -32,7 +32,12 @@ CACHE = Path(os.environ.get("WHETSTONE_MODEL_CACHE", Path(__file__).parent / "re
 
 @dataclass(frozen=True)
 class Recipe:
-    """How a reference model is built and trained (``steps`` counted ``per`` epoch or batch)."""
+    """How a reference model is built and trained (``steps`` counted ``per`` epoch or batch).
+
+    The sharpened run ends ``hone_epochs`` epochs after it became fully sharp (honing at
+    ``hone_learning_rate``); the baseline trains the same architecture for as many epochs
+    as the sharpened run took, never sharpened.
+    """
 
     dataset: str
     build: str  # name of a builder in whetstone.models
@@ -44,17 +49,31 @@ class Recipe:
     per: str = "epoch"
     batch_size: int = 128
     seed: int = 0
+    head: str = "key"
+    hone_epochs: int = 0
+    hone_learning_rate: float | None = None
+    options: tuple[tuple[str, object], ...] = ()  # more keyword arguments of the builder
+
+    def build_model(self) -> keras.Model:
+        """The untrained model of this recipe."""
+        builder = getattr(ws.models, self.build)
+        return builder(seed=self.seed, head=self.head, **dict(self.options))
 
 
 RECIPES = {
-    # The original Whetstone MNIST dense network and schedule.
-    "dense_mnist": Recipe("mnist", "dense_mnist", "adadelta", 4.0, 21, 5, 5),
-    # Three spiking layers, two sharpening steps each at epoch ends; fully sharp after the
-    # last epoch.
-    "conv_mnist": Recipe("mnist", "conv_mnist", "adam", 1e-3, 10, 4, 2),
+    # The original Whetstone MNIST dense network (256-64), Adam, honed, softmax readout.
+    "dense_mnist": Recipe(
+        "mnist", "dense_mnist", "adam", 1e-3, 40, 4, 3,
+        head="readout", hone_epochs=15, hone_learning_rate=1e-4,
+    ),
+    # Two spiking conv layers, two sharpening steps each at epoch ends, then honing.
+    "conv_mnist": Recipe(
+        "mnist", "conv_mnist", "adam", 1e-3, 20, 3, 2,
+        head="readout", hone_epochs=5, hone_learning_rate=1e-4,
+    ),
     "conv_fashion": Recipe("fashion-mnist", "conv_mnist", "adam", 1e-3, 12, 6, 2),
     "vgg_cifar10": Recipe("cifar10", "vgg_cifar10", "adam", 1e-3, 36, 12, 3),
-}
+}  # fmt: skip
 
 # Smoke runs (``configure(quick=True)``): one epoch on a few images, sharpened within it.
 QUICK_IMAGES = (512, 256)
@@ -74,7 +93,9 @@ def configure(cache: Path | None = None, quick: bool | None = None) -> None:
 
 def quick_recipe(recipe: Recipe) -> Recipe:
     """``recipe`` shrunk to one epoch that ends fully sharpened (a few batches per layer)."""
-    return dataclasses.replace(recipe, epochs=1, start_epoch=0, steps=1, per="batch", batch_size=64)
+    return dataclasses.replace(
+        recipe, epochs=1, start_epoch=0, steps=1, per="batch", batch_size=64, hone_epochs=0
+    )
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -105,13 +126,15 @@ def train(
     sharpen: bool = True,
     n_train: int | None = None,
     n_test: int | None = None,
+    epochs: int | None = None,
 ) -> tuple[keras.Model, dict]:
-    """Train ``recipe`` (with its sharpener, or never sharpened); return the model and a
-    report with test accuracy per epoch, training seconds per epoch and the history."""
+    """Train ``recipe`` (with its sharpener, or never sharpened, for ``epochs``: by default
+    the recipe's); return the model and a report with test accuracy per epoch, training
+    seconds per epoch and the history."""
     (x, y), (x_test, y_test) = ws.datasets.load(recipe.dataset, data_dir)
     x, y, x_test, y_test = x[:n_train], y[:n_train], x_test[:n_test], y_test[:n_test]
     keras.utils.set_random_seed(recipe.seed)
-    model = getattr(ws.models, recipe.build)()
+    model = recipe.build_model()
     optimizer = keras.optimizers.get(
         {"class_name": recipe.optimizer, "config": {"learning_rate": recipe.learning_rate}}
     )
@@ -121,14 +144,19 @@ def train(
     if sharpen:
         callbacks.append(
             ws.callbacks.SimpleSharpener(
-                recipe.start_epoch, recipe.steps, per=recipe.per, stop_when_sharp=True
+                recipe.start_epoch,
+                recipe.steps,
+                per=recipe.per,
+                stop_when_sharp=True,
+                hone_epochs=recipe.hone_epochs,
+                hone_learning_rate=recipe.hone_learning_rate,
             )
         )
     started = time.perf_counter()
     history = model.fit(
         x,
         keras.utils.to_categorical(y, 10),
-        epochs=recipe.epochs,
+        epochs=epochs or recipe.epochs,
         batch_size=recipe.batch_size,
         validation_data=(x_test, keras.utils.to_categorical(y_test, 10)),
         callbacks=callbacks,
@@ -149,40 +177,56 @@ def train(
     return model, report
 
 
-def _cached(name: str, data_dir, sharpen: bool) -> keras.Model:
+def _cached(name: str, data_dir, sharpen: bool, seed: int | None = None) -> keras.Model:
+    """The model of recipe ``name`` (with another ``seed`` if given), trained on first use.
+
+    The baseline trains for as many epochs as the sharpened run of the same seed took.
+    """
     if name not in RECIPES:
         raise ValueError(f"unknown reference model {name!r}; choose one of {sorted(RECIPES)}.")
     CACHE.mkdir(parents=True, exist_ok=True)
-    stem = name if sharpen else f"{name}_baseline"
+    stem = _stem(name, sharpen, seed)
     path = CACHE / f"{stem}.keras"
     with open(CACHE / f".{stem}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not path.exists():
             recipe, (n_train, n_test) = RECIPES[name], (None, None)
+            if seed is not None:
+                recipe = dataclasses.replace(recipe, seed=seed)
             if QUICK:
                 recipe, (n_train, n_test) = quick_recipe(recipe), QUICK_IMAGES
-            model, report = train(recipe, data_dir, sharpen=sharpen, n_train=n_train, n_test=n_test)
+            epochs = None
+            if not sharpen:
+                _cached(name, data_dir, True, seed)
+                epochs = len(report(name, True, seed)["epoch_seconds"])
+            model, report_ = train(
+                recipe, data_dir, sharpen=sharpen, n_train=n_train, n_test=n_test, epochs=epochs
+            )
             tmp = path.with_suffix(".tmp.keras")
             model.save(tmp)
             os.replace(tmp, path)
-            (CACHE / f"{stem}.json").write_text(json.dumps({"model": name, **report}, indent=2))
+            (CACHE / f"{stem}.json").write_text(json.dumps({"model": name, **report_}, indent=2))
     return keras.models.load_model(path)
 
 
-def sharpened_model(name: str, data_dir=None) -> keras.Model:
+def _stem(name: str, sharpen: bool, seed: int | None) -> str:
+    stem = name if seed is None or seed == RECIPES[name].seed else f"{name}_seed{seed}"
+    return stem if sharpen else f"{stem}_baseline"
+
+
+def sharpened_model(name: str, data_dir=None, seed: int | None = None) -> keras.Model:
     """The cached sharpened model ``name`` (one of ``RECIPES``), trained on first use."""
-    return _cached(name, data_dir, sharpen=True)
+    return _cached(name, data_dir, sharpen=True, seed=seed)
 
 
-def baseline_model(name: str, data_dir=None) -> keras.Model:
+def baseline_model(name: str, data_dir=None, seed: int | None = None) -> keras.Model:
     """The same architecture and recipe never sharpened (bounded ReLU), cached likewise."""
-    return _cached(name, data_dir, sharpen=False)
+    return _cached(name, data_dir, sharpen=False, seed=seed)
 
 
-def report(name: str, sharpen: bool = True) -> dict:
+def report(name: str, sharpen: bool = True, seed: int | None = None) -> dict:
     """The training report saved next to a cached model."""
-    stem = name if sharpen else f"{name}_baseline"
-    return json.loads((CACHE / f"{stem}.json").read_text())
+    return json.loads((CACHE / f"{_stem(name, sharpen, seed)}.json").read_text())
 
 
 if __name__ == "__main__":

@@ -348,3 +348,53 @@ def test_sharpened_dense_mnist_reaches_96_percent(data_dir):
     accuracy = (model.predict(x_test, verbose=0).argmax(axis=1) == y_test).mean()
     print(f"sharpened dense MNIST test accuracy: {accuracy:.4f}")
     assert accuracy >= 0.96
+
+
+# -- honing -------------------------------------------------------------------------------
+
+
+def test_stop_when_sharp_waits_for_hone_epochs():
+    sharpener = SimpleSharpener(
+        start_epoch=0, steps=1, stop_when_sharp=True, hone_epochs=3, verbose=0
+    )
+    logs, _ = fit_trace(sharpener, epochs=20)
+    assert len(logs["loss"]) == 5  # sharp after epoch 1, then 3 honing epochs
+    assert logs["honing"] == [0.0, 0.0, 1.0, 1.0, 1.0]
+
+
+def test_hone_learning_rate_is_set_when_sharp():
+    model = two_layer_model()
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    rates = []
+    recorder = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda e, logs: rates.append(float(model.optimizer.learning_rate))
+    )
+    sharpener = SimpleSharpener(start_epoch=1, steps=1, hone_learning_rate=0.01, verbose=0)
+    model.fit(X, Y, epochs=4, batch_size=4, callbacks=[sharpener, recorder], verbose=0)
+    assert rates == pytest.approx([0.1, 0.1, 0.01, 0.01])
+
+
+def test_honing_moves_the_weights_below_sharp_layers():
+    model = two_layer_model()
+    model.compile(keras.optimizers.SGD(0.5), "mse")
+    ws.sharpness.set_model_sharpness(model, 1.0)
+    before = model.layers[0].get_weights()[0].copy()
+    x = np.random.default_rng(1).random((64, 4)).astype("float32")
+    model.fit(x, np.ones((64, 3)), epochs=3, batch_size=8, verbose=0,
+              callbacks=[SimpleSharpener(hone_epochs=2, stop_when_sharp=True, verbose=0)])  # fmt: skip
+    assert not np.array_equal(before, model.layers[0].get_weights()[0])
+    hidden = model.predict(x, verbose=0)
+    assert set(np.unique(hidden)) <= {0.0, 1.0}
+
+
+def test_hone_arguments_are_checked():
+    with pytest.raises(ValueError, match="hone_epochs"):
+        SimpleSharpener(hone_epochs=-1)
+    with pytest.raises(ValueError, match="hone_learning_rate"):
+        AdaptiveSharpener(hone_learning_rate=float("nan"))
+    model = two_layer_model()
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.9)
+    model.compile(keras.optimizers.SGD(schedule), "mse")
+    with pytest.raises(ValueError, match="plain learning rate"):
+        model.fit(X, Y, epochs=1, verbose=0,
+                  callbacks=[SimpleSharpener(hone_learning_rate=0.01, verbose=0)])  # fmt: skip

@@ -324,3 +324,70 @@ def test_import_whetstone_is_enough_to_load_a_saved_model(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "SpikingBRelu" in done.stdout
+
+
+# --- honing: exact step forward, surrogate gradient backward ----------------------------
+
+
+def _value_and_grad(layer, x):
+    """The layer's output and d(sum output)/dx on the active Keras back end."""
+    x = np.asarray(x, np.float32)
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        xt = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            y = layer(xt)
+            total = tf.reduce_sum(y)
+        return y.numpy(), tape.gradient(total, xt).numpy()
+    if backend == "jax":
+        import jax
+
+        y = np.asarray(layer(x))
+        return y, np.asarray(jax.grad(lambda v: layer(v).sum())(x))
+    import torch
+
+    xt = torch.tensor(x, requires_grad=True)
+    y = layer(xt)
+    y.sum().backward()
+    return y.detach().numpy(), xt.grad.numpy()
+
+
+@settings(max_examples=50, deadline=None)
+@given(hnp.arrays(np.float32, (1, 16), elements=st.floats(-4, 4, width=32)),
+       st.sampled_from([0.25, 0.5, 1.0, 2.0]))  # fmt: skip
+def test_honing_forward_is_the_exact_step(x, width):
+    layer = SpikingBRelu(sharpness=1.0, surrogate_width=width)
+    y, _ = _value_and_grad(layer, x)
+    np.testing.assert_array_equal(y, (x >= 0.5).astype(np.float32))  # bit for bit
+
+
+@pytest.mark.parametrize("width", [0.5, 1.0, 2.0])
+def test_honing_gradient_is_the_surrogate_slope(width):
+    x = np.array([[0.5 - 0.6 * width, 0.5 - 0.2 * width, 0.5, 0.5 + 0.2 * width]], "float32")
+    _, grad = _value_and_grad(SpikingBRelu(sharpness=1.0, surrogate_width=width), x)
+    slope = 1.0 / (width + ws.layers.EPSILON)
+    np.testing.assert_allclose(grad, [[0.0, slope, slope, slope]], rtol=1e-5)
+
+
+def test_sigmoid_honing_gradient_is_the_sigmoid_slope():
+    x = np.array([[-1.0, 0.0, 2.0]], "float32")
+    y, grad = _value_and_grad(SpikingSigmoid(sharpness=1.0, surrogate_width=1.0), x)
+    assert y.tolist() == [[0.0, 1.0, 1.0]]
+    s = sigmoid_formula(x, 0.0)
+    np.testing.assert_allclose(grad, s * (1 - s) / (1.0 + 1e-3), rtol=1e-4)
+
+
+def test_surrogate_width_zero_gives_no_gradient_when_sharp():
+    _, grad = _value_and_grad(SpikingBRelu(sharpness=1.0, surrogate_width=0.0), [[0.4, 0.6]])
+    assert grad.tolist() == [[0.0, 0.0]]
+
+
+def test_surrogate_width_is_saved_and_checked(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), SpikingBRelu(1.0, surrogate_width=0.5)])
+    model.save(tmp_path / "m.keras")
+    assert keras.models.load_model(tmp_path / "m.keras").layers[-1].surrogate_width == 0.5
+    with pytest.raises(ValueError, match="surrogate_width"):
+        SpikingBRelu(surrogate_width=float("nan"))

@@ -6,9 +6,15 @@ adapt to each sharpened layer) or *uniformly* (all layers together). Sharpness o
 ever grows, ends at exactly 1.0, and is read back from the model when training
 starts, so a run resumed from a saved model continues where it stopped.
 
+Once every layer is sharp, training may go on: this is *honing*. The forward pass is
+then exactly the spiking network's and the gradient comes from each layer's surrogate
+(see ``whetstone.layers``), so the layers learn to live with their steps. A sharpener
+can switch the learning rate when honing starts (``hone_learning_rate``) and, with
+``stop_when_sharp``, ends training ``hone_epochs`` epochs after the model became sharp.
+
 After every epoch the current sharpness goes into ``logs`` (``sharpness`` for the
-model's mean and ``sharpness_<layer name>`` per layer), so ``History``, ``CSVLogger``
-and ``TensorBoard`` record it.
+model's mean, ``sharpness_<layer name>`` per layer and ``honing``, 1 in an epoch that
+began fully sharp), so ``History``, ``CSVLogger`` and ``TensorBoard`` record it.
 
 Example:
     >>> import keras, numpy as np, whetstone as ws
@@ -46,31 +52,78 @@ class Sharpener(keras.callbacks.Callback):
 
     Args:
         bottom_up: sharpen one layer at a time from the input (True) or all together.
-        stop_when_sharp: end training at the end of the epoch in which the last
-            layer reached sharpness 1.
+        stop_when_sharp: end training once the model is fully sharp and honed: at the
+            end of the ``hone_epochs``-th epoch after the one in which the last layer
+            reached sharpness 1 (``hone_epochs=0``: at the end of that epoch).
+        hone_epochs: epochs of honing before ``stop_when_sharp`` ends training.
+        hone_learning_rate: learning rate set on the optimizer when the model becomes
+            fully sharp (None keeps it).
         verbose: 1 prints a line when a layer becomes fully sharp; 0 is silent.
     """
 
-    def __init__(self, bottom_up: bool = True, stop_when_sharp: bool = False, verbose: int = 1):
+    def __init__(
+        self,
+        bottom_up: bool = True,
+        stop_when_sharp: bool = False,
+        verbose: int = 1,
+        hone_epochs: int = 0,
+        hone_learning_rate: float | None = None,
+    ):
         super().__init__()
+        if not isinstance(hone_epochs, int) or hone_epochs < 0:
+            raise ValueError(f"hone_epochs must be an integer >= 0, got {hone_epochs!r}.")
+        if hone_learning_rate is not None and not (
+            math.isfinite(hone_learning_rate) and hone_learning_rate > 0
+        ):
+            raise ValueError(
+                f"hone_learning_rate must be a positive number or None, got {hone_learning_rate}."
+            )
         self.bottom_up = bottom_up
         self.stop_when_sharp = stop_when_sharp
+        self.hone_epochs = hone_epochs
+        self.hone_learning_rate = hone_learning_rate
         self.verbose = verbose
         self.layers: list = []
         self.values: list[float] = []
+        self.sharp_epoch: int | None = None
 
     # -- state ---------------------------------------------------------------
     def on_train_begin(self, logs=None):
         self.layers = require_spiking_layers(self.model)
         self.values = [layer.get_sharpness() for layer in self.layers]
         self._epoch = 0
+        self.sharp_epoch = -1 if self.fully_sharp else None  # resumed sharp: all honing
+        if self.hone_learning_rate is not None:
+            _check_settable_learning_rate(self.model)
+            if self.fully_sharp:
+                self._set_learning_rate(self.hone_learning_rate)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+        if self.sharp_epoch == -1:
+            self.sharp_epoch = epoch - 1
 
     @property
     def fully_sharp(self) -> bool:
         return all(value == 1.0 for value in self.values)
+
+    @property
+    def honed_epochs(self) -> int:
+        """Whole epochs trained since the model became fully sharp."""
+        return 0 if self.sharp_epoch is None else max(self._epoch - self.sharp_epoch, 0)
+
+    def _set_learning_rate(self, value: float) -> None:
+        sync = getattr(self.model, "jax_state_sync", None)
+        if sync is not None:
+            sync()
+        self.model.optimizer.learning_rate.assign(value)
+
+    def _start_honing(self) -> None:
+        self.sharp_epoch = self._epoch
+        if self.hone_learning_rate is not None:
+            self._set_learning_rate(self.hone_learning_rate)
+        if self.verbose and (self.hone_epochs or not self.stop_when_sharp):
+            print(f"{type(self).__name__}: fully sharp; honing from here on.")
 
     def apply(self, targets: Sequence[float]) -> None:
         """Raise each layer's sharpness to its target (never lowers it)."""
@@ -90,6 +143,8 @@ class Sharpener(keras.callbacks.Callback):
                     f"\n{type(self).__name__}: layer {self.layers[i].name!r} is fully sharp "
                     f"(epoch {self._epoch + 1})."
                 )
+        if self.fully_sharp:
+            self._start_honing()
 
     # -- reporting -----------------------------------------------------------
     def log_sharpness(self, logs) -> None:
@@ -98,10 +153,11 @@ class Sharpener(keras.callbacks.Callback):
         logs["sharpness"] = sum(self.values) / len(self.values)
         for layer, value in zip(self.layers, self.values, strict=True):
             logs[f"sharpness_{layer.name}"] = value
+        logs["honing"] = float(self.sharp_epoch is not None and self.sharp_epoch < self._epoch)
 
     def on_epoch_end(self, epoch, logs=None):
         self.log_sharpness(logs)
-        if self.stop_when_sharp and self.fully_sharp:
+        if self.stop_when_sharp and self.fully_sharp and self.honed_epochs >= self.hone_epochs:
             self.model.stop_training = True
 
     def on_train_end(self, logs=None):
@@ -112,6 +168,22 @@ class Sharpener(keras.callbacks.Callback):
                 f"{type(self).__name__}: training ended before the model was fully sharp "
                 f"({table}); train more epochs (fit with initial_epoch resumes) before converting."
             )
+        elif self.verbose and self.stop_when_sharp and self.honed_epochs < self.hone_epochs:
+            print(
+                f"{type(self).__name__}: training ended after {self.honed_epochs} of "
+                f"{self.hone_epochs} honing epochs; the model is sharp and can be converted, "
+                "or train more epochs to finish honing."
+            )
+
+
+def _check_settable_learning_rate(model) -> None:
+    rate = getattr(getattr(model, "optimizer", None), "learning_rate", None)
+    if not hasattr(rate, "assign"):
+        raise ValueError(
+            "hone_learning_rate needs an optimizer with a plain learning rate, but the model's "
+            f"is {type(rate).__name__}; compile with a float learning rate, or leave "
+            "hone_learning_rate=None and schedule the rate yourself."
+        )
 
 
 def _check_steps(steps: int) -> int:
@@ -133,7 +205,8 @@ class SimpleSharpener(Sharpener):
             sharpening steps are taken.
         steps: number of steps per layer (at least 1).
         per: ``"epoch"`` or ``"batch"``.
-        bottom_up, stop_when_sharp, verbose: see ``Sharpener``.
+        bottom_up, stop_when_sharp, verbose, hone_epochs, hone_learning_rate: see
+            ``Sharpener``.
 
     Example:
         >>> import whetstone as ws
@@ -150,8 +223,10 @@ class SimpleSharpener(Sharpener):
         bottom_up: bool = True,
         stop_when_sharp: bool = False,
         verbose: int = 1,
+        hone_epochs: int = 0,
+        hone_learning_rate: float | None = None,
     ):
-        super().__init__(bottom_up, stop_when_sharp, verbose)
+        super().__init__(bottom_up, stop_when_sharp, verbose, hone_epochs, hone_learning_rate)
         if per not in ("epoch", "batch"):
             raise ValueError(f"per must be 'epoch' or 'batch', got {per!r}.")
         if start_epoch < 0:
@@ -202,7 +277,7 @@ class ScheduledSharpener(Sharpener):
     Args:
         schedule: ``(start, stop)`` or a list of them, one per spiking layer.
         steps_per_epoch: batches per epoch; by default taken from ``fit``.
-        stop_when_sharp, verbose: see ``Sharpener``.
+        stop_when_sharp, verbose, hone_epochs, hone_learning_rate: see ``Sharpener``.
 
     Example:
         >>> import whetstone as ws
@@ -217,9 +292,11 @@ class ScheduledSharpener(Sharpener):
         steps_per_epoch: int | None = None,
         stop_when_sharp: bool = False,
         verbose: int = 1,
+        hone_epochs: int = 0,
+        hone_learning_rate: float | None = None,
     ):
         single = len(schedule) == 2 and all(isinstance(e, int) for e in schedule)
-        super().__init__(not single, stop_when_sharp, verbose)
+        super().__init__(not single, stop_when_sharp, verbose, hone_epochs, hone_learning_rate)
         self.windows = [tuple(schedule)] if single else [tuple(w) for w in schedule]
         _check_windows(self.windows)
         self.steps_per_epoch = steps_per_epoch
@@ -284,7 +361,8 @@ class AdaptiveSharpener(Sharpener):
         critical: sharpness from which ``slow_rate`` applies.
         tolerance: allowed relative increase of the loss over its best value.
         patience: epochs to pause after the loss degraded.
-        bottom_up, stop_when_sharp, verbose: see ``Sharpener``.
+        bottom_up, stop_when_sharp, verbose, hone_epochs, hone_learning_rate: see
+            ``Sharpener``.
 
     Example:
         >>> import whetstone as ws
@@ -304,8 +382,10 @@ class AdaptiveSharpener(Sharpener):
         bottom_up: bool = True,
         stop_when_sharp: bool = False,
         verbose: int = 1,
+        hone_epochs: int = 0,
+        hone_learning_rate: float | None = None,
     ):
-        super().__init__(bottom_up, stop_when_sharp, verbose)
+        super().__init__(bottom_up, stop_when_sharp, verbose, hone_epochs, hone_learning_rate)
         for name, value in (("rate", rate), ("slow_rate", slow_rate)):
             if not 0.0 < value <= 1.0:
                 raise ValueError(f"{name} must be in (0, 1], got {value}.")

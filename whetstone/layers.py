@@ -7,6 +7,15 @@ that either fires one binary spike or stays silent. Sharpness is a non-trainable
 scalar variable of the layer: it is saved in ``.keras`` files and can be changed
 (``layer.set_sharpness(0.5)``) without recompiling the model.
 
+Once fully sharp a layer can still be trained (*honing*): its forward pass is the
+exact step and its backward pass is the slope of a surrogate, the smooth activation of
+width ``surrogate_width`` (a straight-through estimator)::
+
+    y = H(x - theta) + (s(x) - stop_gradient(s(x)))      s(x) = smooth(x, surrogate_width)
+
+The bracket is exactly 0 in floating point, so ``y`` is the step to the bit, and
+``dy/dx = s'(x)``.
+
 Example:
     >>> import keras, numpy as np, whetstone as ws
     >>> act = ws.layers.SpikingBRelu(sharpness=1.0)
@@ -15,6 +24,8 @@ Example:
 """
 
 from __future__ import annotations
+
+import math
 
 import keras
 import numpy as np
@@ -44,13 +55,21 @@ class Spiking(keras.layers.Layer):
 
     Args:
         sharpness: initial sharpness in [0, 1].
+        surrogate_width: width of the linear region whose slope is the gradient once
+            the layer is fully sharp (honing); 0 turns that gradient off.
     """
 
     threshold: float = 0.5
 
-    def __init__(self, sharpness: float = 0.0, **kwargs):
+    def __init__(self, sharpness: float = 0.0, surrogate_width: float = 1.0, **kwargs):
         super().__init__(**kwargs)
         _check_sharpness(sharpness, f"{type(self).__name__}(sharpness=...)")
+        if not (math.isfinite(surrogate_width) and surrogate_width >= 0):
+            raise ValueError(
+                f"{type(self).__name__}(surrogate_width=...) must be a finite number >= 0, "
+                f"got {surrogate_width}. Use 1.0 (the default) or 0 for no gradient when sharp."
+            )
+        self.surrogate_width = float(surrogate_width)
         self.sharpness = self.add_weight(
             name="sharpness",
             shape=(),
@@ -66,6 +85,9 @@ class Spiking(keras.layers.Layer):
     def call(self, x):
         sharpness = ops.cast(self.sharpness, x.dtype)
         step = ops.cast(ops.greater_equal(x, self.threshold), x.dtype)
+        if self.surrogate_width > 0:
+            surrogate = self.smooth(x, self.surrogate_width)
+            step = step + (surrogate - ops.stop_gradient(surrogate))  # exactly + 0.0
         return ops.where(sharpness >= 1.0, step, self.smooth(x, 1.0 - sharpness))
 
     def set_sharpness(self, value: float) -> None:
@@ -80,7 +102,11 @@ class Spiking(keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "sharpness": self.get_sharpness()}
+        return {
+            **super().get_config(),
+            "sharpness": self.get_sharpness(),
+            "surrogate_width": self.surrogate_width,
+        }
 
 
 @keras.saving.register_keras_serializable(package="whetstone")

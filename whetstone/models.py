@@ -26,30 +26,56 @@ def _inputs(input_shape: tuple[int, ...], channels: bool) -> tuple[keras.KerasTe
     return inputs, inputs
 
 
+HEADS = ("key", "readout")
+
+
+def _check_head(head: str) -> None:
+    """``"key"``: an N-hot key population voting through ``SoftmaxDecode``; ``"readout"``: a
+    non-spiking softmax readout of the last spiking layer, decoded on the host."""
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}.")
+
+
 def dense_mnist(
     key_width: int = 100,
     seed: int = 0,
     input_shape: tuple[int, ...] = (28, 28),
     num_classes: int = 10,
+    head: str = "key",
+    hidden: tuple[int, ...] = (256, 64),
+    dropout: float = 0.0,
 ) -> keras.Model:
     """The original Whetstone MNIST network: Dense 256-64-key_width, N-hot decoded.
 
-    Flatten, Dense(256) + SpikingBRelu, Dense(64) + SpikingBRelu, Dense(key_width) +
-    SpikingBRelu, SoftmaxDecode(key_generator(num_classes, key_width, seed=seed)).
-    Compile it yourself (categorical cross-entropy on one-hot labels).
+    Flatten, per ``hidden`` width [Dropout] + Dense + SpikingBRelu, then the head:
+    Dense(key_width) + SpikingBRelu + SoftmaxDecode(key_generator(num_classes,
+    key_width, seed=seed)) for ``head="key"``, or a Dense(num_classes, softmax)
+    readout for ``head="readout"``. Compile it yourself (categorical cross-entropy on
+    one-hot labels).
 
     Example:
         >>> model = dense_mnist(key_width=100)
         >>> [layer.name for layer in model.layers[2:4]]
         ['dense_1', 'spiking_1']
+        >>> dense_mnist(head="readout").layers[-1].name
+        'readout'
     """
+    _check_head(head)
     inputs, x = _inputs(input_shape, channels=False)
     x = L.Flatten(name="flatten")(x)
-    for i, units in enumerate((256, 64, key_width)):
+    for i, units in enumerate(hidden):
+        x = L.Dropout(dropout, name=f"dropout_{i + 1}")(x) if dropout and i else x
         x = L.Dense(units, name=f"dense_{i + 1}")(x)
         x = SpikingBRelu(name=f"spiking_{i + 1}")(x)
-    key = key_generator(num_classes, key_width, seed=seed)
-    outputs = SoftmaxDecode(key, name="decode")(x)
+    if head == "key":  # the original's names: the key layer continues the numbering
+        n = len(hidden) + 1
+        x = L.Dropout(dropout, name=f"dropout_{n}")(x) if dropout else x
+        x = L.Dense(key_width, name=f"dense_{n}")(x)
+        x = SpikingBRelu(name=f"spiking_{n}")(x)
+        outputs = SoftmaxDecode(key_generator(num_classes, key_width, seed=seed), name="decode")(x)
+    else:
+        x = L.Dropout(dropout, name="dropout_out")(x) if dropout else x
+        outputs = L.Dense(num_classes, activation="softmax", name="readout")(x)
     return keras.Model(inputs, outputs, name="dense_mnist")
 
 
@@ -63,12 +89,14 @@ def conv_mnist(
     convs_per_block: int = 1,
     dropout: float = 0.3,
     name: str = "conv_mnist",
+    head: str = "key",
 ) -> keras.Model:
     """A small convolutional network. Per block, ``convs_per_block`` times Conv2D(3x3,
     same) + BatchNorm + SpikingBRelu, then MaxPooling2D(2); then Flatten, per ``hidden``
-    width Dropout + Dense + BatchNorm + SpikingBRelu, Dropout + Dense(key_width) +
-    BatchNorm + SpikingBRelu, SoftmaxDecode. Takes (28, 28) or (28, 28, 1) images (e.g.
-    Fashion-MNIST too).
+    width Dropout + Dense + BatchNorm + SpikingBRelu, then the head: Dropout +
+    Dense(key_width) + BatchNorm + SpikingBRelu + SoftmaxDecode (``head="key"``), or
+    Dropout + a Dense(num_classes, softmax) readout (``head="readout"``). Takes (28, 28)
+    or (28, 28, 1) images (e.g. Fashion-MNIST too).
 
     Dropout (training only; the spiking network has none) reduces the overfitting of
     the sharpened network. The BatchNorm before dense spiking layers keeps
@@ -93,11 +121,15 @@ def conv_mnist(
         x = L.Dense(units, name=f"dense_{i + 1}")(x)
         x = L.BatchNormalization(name=f"norm_dense_{i + 1}")(x)
         x = SpikingBRelu(name=f"spiking_dense_{i + 1}")(x)
+    _check_head(head)
     x = L.Dropout(dropout, name="dropout_out")(x) if dropout else x
-    x = L.Dense(key_width, name="dense_out")(x)
-    x = L.BatchNormalization(name="norm_out")(x)
-    x = SpikingBRelu(name="spiking_out")(x)
-    outputs = SoftmaxDecode(key_generator(num_classes, key_width, seed=seed), name="decode")(x)
+    if head == "readout":
+        outputs = L.Dense(num_classes, activation="softmax", name="readout")(x)
+    else:
+        x = L.Dense(key_width, name="dense_out")(x)
+        x = L.BatchNormalization(name="norm_out")(x)
+        x = SpikingBRelu(name="spiking_out")(x)
+        outputs = SoftmaxDecode(key_generator(num_classes, key_width, seed=seed), name="decode")(x)
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -1,0 +1,57 @@
+"""The decoder's tie rule, the same on every back end.
+
+A key decoder votes ``(2s - 1) @ (2K - 1)^T``; equal top votes go to the lowest class,
+and such samples are counted as decoder ties. Every back end decodes its output spikes on
+the host, so it must give the reference simulator's decision, ties included.
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from whetstone import simulate
+from whetstone.backends import get
+from whetstone.network import KeyDecoder, SpikingNetwork, Stage
+
+# Three classes over four neurons, chosen so that many spike patterns tie.
+KEY = np.array([[1, 1, 0, 0], [0, 0, 1, 1], [1, 0, 0, 1]], "float32")
+PATTERNS = np.array(list(itertools.product((0.0, 1.0), repeat=4)), "float32")
+
+
+def relay_network() -> SpikingNetwork:
+    """Binary inputs relayed one to one: the output spikes are the input pattern."""
+    stage = Stage("relay", "dense", (4,), (4,), np.eye(4, dtype="float32"), np.zeros(4, "float32"))
+    return SpikingNetwork((4,), [stage], KeyDecoder(KEY), input_encoding="binary")
+
+
+def lowest_of_top_votes(spikes: np.ndarray) -> np.ndarray:
+    votes = (2 * spikes - 1) @ (2 * KEY - 1).T
+    return np.array([np.flatnonzero(v == v.max())[0] for v in votes])
+
+
+def test_reference_gives_ties_to_the_lowest_class_and_counts_them():
+    result = simulate.run(relay_network(), PATTERNS)
+    assert result.predictions.tolist() == lowest_of_top_votes(PATTERNS).tolist()
+    votes = (2 * PATTERNS - 1) @ (2 * KEY - 1).T
+    tied = (votes == votes.max(axis=1, keepdims=True)).sum(axis=1) > 1
+    assert result.decoder_ties == int(tied.sum()) > 0
+    assert (result.tie_mask == tied).all()
+
+
+BACKENDS = [
+    ("nengo", {}, "nengo"),
+    ("loihi", {"target": "sim"}, "nengo_loihi"),
+    ("loihi", {"target": "simreal"}, "nengo_loihi"),
+    ("spinnaker", {"simulator": "nest"}, "pyNN.nest"),
+    ("nir", {}, "nir"),
+]
+
+
+@pytest.mark.parametrize(("name", "options", "module"), BACKENDS)
+def test_every_back_end_breaks_ties_like_the_reference(name, options, module):
+    pytest.importorskip(module)
+    net = relay_network()
+    result = get(name).run(net, PATTERNS, **options)
+    np.testing.assert_array_equal(result.output_spikes.reshape(len(PATTERNS), -1), PATTERNS)
+    assert result.predictions.tolist() == simulate.run(net, PATTERNS).predictions.tolist()
