@@ -1,0 +1,148 @@
+"""Automatic Loihi partition: within every per-core limit, as nengo-loihi itself checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_backend_nengo import _conv_stage, _dense_stage, _pool_stage
+
+import whetstone.backends as backends
+from whetstone.backends.loihi import LIMITS, LoihiPartitionError, plan
+from whetstone.backends.loihi_partition import partition
+from whetstone.network import KeyDecoder, SpikingNetwork, output_length
+
+loihi = backends.get("loihi")
+KEYS = ("compartments", "in_axons", "out_axons", "synapse_bits")
+KEY = KeyDecoder(np.repeat(np.eye(10), 10, axis=1))
+
+
+def keras_io_convnet(rng, encoding="host") -> SpikingNetwork:
+    """The keras.io MNIST convnet: Conv2D 32 and 64 (3x3), max-pooling, a dense key head."""
+    stages = [
+        _conv_stage(rng, "conv_1", (28, 28, 1), 32, 3, 1, "valid", 0.5),
+        _pool_stage("pool_1", (26, 26, 32), 2, 2, "valid"),
+        _conv_stage(rng, "conv_2", (13, 13, 32), 64, 3, 1, "valid", 0.5),
+        _pool_stage("pool_2", (11, 11, 64), 2, 2, "valid"),
+        _dense_stage(rng, "dense", 5 * 5 * 64, 100, 0.5),
+    ]
+    return SpikingNetwork((28, 28, 1), stages, KEY, encoding)
+
+
+def vgg_net(rng) -> SpikingNetwork:
+    """VGG-style: 32-32-pool-64-64-pool-Dense(256)-key (100 key neurons)."""
+    stages = [
+        _conv_stage(rng, "c1", (28, 28, 1), 32, 3, 1, "same", 0.5),
+        _conv_stage(rng, "c2", (28, 28, 32), 32, 3, 1, "same", 0.5),
+        _pool_stage("p1", (28, 28, 32), 2, 2, "valid"),
+        _conv_stage(rng, "c3", (14, 14, 32), 64, 3, 1, "same", 0.5),
+        _conv_stage(rng, "c4", (14, 14, 64), 64, 3, 1, "same", 0.5),
+        _pool_stage("p2", (14, 14, 64), 2, 2, "valid"),
+        _dense_stage(rng, "d1", 7 * 7 * 64, 256, 0.5),
+        _dense_stage(rng, "d2", 256, 100, 0.5),
+    ]
+    return SpikingNetwork((28, 28, 1), stages, KEY)
+
+
+@st.composite
+def conv_networks(draw):
+    """Random conv networks large enough that most stages need several cores."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    shape = (draw(st.integers(6, 20)), draw(st.integers(6, 20)), draw(st.integers(1, 8)))
+    input_shape, stages = shape, []
+    for i in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["conv", "conv", "pool"])) if i else "conv"
+        size, stride = draw(st.integers(1, 4)), draw(st.integers(1, 2))
+        padding = draw(st.sampled_from(["valid", "same"]))
+        if any(output_length(n, size, stride, 1, padding) < 1 for n in shape[:-1]):
+            break
+        if kind == "conv":
+            filters = draw(st.integers(1, 48))
+            stage = _conv_stage(rng, f"c{i}", shape, filters, size, stride, padding, 0.5)
+        else:
+            stage = _pool_stage(f"p{i}", shape, size, stride, padding)
+        stages.append(stage)
+        shape = stage.output_shape
+    n_in = int(np.prod(shape))
+    if n_in <= LIMITS["in_axons"]:  # a dense stage takes one input axon per input neuron
+        n_out = draw(st.integers(10, 1500))
+        stages.append(_dense_stage(rng, "d", n_in, n_out, 0.5))
+    encoding = draw(st.sampled_from(["binary", "host"])) if len(stages) > 1 else "binary"
+    return SpikingNetwork(input_shape, stages, None, encoding)
+
+
+def _measured(net, **options) -> list[dict]:
+    return loihi.resources(net, **options)["blocks"]
+
+
+def _planned(parts) -> list[dict]:
+    return [block for part in parts for block in part.blocks]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(conv_networks())
+def test_random_conv_networks_partition_within_limits(net):
+    """nengo-loihi builds (and so validates) every block; none exceeds a core's limits."""
+    parts = plan(net)
+    measured = _measured(net)  # builds the nengo-loihi model: its validation raises if over
+    assert len(measured) == sum(part.cores for part in parts)
+    for ours, theirs in zip(_planned(parts), measured, strict=True):
+        for key in KEYS:
+            assert theirs[key] <= LIMITS[key]
+            assert theirs[key] <= ours[key]  # our count is exact or an upper bound
+
+
+def test_counts_equal_nengo_loihi_on_keras_io_convnet():
+    net = keras_io_convnet(np.random.default_rng(0))
+    parts = plan(net)
+    measured = _measured(net)
+    assert [{k: b[k] for k in KEYS} for b in measured] == _planned(parts)
+
+
+def test_keras_io_convnet_runs_on_emulator_without_shapes():
+    rng = np.random.default_rng(1)
+    net = keras_io_convnet(rng)
+    x = rng.random((3, 28, 28, 1)).astype("float32")
+    result = loihi.run(net, x, target="sim", chips=1)
+    report = result.info["resources"]
+    assert report["chips_available"] == 1
+    assert result.predictions.shape == (3,)
+    assert not report["over_limits"] and report["cores"] == 18 and report["chips"] == 1
+    assert [p["stage"] for p in report["partition"]] == ["pool_1", "conv_2", "pool_2", "dense"]
+    assert sum(p["cores"] for p in report["partition"]) == report["cores"]
+
+
+def test_vgg_net_partitions_fast_and_builds():
+    net = vgg_net(np.random.default_rng(2))
+    parts = plan(net)
+    report = loihi.resources(net)
+    assert report["cores"] == sum(p.cores for p in parts) == 76 and not report["over_limits"]
+
+
+def test_pinned_shape_is_kept_and_checked():
+    net = keras_io_convnet(np.random.default_rng(3))
+    report = loihi.resources(net, block_shapes={"conv_2": (6, 11, 8)})
+    conv = next(p for p in report["partition"] if p["stage"] == "conv_2")
+    assert conv["pinned"] and conv["block_shape"] == [6, 11, 8] and conv["cores"] == 16
+    with pytest.raises(LoihiPartitionError, match=r"\(11, 11, 64\).*synapse_bits \d+ > 1048576"):
+        loihi.build(net, block_shapes={"conv_2": (11, 11, 64)})
+    with pytest.raises(LoihiPartitionError, match=r"one positive size per axis"):
+        loihi.build(net, block_shapes={"conv_2": (64,)})
+
+
+def test_too_many_chips_error_states_needed_and_available():
+    net = vgg_net(np.random.default_rng(4))
+    with pytest.raises(LoihiPartitionError) as error:
+        loihi.run(net, np.zeros((1, 28, 28, 1)), chips=1, block_shapes={"c2": (4, 4, 8)})
+    message = str(error.value)
+    assert "needs 244 Loihi cores (2 chips at 128 cores each)" in message
+    assert "1 chips (128 cores) are available" in message and "c2: 196" in message
+    assert "chips=" in message and "shrink" in message
+
+
+def test_unplaceable_dense_stage_says_why():
+    rng = np.random.default_rng(5)
+    net = SpikingNetwork((5000,), [_dense_stage(rng, "wide_in", 5000, 10, 0.5)], None, "binary")
+    with pytest.raises(LoihiPartitionError, match=r"'wide_in'.*in_axons 5000 > 4096.*Flatten"):
+        partition(net.stages)
