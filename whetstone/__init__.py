@@ -1,7 +1,9 @@
 """whetstone: sharpen Keras networks into single-spike neuromorphic networks.
 
-Importing the package registers its Keras layers, so ``keras.models.load_model``
-reads models that use them.
+Submodules load on first use, so the network, the simulator, the back ends and the
+CLI's ``--help`` work without importing TensorFlow or Keras. Keras finds the layers
+of a saved model by their module (``whetstone.layers``); when Keras is already
+imported, importing the package registers them at once.
 
 Example:
     >>> import whetstone as ws
@@ -9,19 +11,11 @@ Example:
     '0.1.0'
 """
 
-from whetstone import (
-    backends,
-    callbacks,
-    convert,
-    datasets,
-    encoding,
-    layers,
-    models,
-    network,
-    rewrite,
-    sharpness,
-    simulate,
-)
+import contextlib
+import importlib
+import sys
+
+from whetstone import _imports
 
 __version__ = "0.1.0"
 
@@ -32,6 +26,7 @@ __all__ = [
     "convert",
     "datasets",
     "encoding",
+    "files",
     "layers",
     "models",
     "network",
@@ -39,3 +34,26 @@ __all__ = [
     "sharpness",
     "simulate",
 ]
+
+
+def __getattr__(name: str):
+    """Import a submodule on first use (``whetstone.simulate``, ``whetstone.layers``, ...)."""
+    if name in __all__ and name != "__version__":
+        return importlib.import_module(f"whetstone.{name}")
+    raise AttributeError(f"module 'whetstone' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+def _register_layers(load_keras) -> None:
+    load_keras()
+    with contextlib.suppress(ImportError):
+        importlib.import_module("whetstone.layers")
+
+
+if "keras" in sys.modules:  # Keras is loaded anyway: register the layers now
+    importlib.import_module("whetstone.layers")
+else:  # register them as soon as anything imports Keras
+    _imports.around_import("keras", _register_layers)

@@ -2,26 +2,54 @@
 
 Every reporting command prints a table, or one JSON document with ``--json``. Bad
 input (a missing or damaged file, a model that is not sharp, an unknown back end,
-data of the wrong shape) gives a one-line error on stderr and exit status 2; a
-verification below its threshold exits with 1. ``-v`` shows tracebacks.
+data of the wrong shape) and an unusable environment (a read-only or full disk, no
+data and no network) give a one-line error on stderr (with ``--json``: a JSON error
+document on stdout too) and exit status 2; a verification below its threshold exits
+with 1. ``-v`` shows tracebacks.
+
+TensorFlow and Keras are imported only by the commands that need them, so ``--help``
+and ``--version`` answer at once; their start-up log lines are kept off the terminal
+unless ``TF_CPP_MIN_LOG_LEVEL`` is set.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
-import shutil
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import click
 
 import whetstone
+from whetstone import _imports, files
 from whetstone.backends import BackendResult, MissingDependencyError, names
+from whetstone.datasets import DataUnavailableError
 
-BAD_INPUT = (ValueError, FileNotFoundError, MissingDependencyError, KeyError)
+BAD_INPUT = (ValueError, OSError, MissingDependencyError, KeyError, DataUnavailableError)
+"""Errors that exit with status 2: bad input or an unusable environment (OSError)."""
+
+
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's start-up log lines off stderr, unless the user set its log level.
+
+    Example:
+        >>> quiet_tensorflow()  # before anything imports TensorFlow
+    """
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    for name in ("tensorflow", "keras"):
+        _imports.around_import(name, _quietly)
+
+
+def _quietly(load) -> None:
+    with _imports.quiet_stderr():
+        load()
 
 
 # ---------------------------------------------------------------- presentation
@@ -101,25 +129,49 @@ def reporting_options(command):
     return command
 
 
+class Command(click.Command):
+    """Runs a command with library prints sent to stderr (its --help still goes to stdout)."""
+
+    def invoke(self, ctx: click.Context):
+        # Keras progress bars, sPyNNaker's reports and other libraries' prints go to
+        # stderr, so stdout holds only the table or the JSON document.
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().invoke(ctx)
+
+
 class Group(click.Group):
     """Turns library errors into one-line messages (exit 2), unless -v asks for tracebacks."""
+
+    command_class = Command
+
+    def main(self, *args, **kwargs):
+        quiet_tensorflow()
+        return super().main(*args, **kwargs)
 
     def invoke(self, ctx: click.Context):
         out = ctx.ensure_object(Output)
         out.stdout = sys.stdout
         try:
-            # Keras progress bars, sPyNNaker's reports and other libraries' prints go to
-            # stderr, so stdout holds only the table or the JSON document.
-            with contextlib.redirect_stdout(sys.stderr):
-                return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            return super().invoke(ctx)
+        except click.ClickException as error:
+            _json_error(out, error.format_message(), error.exit_code)
+            raise
+        except (click.exceptions.Exit, click.Abort):
             raise
         except Exception as error:
-            if ctx.ensure_object(Output).verbose:
+            if out.verbose:
                 raise
             message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            status = 2 if isinstance(error, BAD_INPUT) else 1
             click.secho(f"Error: {message}", err=True, fg="red")
-            ctx.exit(2 if isinstance(error, BAD_INPUT) else 1)
+            _json_error(out, message, status)
+            ctx.exit(status)
+
+
+def _json_error(out: Output, message: str, status: int) -> None:
+    """With --json, the error as a JSON document on stdout too."""
+    if out.as_json:
+        out.echo(json.dumps({"error": message, "exit_status": status}, indent=2))
 
 
 # ---------------------------------------------------------------- loading
@@ -134,6 +186,11 @@ def load_model_or_network(path: str):
     from whetstone import network
 
     if Path(path).suffix == ".keras":
+        if not zipfile.is_zipfile(path):
+            raise ValueError(
+                f"{path} is not a loadable Keras model: it is damaged or of another format "
+                "(a .keras file is a zip archive written by model.save())."
+            )
         import keras
 
         from whetstone import convert
@@ -187,17 +244,8 @@ def test_split(dataset: str, data_dir, limit: int | None):
 
 
 def replace_atomically(written: Path, target: Path, force: bool) -> None:
-    """Move a finished file or folder onto ``target``; the old one goes only after."""
-    if target.exists() and not force:
-        raise click.UsageError(f"{target} exists; pass --force to overwrite it.")
-    old = target.with_name(f".{target.name}.old")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(written, target)
-    if old.is_dir():
-        shutil.rmtree(old)
-    elif old.exists():
-        old.unlink()
+    """Move a finished file or folder onto ``target`` with one rename (whetstone.files)."""
+    files.replace(written, target, force)
 
 
 # ---------------------------------------------------------------- commands
@@ -220,6 +268,19 @@ def main(ctx: click.Context) -> None:
       whetstone --json inspect model.keras             # machine-readable output
     """
     ctx.ensure_object(Output)
+
+
+class Fraction(click.FloatRange):
+    """A number from 0 to 1; NaN is refused (it would disable the comparison)."""
+
+    def __init__(self) -> None:
+        super().__init__(0, 1)
+
+    def convert(self, value, param, ctx):
+        value = super().convert(value, param, ctx)
+        if math.isnan(value):
+            self.fail("nan is not a number from 0 to 1.", param, ctx)
+        return value
 
 
 DATA_DIR = click.option(
@@ -250,6 +311,13 @@ MODEL = click.argument("model", type=click.Path(exists=True, dir_okay=False))
     help="Epochs of ordinary training before sharpening starts.",
 )
 @click.option(
+    "--hone-epochs",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Epochs of honing once fully sharp (exact steps forward, surrogate gradient).",
+)
+@click.option(
     "--backend",
     "backends",
     multiple=True,
@@ -264,13 +332,15 @@ MODEL = click.argument("model", type=click.Path(exists=True, dir_okay=False))
 @click.option("--seed", type=int, default=0, show_default=True)
 @reporting_options
 @click.pass_obj
-def demo(out: Output, dataset, data_dir, epochs, plain_epochs, backends, limit, seed) -> None:
+def demo(
+    out: Output, dataset, data_dir, epochs, plain_epochs, hone_epochs, backends, limit, seed
+) -> None:
     """Train a small network with a sharpener, convert it and run it spiking.
 
-    Trains the Whetstone MNIST dense network (784-256-64-100, N-hot key) for
+    Trains the Whetstone MNIST dense network (784-256-64, softmax readout) for
     --plain-epochs, measures its accuracy, sharpens it bottom-up in the remaining
-    epochs, converts it into a SpikingNetwork and runs it on the reference simulator
-    and the chosen back ends.
+    epochs, hones it for --hone-epochs more, converts it into a SpikingNetwork and runs
+    it on the reference simulator and the chosen back ends.
 
     \b
     Example:
@@ -292,8 +362,8 @@ def demo(out: Output, dataset, data_dir, epochs, plain_epochs, backends, limit, 
     x_test, y_test = x_test[:limit], y_test[:limit]
     out.say(f"{dataset}: {len(x)} training and {len(x_test)} test images")
     keras.utils.set_random_seed(seed)
-    model = models.dense_mnist(input_shape=x.shape[1:], seed=seed)
-    model.compile(keras.optimizers.Adadelta(4.0), "categorical_crossentropy")
+    model = models.dense_mnist(input_shape=x.shape[1:], seed=seed, head="readout")
+    model.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy")
     targets = keras.utils.to_categorical(y, 10)
 
     def accuracy(predictions) -> float:
@@ -307,12 +377,17 @@ def demo(out: Output, dataset, data_dir, epochs, plain_epochs, backends, limit, 
     steps = max(1, (epochs - plain_epochs) // layers)
     out.say(f"sharpening {layers} layers bottom-up, {steps} epoch(s) each")
     sharpener = callbacks.SimpleSharpener(
-        plain_epochs, steps, stop_when_sharp=True, verbose=int(out.keras_verbose > 0)
+        plain_epochs,
+        steps,
+        stop_when_sharp=True,
+        hone_epochs=hone_epochs,
+        hone_learning_rate=1e-4,
+        verbose=int(out.keras_verbose > 0),
     )
     model.fit(
         x,
         targets,
-        epochs=epochs,
+        epochs=epochs + hone_epochs,
         initial_epoch=plain_epochs,
         batch_size=128,
         callbacks=[sharpener],
@@ -323,7 +398,11 @@ def demo(out: Output, dataset, data_dir, epochs, plain_epochs, backends, limit, 
     reference = simulate.run(net, x_test)
     rows = [
         {"stage": "Keras, before sharpening", "accuracy": before, "agreement": None},
-        {"stage": "Keras, sharpened", "accuracy": accuracy(keras_predictions), "agreement": None},
+        {
+            "stage": "Keras, sharpened and honed",
+            "accuracy": accuracy(keras_predictions),
+            "agreement": None,
+        },
         _row("reference simulator", reference.predictions, y_test, keras_predictions),
     ]
     for row in rows:
@@ -495,20 +574,11 @@ def export(out: Output, model: str, target: str, output: str, force: bool) -> No
     from whetstone import backends as registry
 
     target_path = Path(output)
-    if target_path.exists() and not force:
-        raise click.UsageError(f"{output} exists; pass --force to overwrite it.")
+    is_folder = target_path.is_dir()  # the back end checks the kind; here only the rest
+    files.check_target(target_path, force, sources=[model], folder=is_folder)
     keras_model, net = load_model_or_network(model)
     net = require_network(keras_model, net, model)
-    staging = target_path.with_name(f".{target_path.name}.partial{target_path.suffix}")
-    try:
-        written = Path(registry.get(target).export(net, staging) or staging)
-        replace_atomically(written, target_path, force)
-    finally:
-        for leftover in (staging, staging.with_suffix("")):
-            if leftover.is_dir():
-                shutil.rmtree(leftover, ignore_errors=True)
-            elif leftover.exists():
-                leftover.unlink()
+    registry.get(target).export(net, target_path, force=force)
     out.say(f"wrote {target_path}")
     out.document({"file": model, "backend": target, "output": str(target_path)})
     if not out.as_json:
@@ -523,7 +593,7 @@ def export(out: Output, model: str, target: str, output: str, force: bool) -> No
 @click.option("-n", "--limit", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option(
     "--min-agreement",
-    type=click.FloatRange(0, 1),
+    type=Fraction(),
     default=0.999,
     show_default=True,
     help="Exit with status 1 when back end and reference agree on fewer images.",

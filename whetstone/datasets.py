@@ -3,8 +3,11 @@
 MNIST and Fashion-MNIST are read from their standard IDX gzip files in a data
 directory (argument ``data_dir``, else the ``WHETSTONE_DATA`` environment variable),
 in a sub-folder ``mnist/`` or ``fashion-mnist/``; without one, ``keras.datasets``
-downloads them. ``demo`` is a 6,000 / 1,000 image subset of MNIST shipped inside the
-package, so the demo and first tests need no network and no data directory.
+downloads them. CIFAR-10 is read from ``cifar10-jpeg/`` there (a folder-per-class
+image dataset, or a zip of one; see :func:`load_image_folder`), else from the original
+Python batches in ``cifar-10-batches-py/``, else through ``keras.datasets``. ``demo``
+is a 6,000 / 1,000 image subset of MNIST shipped inside the package, so the demo and
+first tests need no network and no data directory.
 
 Every loader returns ``((x_train, y_train), (x_test, y_test))`` with images as
 float32 in [0, 1] of shape (n, 28, 28) (CIFAR-10: (n, 32, 32, 3)) and labels as
@@ -27,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DATASETS", "load", "read_idx"]
+__all__ = ["DATASETS", "DataUnavailableError", "load", "load_image_folder", "read_idx"]
 
 Split = tuple[np.ndarray, np.ndarray]
 IDX_FILES = {
@@ -80,6 +83,10 @@ def _scaled(images: np.ndarray) -> np.ndarray:
     return (images.astype(np.float32) / 255.0).astype(np.float32)
 
 
+class DataUnavailableError(RuntimeError):
+    """A dataset is neither in the data folder nor downloadable (no network)."""
+
+
 def _load_idx_dataset(folder: str, keras_name: str, data_dir) -> tuple[Split, Split]:
     root = _data_dir(data_dir)
     if root is None:
@@ -116,7 +123,7 @@ def _from_keras(
     try:
         (x, y), (x_test, y_test) = getattr(keras.datasets, name).load_data()
     except Exception as error:
-        raise RuntimeError(
+        raise DataUnavailableError(
             f"could not download {name} through keras.datasets ({error}). Without network "
             f"access, {hint}."
         ) from error
@@ -137,12 +144,99 @@ def load_fashion_mnist(data_dir=None) -> tuple[Split, Split]:
 
 
 def load_cifar10(data_dir=None) -> tuple[Split, Split]:
-    """CIFAR-10 through ``keras.datasets`` (needs a network the first time)."""
+    """CIFAR-10: 50,000 train and 10,000 test images, 32x32x3.
+
+    From ``cifar10-jpeg/`` in the data directory (a folder-per-class copy, or its zip),
+    else the original Python batches in ``cifar-10-batches-py/``, else ``keras.datasets``
+    (needs a network the first time).
+    """
+    root = _data_dir(data_dir)
+    if root is not None:
+        for candidate in (root / "cifar10-jpeg" / "cifar10-jpeg.zip", root / "cifar10-jpeg"):
+            if candidate.exists():
+                return load_image_folder(candidate, image_size=(32, 32))
+        if (root / "cifar-10-batches-py").is_dir():
+            return _cifar_batches(root / "cifar-10-batches-py")
     return _from_keras(
         "cifar10",
-        "run keras.datasets.cifar10.load_data() once where a network is reachable and "
-        "copy Keras's cache (~/.keras/datasets) to this machine",
+        "put cifar10-jpeg/ (folder per class, or its zip) or the original "
+        "cifar-10-batches-py/ in the data directory",
     )
+
+
+def _cifar_batches(folder: Path) -> tuple[Split, Split]:
+    """The original CIFAR-10 Python pickles (``data_batch_1..5``, ``test_batch``)."""
+    import pickle
+
+    def read(names: list[str]) -> Split:
+        xs, ys = [], []
+        for name in names:
+            with open(folder / name, "rb") as f:
+                batch = pickle.load(f, encoding="bytes")
+            xs.append(batch[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+            ys.append(np.asarray(batch[b"labels"], np.int64))
+        return _scaled(np.concatenate(xs)), np.concatenate(ys)
+
+    return read([f"data_batch_{i}" for i in range(1, 6)]), read(["test_batch"])
+
+
+def load_image_folder(
+    path: str | os.PathLike, image_size: tuple[int, int] | None = None, color_mode: str = "rgb"
+) -> tuple[Split, Split]:
+    """A folder-per-class image dataset, or a zip of one, with ``train/`` and ``test/``.
+
+    Layout: ``train/<class>/<image>`` and ``test/<class>/<image>``; classes are numbered
+    in alphabetical order (Keras's ``image_dataset_from_directory`` reads each split).
+    Images come back as float32 in [0, 1], shape ``(n, height, width, channels)``, in a
+    fixed order (by class, then file name). ``image_size`` defaults to the first image's.
+
+    Example:
+        >>> (x, y), (x_test, y_test) = load_image_folder("cifar10-jpeg.zip")  # doctest: +SKIP
+        >>> x.shape, y.max()                                                  # doctest: +SKIP
+        ((50000, 32, 32, 3), 9)
+    """
+    import tempfile
+    import zipfile
+
+    path = Path(path)
+    if path.is_file() and zipfile.is_zipfile(path):
+        with tempfile.TemporaryDirectory(prefix="whetstone-images-") as tmp:
+            with zipfile.ZipFile(path) as archive:
+                _check_members(archive, path)
+                archive.extractall(tmp)
+            return load_image_folder(Path(tmp), image_size, color_mode)
+    splits = [path / "train", path / "test"]
+    if not all(split.is_dir() for split in splits):
+        raise FileNotFoundError(
+            f"{path} is not a folder-per-class image dataset: it needs train/<class>/ and "
+            "test/<class>/ folders of images (or a zip holding them)."
+        )
+    train_classes = sorted(p.name for p in splits[0].iterdir() if p.is_dir())
+    return tuple(_image_split(s, image_size, color_mode, train_classes) for s in splits)
+
+
+def _check_members(archive, path: Path) -> None:
+    for name in archive.namelist():
+        if name.startswith("/") or ".." in Path(name).parts:
+            raise ValueError(f"{path}: refusing a zip member outside the archive: {name!r}.")
+
+
+def _image_split(folder: Path, image_size, color_mode: str, class_names: list[str]) -> Split:
+    import keras
+
+    if image_size is None:
+        first = next(p for p in sorted(folder.rglob("*")) if p.is_file())
+        image_size = keras.utils.load_img(first).size[::-1]
+    data = keras.utils.image_dataset_from_directory(
+        folder, labels="inferred", label_mode="int", class_names=class_names,
+        color_mode=color_mode, image_size=tuple(image_size), shuffle=False, batch_size=1024,
+        verbose=False,
+    )  # fmt: skip
+    xs, ys = [], []
+    for images, labels in data.as_numpy_iterator():
+        xs.append(images)
+        ys.append(labels)
+    return _scaled(np.concatenate(xs)), np.concatenate(ys).astype(np.int64)
 
 
 def load_demo(data_dir=None) -> tuple[Split, Split]:

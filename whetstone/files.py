@@ -39,7 +39,14 @@ import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["TargetExistsError", "WriteError", "check_target", "staged", "write_bytes"]
+__all__ = [
+    "TargetExistsError",
+    "WriteError",
+    "check_target",
+    "replace",
+    "staged",
+    "write_bytes",
+]
 
 NAME_MAX = 255  # bytes in one file name on the common file systems
 
@@ -159,6 +166,25 @@ def write_bytes(
     return Path(target)
 
 
+def replace(
+    written: str | os.PathLike,
+    target: str | os.PathLike,
+    force: bool = False,
+    sources: Iterable[str | os.PathLike] = (),
+) -> Path:
+    """Move a finished file or folder ``written`` (beside ``target``) onto ``target``.
+
+    For writers that must choose their own file name (e.g. Keras's ``model.save``);
+    the same rules as :func:`staged`. Returns the target.
+    """
+    written = Path(written)
+    target = check_target(target, force, sources, folder=written.is_dir())
+    with _as_write_error(target, written):
+        _move(written, target)
+    _remove(written)  # the old folder, after an atomic exchange
+    return target
+
+
 # ---------------------------------------------------------------- helpers
 
 
@@ -188,8 +214,11 @@ def _as_write_error(target: Path, staging: Path) -> Iterator[None]:
     """Turn an OSError about the staging copy into a WriteError that names the target."""
     try:
         yield
-    except WriteError:
-        raise
+    except WriteError as error:  # from a write inside a staged folder: name the target
+        if str(staging) not in str(error):
+            raise
+        message = str(error).replace(str(staging), str(target))
+        raise type(error)(error.errno, message) from error
     except OSError as error:
         reason = error.strerror or str(error).replace(str(staging), str(target))
         hint = {
