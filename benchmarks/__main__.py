@@ -28,6 +28,7 @@ OTHER_SUITES = {
     "peer": "NengoDL's rate-coded converter on the same architectures (own environment)",
     "overhead": "training time per epoch with and without a sharpener, interleaved",
     "cli": "the README's command-line examples and their output",
+    "from_relu": "a trained keras.io ReLU convnet rewritten, sharpened in 5 epochs, run spiking",
     "seeds": "dense_mnist sharpened and not over 3 seeds: mean and standard deviation",
     "honing": "honing variants (surrogate width, learning rate) and decoders, dense MNIST",
 }
@@ -91,6 +92,10 @@ def run_other_suite(name: str, data_dir: str, out: Path, quick: bool) -> None:
         from benchmarks import cli_examples
 
         cli_examples.main(out)
+    elif name == "from_relu":
+        from benchmarks import from_relu
+
+        from_relu.main(["--data", data_dir, "--out", str(out)] + (["--quick"] if quick else []))
     elif name == "seeds":
         from benchmarks import seeds
 
