@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import os
 import secrets
 import shutil
@@ -62,6 +63,25 @@ class TargetExistsError(WriteError, FileExistsError):
     """The target exists and ``force`` was not given."""
 
 
+_BUILTIN = {
+    errno.ENOENT: FileNotFoundError,
+    errno.EISDIR: IsADirectoryError,
+    errno.ENOTDIR: NotADirectoryError,
+    errno.EACCES: PermissionError,
+    errno.EPERM: PermissionError,
+}
+
+
+@functools.cache
+def _kind(base: type[OSError]) -> type[WriteError]:
+    """A WriteError that is also the matching built-in error (e.g. FileNotFoundError)."""
+    return type(f"Write{base.__name__}", (WriteError, base), {"__module__": __name__})
+
+
+def _error(code: int, message: str) -> WriteError:
+    return _kind(_BUILTIN[code])(code, message) if code in _BUILTIN else WriteError(code, message)
+
+
 def check_target(
     target: str | os.PathLike,
     force: bool = False,
@@ -76,30 +96,30 @@ def check_target(
     """
     target = Path(target)
     if not target.name or len(os.fsencode(target.name)) > NAME_MAX:
-        raise WriteError(
+        raise _error(
             errno.ENAMETOOLONG,
             f"cannot write {target}: the name must have 1 to {NAME_MAX} bytes; "
             "choose a shorter name.",
         )
     for source in sources:
         if _same_file(Path(source), target) or _inside(Path(source), target):
-            raise WriteError(
+            raise _error(
                 errno.EINVAL,
                 f"cannot write {target}: it is the input {source}; choose another output.",
             )
     if not target.parent.is_dir():
-        raise WriteError(
+        raise _error(
             errno.ENOENT,
             f"cannot write {target}: the folder {target.parent} does not exist; create it first.",
         )
     if target.is_dir() and not folder:
-        raise WriteError(
+        raise _error(
             errno.EISDIR,
             f"cannot write {target}: it is a folder, and a file does not replace a folder; "
             "choose a file name.",
         )
     if target.exists() and folder and not target.is_dir():
-        raise WriteError(
+        raise _error(
             errno.ENOTDIR,
             f"cannot write {target}: it is a file, and a folder does not replace a file; "
             "choose a folder name.",
@@ -139,7 +159,7 @@ def staged(
                 os.mkdir(staging)  # mode 0777 & ~umask
             yield staging
             if not os.path.lexists(staging):
-                raise WriteError(errno.ENOENT, f"cannot write {target}: nothing was written.")
+                raise _error(errno.ENOENT, f"cannot write {target}: nothing was written.")
             check_target(target, force, sources, folder)  # it may have appeared meanwhile
             _move(staging, target)
     finally:
@@ -218,7 +238,7 @@ def _as_write_error(target: Path, staging: Path) -> Iterator[None]:
         if str(staging) not in str(error):
             raise
         message = str(error).replace(str(staging), str(target))
-        raise type(error)(error.errno, message) from error
+        raise _error(error.errno, message) from error
     except OSError as error:
         reason = error.strerror or str(error).replace(str(staging), str(target))
         hint = {
@@ -228,7 +248,7 @@ def _as_write_error(target: Path, staging: Path) -> Iterator[None]:
             errno.EACCES: " Choose a folder you can write to.",
             errno.EPERM: " Choose a folder you can write to.",
         }.get(error.errno, "")
-        raise WriteError(error.errno, f"cannot write {target}: {reason}.{hint}") from error
+        raise _error(error.errno, f"cannot write {target}: {reason}.{hint}") from error
 
 
 def _move(staging: Path, target: Path) -> None:

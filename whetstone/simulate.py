@@ -263,11 +263,16 @@ def _decode(net: SpikingNetwork, outputs: np.ndarray):
 def check_input(net: SpikingNetwork, x, where: str = "run") -> np.ndarray:
     """``x`` as a float32 batch of ``net.input_shape``, or a clear error naming ``where``.
 
-    Every back end checks its inputs with this, so they all accept the same data.
+    Every back end checks its inputs with this, so they all accept the same data (and
+    all refuse an empty batch with the same message).
     """
     x = np.asarray(x)
     size = math.prod(net.input_shape)
-    if x.ndim < 2 or (len(x) and x[0].size != size):
+    if x.ndim >= 1 and len(x) == 0:
+        raise ValueError(
+            f"{where}: x is an empty batch (shape {x.shape}); pass at least one input."
+        )
+    if x.ndim < 2 or x[0].size != size:
         raise ValueError(
             f"{where}: x must be a batch of inputs of shape (n, *{net.input_shape}), "
             f"got shape {x.shape}; reshape the inputs to the network's input shape."
