@@ -257,3 +257,88 @@ def test_summary_lists_every_stage_and_totals():
     assert lines[4].split()[-4:] == ["4", "108", "27", "4"]
     assert lines[-2].split() == ["total", "139", str(768 + 108 + 108)]
     assert lines[-1] == "input (6, 6) encoded on 'host'; decoder KeyDecoder"
+
+
+# -- crafted files: checked before anything is allocated ---------------------------------
+
+
+def _saved(tmp_path) -> str:
+    path = tmp_path / "net.h5"
+    random_network(np.random.default_rng(7)).save(path)
+    return str(path)
+
+
+def _crafted(tmp_path, edit) -> str:
+    path = _saved(tmp_path)
+    with h5py.File(path, "a") as f:
+        edit(f)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda f: f.attrs.__setitem__("format_version", 0), "version 0 is not valid"),
+        (lambda f: f.attrs.__setitem__("format_version", -3), "version -3 is not valid"),
+        (lambda f: f["stages/0002"].attrs.__setitem__("threshold", np.nan), "finite"),
+        (lambda f: f["stages/0002"].attrs.__setitem__("threshold", np.inf), "finite"),
+        (lambda f: f["stages/0000"].attrs.__setitem__("input_shape", [-6, -6]), "negative"),
+        (lambda f: f["stages/0001"].attrs.__setitem__("pool_size", [0, 0]), "at least 1"),
+        (
+            lambda f: f["stages/0001"].attrs.__setitem__("input_shape", [1 << 20, 1 << 20, 3]),
+            "larger than",
+        ),
+        (lambda f: f.attrs.__setitem__("input_shape", [1 << 30]), "larger than"),
+    ],
+    ids=["version-0", "version-negative", "nan", "inf", "negative", "pool-0", "huge", "input"],
+)
+def test_crafted_files_are_refused(tmp_path, edit, message):
+    path = _crafted(tmp_path, edit)
+    with pytest.raises(NetworkFileError, match=message):
+        SpikingNetwork.load(path)
+
+
+def test_a_dataset_larger_than_the_file_is_refused_before_reading(tmp_path):
+    def huge_weights(f):  # 4 GB declared, nothing stored (fill value)
+        del f["stages/0002/weights"]
+        f["stages/0002"].create_dataset("weights", shape=(1 << 15, 1 << 15), dtype="f4")
+
+    path = _crafted(tmp_path, huge_weights)
+    assert os.path.getsize(path) < 100_000
+    with pytest.raises(NetworkFileError, match="declares shape"):
+        SpikingNetwork.load(path)
+
+
+def test_a_compressed_bomb_is_refused(tmp_path):
+    def bomb(f):
+        del f["decoder/key"]
+        f["decoder"].create_dataset("key", data=np.zeros((4000, 4000), "f4"), compression="gzip")
+
+    path = _crafted(tmp_path, bomb)
+    with pytest.raises(NetworkFileError, match="declares shape"):
+        SpikingNetwork.load(path)
+
+
+def test_memory_error_is_a_network_file_error(tmp_path, monkeypatch):
+    path = _saved(tmp_path)
+
+    def out_of_memory(f):
+        raise MemoryError("cannot allocate")
+
+    monkeypatch.setattr(network, "_read", out_of_memory)
+    with pytest.raises(NetworkFileError, match="cannot allocate"):
+        SpikingNetwork.load(path)
+
+
+@pytest.mark.parametrize("threshold", [np.nan, np.inf, -np.inf])
+def test_stage_refuses_a_threshold_that_is_not_finite(threshold):
+    with pytest.raises(ValueError, match="threshold must be finite"):
+        Stage("d", "dense", (2,), (1,), np.ones((2, 1), "f4"), threshold=threshold)
+
+
+def test_save_refuses_to_overwrite_without_force(tmp_path):
+    path = _saved(tmp_path)
+    with pytest.raises(FileExistsError, match="force=True"):
+        random_network(np.random.default_rng(8)).save(path)
+    random_network(np.random.default_rng(8)).save(path, force=True)
+    assert SpikingNetwork.load(path) == random_network(np.random.default_rng(8))
