@@ -100,9 +100,8 @@ def test_refuses_to_write_onto_its_own_input(tmp_path):
     source = files.write_bytes(tmp_path / "m.keras", b"model")
     with pytest.raises(files.WriteError, match="it is the input"):
         files.write_bytes(source, b"x", force=True, sources=[source])
-    with pytest.raises(files.WriteError, match="it is the input"):
-        with files.staged(tmp_path, force=True, sources=[source], folder=True):
-            pass
+    with pytest.raises(files.WriteError, match="it is the input"):  # a folder holding it
+        files.check_target(tmp_path, force=True, sources=[source], folder=True)
     assert source.read_bytes() == b"model"
 
 
@@ -114,8 +113,7 @@ def test_refuses_to_replace_a_folder_with_a_file_and_the_reverse(tmp_path):
     assert (tmp_path / "dir" / "keep").exists()
     files.write_bytes(tmp_path / "file", b"x")
     with pytest.raises(NotADirectoryError, match="a folder does not replace a file"):
-        with files.staged(tmp_path / "file", force=True, folder=True):
-            pass
+        files.check_target(tmp_path / "file", force=True, folder=True)
 
 
 def test_a_missing_parent_folder_is_an_error_not_created(tmp_path):
@@ -138,10 +136,12 @@ def test_a_full_disk_is_a_clean_error_that_leaves_nothing(tmp_path, monkeypatch)
 
 
 def test_an_error_inside_the_block_leaves_nothing(tmp_path):
-    with pytest.raises(RuntimeError, match="boom"):
-        with files.staged(tmp_path / "out", folder=True) as staging:
-            (staging / "half").write_text("half")
-            raise RuntimeError("boom")
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        files.staged(tmp_path / "out", folder=True) as staging,
+    ):
+        (staging / "half").write_text("half")
+        raise RuntimeError("boom")
     assert os.listdir(tmp_path) == []
 
 
