@@ -181,3 +181,51 @@ def test_demo_is_the_start_of_real_mnist(data_dir):
     np.testing.assert_array_equal(y_demo, y[:6000])
     np.testing.assert_array_equal(xt_demo, x_test[:1000])
     np.testing.assert_array_equal(yt_demo, y_test[:1000])
+
+
+# -- folder-per-class images (CIFAR-10 JPEG copy, the user's own images) ------------------
+
+
+def image_tree(root, classes=("cat", "dog"), per_class=3, size=(5, 4)):
+    """PNG images (lossless) in train/<class>/ and test/<class>/; returns the pixels."""
+    image = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(0)
+    pixels = {}
+    for split in ("train", "test"):
+        for label, name in enumerate(classes):
+            (root / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                array = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+                image.fromarray(array).save(root / split / name / f"{i:04d}.png")
+                pixels[split, label, i] = array
+    return pixels
+
+
+@pytest.mark.parametrize("zipped", [False, True])
+def test_image_folder_loads_exact_pixels_in_class_order(tmp_path, zipped):
+    pytest.importorskip("tensorflow")
+    import shutil
+
+    pixels = image_tree(tmp_path / "images")
+    source = tmp_path / "images"
+    if zipped:
+        source = shutil.make_archive(str(tmp_path / "images"), "zip", tmp_path / "images")
+    (x, y), (x_test, y_test) = datasets.load_image_folder(source)
+    assert x.shape == (6, 5, 4, 3) and x.dtype == np.float32
+    assert y.tolist() == [0, 0, 0, 1, 1, 1] and y_test.tolist() == y.tolist()
+    np.testing.assert_array_equal(x[4], pixels["train", 1, 1] / np.float32(255))
+    np.testing.assert_array_equal(x_test[0], pixels["test", 0, 0] / np.float32(255))
+
+
+def test_image_folder_without_splits_is_refused(tmp_path):
+    (tmp_path / "cat").mkdir()
+    with pytest.raises(FileNotFoundError, match="train/<class>/"):
+        datasets.load_image_folder(tmp_path)
+
+
+def test_cifar10_prefers_the_jpeg_copy_in_the_data_dir(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(datasets, "load_image_folder", lambda p, **kw: calls.append(p) or "ok")
+    (tmp_path / "cifar10-jpeg").mkdir()
+    assert datasets.load("cifar10", tmp_path) == "ok"
+    assert calls == [tmp_path / "cifar10-jpeg"]
