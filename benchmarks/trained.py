@@ -36,7 +36,8 @@ class Recipe:
 
     The sharpened run ends ``hone_epochs`` epochs after it became fully sharp (honing at
     ``hone_learning_rate``); the baseline trains the same architecture for as many epochs
-    as the sharpened run took, never sharpened.
+    as the sharpened run took, never sharpened, with its learning rate lowered to
+    ``hone_learning_rate`` at the same epoch.
     """
 
     dataset: str
@@ -69,9 +70,12 @@ RECIPES = {
     # Two spiking conv layers, two sharpening steps each at epoch ends, then honing.
     "conv_mnist": Recipe(
         "mnist", "conv_mnist", "adam", 1e-3, 20, 3, 2,
-        head="readout", hone_epochs=5, hone_learning_rate=1e-4,
+        head="readout", hone_epochs=8, hone_learning_rate=1e-4,
     ),
-    "conv_fashion": Recipe("fashion-mnist", "conv_mnist", "adam", 1e-3, 12, 6, 2),
+    "conv_fashion": Recipe(
+        "fashion-mnist", "conv_mnist", "adam", 1e-3, 20, 4, 2,
+        head="readout", hone_epochs=8, hone_learning_rate=1e-4,
+    ),
     "vgg_cifar10": Recipe("cifar10", "vgg_cifar10", "adam", 1e-3, 36, 12, 3),
 }  # fmt: skip
 
@@ -127,10 +131,12 @@ def train(
     n_train: int | None = None,
     n_test: int | None = None,
     epochs: int | None = None,
+    lower_rate_at: int | None = None,
 ) -> tuple[keras.Model, dict]:
     """Train ``recipe`` (with its sharpener, or never sharpened, for ``epochs``: by default
-    the recipe's); return the model and a report with test accuracy per epoch, training
-    seconds per epoch and the history."""
+    the recipe's; from epoch ``lower_rate_at`` on at the honing learning rate); return the
+    model and a report with test accuracy per epoch, training seconds per epoch and the
+    history."""
     (x, y), (x_test, y_test) = ws.datasets.load(recipe.dataset, data_dir)
     x, y, x_test, y_test = x[:n_train], y[:n_train], x_test[:n_test], y_test[:n_test]
     keras.utils.set_random_seed(recipe.seed)
@@ -141,6 +147,12 @@ def train(
     model.compile(optimizer, "categorical_crossentropy", metrics=["accuracy"])
     timer = EpochTimer()
     callbacks = [timer]
+    if lower_rate_at is not None and recipe.hone_learning_rate is not None:
+        callbacks.append(
+            keras.callbacks.LearningRateScheduler(
+                lambda epoch, rate: recipe.hone_learning_rate if epoch >= lower_rate_at else rate
+            )
+        )
     if sharpen:
         callbacks.append(
             ws.callbacks.SimpleSharpener(
@@ -195,13 +207,17 @@ def _cached(name: str, data_dir, sharpen: bool, seed: int | None = None) -> kera
                 recipe = dataclasses.replace(recipe, seed=seed)
             if QUICK:
                 recipe, (n_train, n_test) = quick_recipe(recipe), QUICK_IMAGES
-            epochs = None
+            epochs = lower_at = None
             if not sharpen:
                 _cached(name, data_dir, True, seed)
-                epochs = len(report(name, True, seed)["epoch_seconds"])
+                sharp = report(name, True, seed)
+                epochs = len(sharp["epoch_seconds"])
+                honing = sharp["history"].get("honing", [])  # the first honing epoch
+                lower_at = honing.index(1.0) if 1.0 in honing else None
             model, report_ = train(
-                recipe, data_dir, sharpen=sharpen, n_train=n_train, n_test=n_test, epochs=epochs
-            )
+                recipe, data_dir, sharpen=sharpen, n_train=n_train, n_test=n_test,
+                epochs=epochs, lower_rate_at=lower_at,
+            )  # fmt: skip
             tmp = path.with_suffix(".tmp.keras")
             model.save(tmp)
             os.replace(tmp, path)

@@ -247,6 +247,17 @@ def test_adaptive_trace_pauses_and_resumes():
     ]
 
 
+def test_adaptive_never_sharpens_on_a_nan_loss():
+    sharpener = AdaptiveSharpener(min_init_epochs=0, rate=0.5, tolerance=10.0, verbose=0)
+    nan = float("nan")
+    assert drive(sharpener, [1.0, nan, nan, 1.0]) == [
+        (0.5, 0.0),
+        (0.5, 0.0),  # NaN: no step
+        (0.5, 0.0),
+        (1.0, 0.0),
+    ]
+
+
 def test_adaptive_uniform_steps_all_layers():
     sharpener = AdaptiveSharpener(min_init_epochs=0, rate=0.5, critical=1.0, bottom_up=False,
                                   verbose=0)  # fmt: skip

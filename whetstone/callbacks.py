@@ -352,7 +352,8 @@ class AdaptiveSharpener(Sharpener):
     value seen since sharpening last (re)started, the layer being sharpened (or all
     layers, if not bottom-up) gains ``rate`` sharpness, or ``slow_rate`` once at or
     above ``critical``. When the loss degrades beyond the tolerance, sharpening pauses
-    for ``patience`` epochs, then resumes with the current loss as the new reference.
+    for ``patience`` epochs, then resumes with the current loss as the new reference. A
+    NaN or infinite loss never sharpens.
 
     Args:
         monitor: a key of the epoch logs, e.g. ``"loss"`` or ``"val_loss"``.
@@ -428,7 +429,10 @@ class AdaptiveSharpener(Sharpener):
                 f"logs {sorted(logs or {})}. Choose one of those (for 'val_loss', pass "
                 "validation data to fit)."
             )
-        if epoch >= self.min_init_epochs and not self.fully_sharp:
+        if not math.isfinite(float(loss)):
+            if self.verbose:
+                print(f"AdaptiveSharpener: {self.monitor} is {loss}; not sharpening this epoch.")
+        elif epoch >= self.min_init_epochs and not self.fully_sharp:
             self._update(float(loss))
         else:
             self.best = min(self.best, float(loss))
