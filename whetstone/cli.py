@@ -573,9 +573,8 @@ def export(out: Output, model: str, target: str, output: str, force: bool) -> No
     """
     from whetstone import backends as registry
 
-    target_path = Path(output)
-    is_folder = target_path.is_dir()  # the back end checks the kind; here only the rest
-    files.check_target(target_path, force, sources=[model], folder=is_folder)
+    target_path = Path(output)  # checked now (the back end checks file or folder)
+    files.check_target(target_path, force, sources=[model], folder=None)
     keras_model, net = load_model_or_network(model)
     net = require_network(keras_model, net, model)
     registry.get(target).export(net, target_path, force=force)

@@ -86,9 +86,11 @@ def check_target(
     target: str | os.PathLike,
     force: bool = False,
     sources: Iterable[str | os.PathLike] = (),
-    folder: bool = False,
+    folder: bool | None = False,
 ) -> Path:
     """``target`` as a Path, or an error saying why it must not be written.
+
+    ``folder``: whether a folder (True) or a file (False) will be written; None: either.
 
     Example:
         >>> check_target("/tmp/new-file.nir").name
@@ -112,13 +114,13 @@ def check_target(
             errno.ENOENT,
             f"cannot write {target}: the folder {target.parent} does not exist; create it first.",
         )
-    if target.is_dir() and not folder:
+    if target.is_dir() and folder is False:
         raise _error(
             errno.EISDIR,
             f"cannot write {target}: it is a folder, and a file does not replace a folder; "
             "choose a file name.",
         )
-    if target.exists() and folder and not target.is_dir():
+    if target.exists() and folder is True and not target.is_dir():
         raise _error(
             errno.ENOTDIR,
             f"cannot write {target}: it is a file, and a folder does not replace a file; "
