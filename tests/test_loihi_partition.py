@@ -146,3 +146,13 @@ def test_unplaceable_dense_stage_says_why():
     net = SpikingNetwork((5000,), [_dense_stage(rng, "wide_in", 5000, 10, 0.5)], None, "binary")
     with pytest.raises(LoihiPartitionError, match=r"'wide_in'.*in_axons 5000 > 4096.*Flatten"):
         partition(net.stages)
+
+
+def test_export_keeps_pins_and_refuses_what_does_not_fit(tmp_path):
+    net = keras_io_convnet(np.random.default_rng(6))
+    folder = loihi.export(net, tmp_path / "pinned", block_shapes={"conv_2": (6, 11, 8)})
+    loaded = SpikingNetwork.load(folder / "network.h5")
+    assert {p.name: p.block_shape for p in plan(loaded) if p.pinned} == {"conv_2": (6, 11, 8)}
+    with pytest.raises(LoihiPartitionError, match="needs 299 Loihi cores"):
+        loihi.export(net, tmp_path / "refused", block_shapes={"conv_2": (2, 2, 8)}, chips=1)
+    assert not (tmp_path / "refused").exists()

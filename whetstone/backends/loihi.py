@@ -60,6 +60,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -344,6 +345,23 @@ class LoihiBackend:
             target=used, latency=self.offsets(built)[-1] + 1, resources=report,
         )  # fmt: skip
 
-    def export(self, net: SpikingNetwork, path, **options) -> Path:
-        """A folder with ``network.h5`` and ``run.py`` (runs on Loihi, or its emulator)."""
-        return nengo_backend.export_folder(net, path, "loihi")
+    def export(
+        self,
+        net: SpikingNetwork,
+        path,
+        force: bool = False,
+        block_shapes: dict | None = None,
+        chips: int | None = None,
+    ) -> Path:
+        """A folder with ``network.h5`` and ``run.py`` (runs on Loihi, or its emulator).
+
+        An existing ``path`` is replaced only with ``force=True``. The network is
+        partitioned first (:func:`plan`): one that cannot be placed on ``chips`` chips is
+        refused with the numbers; pinned ``block_shapes`` are stored in ``network.h5``.
+        """
+        plan(net, block_shapes, chips=chips)
+        if block_shapes:
+            pins = {**json.loads(net.metadata.get(PINS_KEY, "{}")), **block_shapes}
+            pins = {name: [int(b) for b in shape] for name, shape in pins.items()}
+            net = dataclasses.replace(net, metadata={**net.metadata, PINS_KEY: json.dumps(pins)})
+        return nengo_backend.export_folder(net, path, "loihi", force)

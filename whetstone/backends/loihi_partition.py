@@ -158,9 +158,12 @@ def _window_axes(stage: Stage) -> list[_Axis]:
 def _same_weights(stage: Stage, windows: np.ndarray, axes: list[_Axis], k0: int, k1: int):
     """An id per clipped window (tap row, rows, tap col, cols): equal ids, equal weights.
 
-    nengo-loihi stores a weight entry once per synapse when its weights and indices are
-    equal; an OR-pool's windows of one size all hold the same ones.
+    A split block stores a weight entry once when its weights and indices are equal (an
+    OR-pool's windows of one size all hold the same ones); an unsplit stage keeps
+    nengo-loihi's convolution weights, one entry per clipped window.
     """
+    if len(windows) and (k0, k1) == (None, None):
+        return np.arange(len(windows))
     if stage.kind == "pool":
         return np.unique(windows[:, [1, 3]], axis=0, return_inverse=True)[1].ravel()
     ids, seen = [], {}
@@ -172,10 +175,11 @@ def _same_weights(stage: Stage, windows: np.ndarray, axes: list[_Axis], k0: int,
     return np.array(ids)
 
 
-def _conv_block(stage: Stage, axes: list[_Axis], region) -> tuple[dict, np.ndarray]:
+def _conv_block(stage: Stage, axes: list[_Axis], region, whole: bool) -> tuple[dict, np.ndarray]:
     """In-axons and synapse bits of one block of a convolution / OR-pool stage.
 
-    Also returns the boolean (input pixels,) mask of the pixels that reach the block.
+    Also returns the boolean (input pixels,) mask of the pixels that send it axons. An
+    unsplit stage (``whole``) keeps one input axon per input pixel, used or not.
     """
     (r0, r1), (c0, c1), (k0, k1) = region
     c_in = stage.input_shape[-1]
@@ -186,12 +190,15 @@ def _conv_block(stage: Stage, axes: list[_Axis], region) -> tuple[dict, np.ndarr
     n_c, x0, t_c = (np.broadcast_to(a[None, :], used.shape)[used] for a in cols)
     base = ((y0 - r0) * width + (x0 - c0)) * depth
     windows, which = np.unique(np.stack([t_r, n_r, t_c, n_c], axis=1), axis=0, return_inverse=True)
-    same = _same_weights(stage, windows, axes, k0, k1)[which.ravel()]
+    values = (None, None) if whole else (k0, k1)
+    same = _same_weights(stage, windows, axes, *values)[which.ravel()]
     entries = np.unique(np.stack([same, n_r, n_c, base // 256], axis=1), axis=0)
     _, n_r, n_c, high = entries.T
     max_index = int((256 * high + ((n_r - 1) * width + n_c) * depth - 1).max(initial=0))
     bits_per_weight = WEIGHT_BITS + _index_bits(max_index)
     bits = _bits_per_axon(c_in * n_r * n_c * depth, bits_per_weight).sum()
+    if whole:
+        used = np.ones_like(used)
     use = {"compartments": (r1 - r0) * width * depth, "in_axons": int(used.sum())}
     return {**use, "synapse_bits": int(bits)}, used.ravel()
 
@@ -221,7 +228,7 @@ def _inputs_use(stage: Stage, block: tuple[int, ...]) -> tuple[list[dict], np.nd
     if not _is_window(stage):
         return [_dense_block(stage, *region[0]) for region in regions], None
     axes = _window_axes(stage)
-    results = [_conv_block(stage, axes, region) for region in regions]
+    results = [_conv_block(stage, axes, region, len(regions) == 1) for region in regions]
     return [r[0] for r in results], np.array([r[1] for r in results])
 
 

@@ -81,14 +81,18 @@ from whetstone.backends import BackendResult, MissingDependencyError, register, 
 from whetstone.network import SpikingNetwork, Stage, output_length, same_padding
 
 __all__ = [
+    "NEURONS_PER_CORE",
+    "ROW_LIMIT",
     "TAU_M",
     "Layer",
     "MappingError",
     "SpiNNakerBackend",
     "build_plan",
     "connections",
+    "core_plan",
     "fixed_point_run",
     "get_backend",
+    "longest_row",
     "quantisation",
 ]
 
@@ -100,6 +104,14 @@ SIMULATORS = {"nest": "pyNN.nest", "spinnaker": "pyNN.spiNNaker"}
 EXTRAS = {"nest": "nest", "spinnaker": "spinnaker"}
 WEIGHT_BITS = 16
 FRACTION_BITS = 15  # s16.15 (REAL) for thresholds and membrane voltage
+
+
+ROW_LIMIT = 256
+"""sPyNNaker's longest synapse row (``POP_TABLE_MAX_ROW_LENGTH``): the synapses of one
+projection from one source neuron onto the neurons of one core."""
+NEURONS_PER_CORE = 256
+"""sPyNNaker's default, and largest, number of ``IF_curr_delta`` neurons per core."""
+CHIPS_PER_BOARD = 48  # SpiNN-5
 
 
 class MappingError(RuntimeError):
@@ -141,7 +153,9 @@ def connections(stage: Stage) -> np.ndarray:
 
     Indices are into the row-major flattened input and output. Built with NumPy from
     the dense matrix, the convolution kernel (Keras's cross-correlation and 'same'
-    padding) or the OR-pool window.
+    padding) or the OR-pool window. Rows are sorted by ``pre``, then ``post``:
+    sPyNNaker's ``FromListConnector`` groups an unsorted list wrongly when it sizes
+    synapse rows, and then refuses rows that are in fact short enough.
 
     Example:
         >>> pool = Stage("p", "pool", (4, 1), (2, 1), pool_size=(2,), strides=(2,))
@@ -165,7 +179,8 @@ def connections(stage: Stage) -> np.ndarray:
             pre = (ipos[:, None, None] * c_in + ci + 0 * co).ravel()
             post = (opos[:, None, None] * c_out + co + 0 * ci).ravel()
             weight = kernel[tap].ravel()
-    keep = weight != 0
+    keep = np.flatnonzero(weight != 0)
+    keep = keep[np.lexsort((post[keep], pre[keep]))]  # sorted: see the docstring
     return np.stack([pre[keep], post[keep], weight[keep]], axis=1).astype(np.float64)
 
 
@@ -466,6 +481,28 @@ def _assemble(sim, simulator: str, net: SpikingNetwork, plan, spikes, options: d
     return source, populations
 
 
+def _simulate(sim, n: int, extra: int, progress=None, chunks: int = 10) -> None:
+    """Run ``n + extra`` steps, in ``chunks`` parts when ``progress`` wants reports.
+
+    Example:
+        >>> class Sim:
+        ...     def run(self, t): print("run", t)
+        >>> _simulate(Sim(), 4, 3, progress=lambda done: print("done", done), chunks=2)
+        run 4.0
+        done 1
+        run 3.0
+        done 4
+    """
+    total = n + extra
+    if progress is None:
+        sim.run(total * DT)
+        return
+    bounds = np.linspace(0, total, min(chunks, total) + 1).round().astype(int)
+    for stop, steps in zip(bounds[1:], np.diff(bounds), strict=True):
+        sim.run(float(steps) * DT)
+        progress(int(min(n, max(0, stop - extra))))  # images whose output is out
+
+
 def _spike_matrix(population, n: int, depth: int) -> np.ndarray:
     """``(n, size)`` spikes of a population matched to inputs by its depth."""
     out = np.zeros((n, population.size), np.uint8)
@@ -480,9 +517,79 @@ def _spike_matrix(population, n: int, depth: int) -> np.ndarray:
 # ---------------------------------------------------------------- mapping report
 
 
+def longest_row(rows: np.ndarray, neurons_per_core: int) -> int:
+    """Longest synapse row of a projection whose target holds ``neurons_per_core`` per core.
+
+    Example:
+        >>> rows = np.array([[0, 0, 1.0], [0, 1, 1.0], [0, 2, 1.0], [1, 2, 1.0]])
+        >>> longest_row(rows, 4), longest_row(rows, 2), longest_row(rows, 1)
+        (3, 2, 1)
+    """
+    if not len(rows):
+        return 0
+    core = rows[:, 1].astype(np.int64) // neurons_per_core
+    key = rows[:, 0].astype(np.int64) * (int(core.max()) + 1) + core
+    return int(np.unique(key, return_counts=True)[1].max())
+
+
+def core_plan(plan: list[Layer], neurons_per_core: int | None = None) -> list[dict]:
+    """Neurons per core, cores and longest synapse row of every on-chip population.
+
+    Each population takes ``neurons_per_core`` (default sPyNNaker's 256) per core, halved
+    while a synapse row would exceed :data:`ROW_LIMIT`. A row holds each target neuron
+    at most once and the lists are sorted (:func:`connections`), so up to 256 neurons
+    per core every row fits; a larger requested count is refused with sPyNNaker's advice.
+
+    Example:
+        >>> w = np.ones((3, 600), "float32")
+        >>> net = SpikingNetwork((3,), [Stage("d", "dense", (3,), (600,), w)],
+        ...                      input_encoding="binary")
+        >>> core_plan(build_plan(net))
+        [{'population': 'd', 'neurons_per_core': 256, 'cores': 3, 'longest_row': 256}]
+    """
+    if neurons_per_core is not None and neurons_per_core > NEURONS_PER_CORE:
+        raise MappingError(
+            f"neurons_per_core={neurons_per_core}: sPyNNaker puts at most "
+            f"{NEURONS_PER_CORE} IF_curr_delta neurons on a core; reduce the number of "
+            "neurons per core (None chooses it)."
+        )
+    out = []
+    for layer in plan:
+        n = min(int(neurons_per_core or NEURONS_PER_CORE), layer.size)
+        longest = max(longest_row(layer.exc, n), longest_row(layer.inh, n))
+        while longest > ROW_LIMIT and neurons_per_core is None:
+            n = max(1, n // 2)
+            longest = max(longest_row(layer.exc, n), longest_row(layer.inh, n))
+        if longest > ROW_LIMIT:
+            raise MappingError(
+                f"population {layer.name!r} ({layer.size} neurons) with {n} neurons per core "
+                f"has a synapse row of {longest} synapses against sPyNNaker's limit of "
+                f"{ROW_LIMIT}: reduce the number of neurons per core (neurons_per_core=N, at "
+                f"most {NEURONS_PER_CORE}; None chooses it), or the size of the target "
+                "population."
+            )
+        entry = {"population": layer.name, "neurons_per_core": n}
+        out.append({**entry, "cores": math.ceil(layer.size / n), "longest_row": longest})
+    return out
+
+
+def _remedy(error: Exception) -> str:
+    """What to change, in sPyNNaker's terms, for a mapping failure."""
+    if "RowTooBig" in type(error).__name__:
+        return (
+            "Reduce the number of neurons per core (neurons_per_core=N, at most "
+            f"{NEURONS_PER_CORE}), or the size of the target population."
+        )
+    return (
+        "Use a bigger machine (width/height in chips; None sizes it to fit), reduce the "
+        "number of neurons per core (neurons_per_core=N), or shrink the network."
+    )
+
+
 def _placements_report(populations) -> dict:
     from pacman.data import PacmanDataView
 
+    machine = PacmanDataView.get_machine()
     labels = {p.label for p in populations}
     chips, app_chips, cores, per_population = set(), set(), 0, {}
     for placement in PacmanDataView.iterate_placemements():
@@ -496,19 +603,28 @@ def _placements_report(populations) -> dict:
             atoms = placement.vertex.vertex_slice.n_atoms
             entry["neurons_per_core"] = max(entry["neurons_per_core"], atoms)
             app_chips.add((placement.x, placement.y))
+    boards = {_board(machine, xy) for xy in app_chips}
     return {
         "cores": sum(e["cores"] for e in per_population.values()),
         "cores_including_system": cores,
         "chips": len(app_chips),
         "chips_including_system": len(chips),
+        "boards": len(boards),
+        "boards_in_machine": math.ceil(machine.n_chips / CHIPS_PER_BOARD),
         "populations": per_population,
     }
+
+
+def _board(machine, xy: tuple[int, int]) -> tuple[int, int]:
+    chip = machine[xy]
+    return chip.nearest_ethernet_x, chip.nearest_ethernet_y
 
 
 def _map(net: SpikingNetwork, plan, x, options: dict) -> dict:
     sim = _import_simulator("spinnaker")
     # without inputs, one spike per source neuron: sPyNNaker sizes its buffers from these
     spikes = np.ones((1, _source_size(net)), np.uint8) if x is None else _source_spikes(net, x)
+    cores = core_plan(plan, options.get("neurons_per_core"))
     started = time.perf_counter()
     with spinnaker_config(options.get("width"), options.get("height")):
         _setup(sim, "spinnaker")
@@ -516,6 +632,9 @@ def _map(net: SpikingNetwork, plan, x, options: dict) -> dict:
             _, populations = _assemble(sim, "spinnaker", net, plan, spikes, options)
             sim.run((len(spikes) + len(plan) + OFFSET) * DT)
             report = _placements_report(populations)
+            for entry in cores:
+                report["populations"][entry["population"]]["longest_row"] = entry["longest_row"]
+            report["row_limit"] = ROW_LIMIT
         except Exception as error:
             if type(error).__module__.split(".")[0] in ("pacman", "spinn_front_end_common",
                                                          "spynnaker", "spinn_machine"):  # fmt: skip
@@ -523,8 +642,7 @@ def _map(net: SpikingNetwork, plan, x, options: dict) -> dict:
                     f"sPyNNaker could not map network ({net.num_neurons} neurons, "
                     f"{net.num_synapses} synapses) onto the virtual SpiNN-5 machine "
                     f"(width={options.get('width')}, height={options.get('height')} chips; "
-                    f"None: sized to fit): {type(error).__name__}: {error}. Use a bigger "
-                    "machine (width/height), more neurons per core, or a smaller network."
+                    f"None: sized to fit): {type(error).__name__}: {error} {_remedy(error)}"
                 ) from error
             raise
         finally:
@@ -560,7 +678,9 @@ class SpiNNakerBackend:
         _setup(sim, simulator)
         return (sim, *_assemble(sim, simulator, net, plan, spikes, options))
 
-    def run(self, net: SpikingNetwork, x, simulator: str = "nest", **options) -> BackendResult:
+    def run(
+        self, net: SpikingNetwork, x, simulator: str = "nest", progress=None, **options
+    ) -> BackendResult:
         """Run inputs ``x`` (one per step, pipelined); predictions matched to inputs.
 
         ``simulator="nest"`` simulates the PyNN network (Brian2 is refused, see the
@@ -570,6 +690,9 @@ class SpiNNakerBackend:
         predictions of :func:`fixed_point_run` (what the chip computes); ``info`` holds
         the mapping and quantisation reports. On a real board, run the folder that
         :meth:`export` writes (``python run.py --simulator spinnaker``).
+
+        ``progress`` (optional): called with the number of images done so far while
+        one network is simulated in a few steps (a progress bar needs no rebuilds).
         """
         x = simulate.check_input(net, x, "spinnaker back end")
         plan = build_plan(net)
@@ -582,7 +705,7 @@ class SpiNNakerBackend:
         try:
             _, populations = _assemble(sim, simulator, net, plan, spikes, options)
             built = time.perf_counter()
-            sim.run((len(x) + len(plan) + OFFSET) * DT)
+            _simulate(sim, len(x), len(plan) + OFFSET, progress)
             ran = time.perf_counter()
             matrices = [spikes] + [
                 _spike_matrix(p, len(x), depth) for depth, p in enumerate(populations, 1)

@@ -1,0 +1,76 @@
+"""SpiNNaker mapping: sorted synapse lists, neurons per core, row limits, one NEST build."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_backend_spinnaker import _conv_net
+from test_loihi_partition import keras_io_convnet
+
+from whetstone.backends import get
+from whetstone.backends import spinnaker as sp
+from whetstone.network import SpikingNetwork, Stage
+
+spinnaker = get("spinnaker")
+
+
+def test_connections_sorted_by_source_then_target():
+    """sPyNNaker sizes synapse rows correctly only from a list sorted by source."""
+    for layer in sp.build_plan(keras_io_convnet(np.random.default_rng(0))):
+        for rows in (layer.exc, layer.inh):
+            order = np.lexsort((rows[:, 1], rows[:, 0]))
+            assert np.array_equal(order, np.arange(len(rows)))
+
+
+def test_core_plan_rows_fit_at_256_neurons_per_core():
+    plan = sp.build_plan(keras_io_convnet(np.random.default_rng(0)))
+    cores = sp.core_plan(plan)
+    assert [c["neurons_per_core"] for c in cores] == [256, 256, 256, 100]
+    assert [c["cores"] for c in cores] == [22, 31, 7, 1]
+    assert all(c["longest_row"] <= sp.ROW_LIMIT for c in cores)
+    assert sp.longest_row(plan[1].exc, 7744) > sp.ROW_LIMIT  # one core: rows too long
+
+
+def test_too_many_neurons_per_core_says_what_spynnaker_says():
+    plan = sp.build_plan(keras_io_convnet(np.random.default_rng(0)))
+    with pytest.raises(sp.MappingError, match="reduce the number of neurons per core"):
+        sp.core_plan(plan, neurons_per_core=1000)
+
+
+def test_mapping_remedy_agrees_with_spynnaker():
+    class SynapseRowTooBigException(Exception):  # noqa: N818 (sPyNNaker's name)
+        pass
+
+    remedy = sp._remedy(SynapseRowTooBigException())
+    assert "reduce the number of neurons per core" in remedy.lower()
+    assert "more neurons per core" not in sp._remedy(RuntimeError()).lower()
+
+
+def test_nest_run_with_progress_builds_once(monkeypatch):
+    pytest.importorskip("pyNN.nest")
+    rng = np.random.default_rng(1)
+    net = _conv_net(rng)
+    x = rng.normal(size=(12, 8, 8, 1)).astype("float32")
+    builds, seen = [], []
+    assemble = sp._assemble
+    monkeypatch.setattr(sp, "_assemble", lambda *a: builds.append(1) or assemble(*a))
+    plain = spinnaker.run(net, x)
+    reported = spinnaker.run(net, x, progress=seen.append)
+    assert len(builds) == 2  # one build per run, however often progress is reported
+    assert seen == sorted(seen) and seen[-1] == len(x) and len(seen) == 10
+    np.testing.assert_array_equal(reported.output_spikes, plain.output_spikes)
+
+
+@pytest.mark.slow
+def test_keras_io_convnet_maps_on_virtual_board():
+    """Mapped with no hand-given neurons per core (about 70 s: sPyNNaker's data generation)."""
+    pytest.importorskip("pyNN.spiNNaker")
+    report = spinnaker.map(keras_io_convnet(np.random.default_rng(0)))
+    assert report["cores"] == 62 and report["boards"] == 1
+    assert report["populations"]["conv_2"]["longest_row"] <= sp.ROW_LIMIT
+
+
+def test_dense_population_spread_over_cores():
+    w = np.ones((3, 600), "float32")
+    net = SpikingNetwork((3,), [Stage("d", "dense", (3,), (600,), w)], input_encoding="binary")
+    assert sp.core_plan(sp.build_plan(net), neurons_per_core=200)[0]["cores"] == 3
