@@ -21,7 +21,7 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     exec(compile(python_blocks()[0], str(README), "exec"), namespace)
-    assert namespace["result"].latency == 3
+    assert namespace["result"].latency == 2  # two spiking layers; the readout is on the host
     assert (tmp_path / "model.nir").exists()
     keras_predictions = namespace["model"].predict(namespace["x_test"], verbose=0).argmax(1)
     assert (namespace["result"].predictions == keras_predictions).all()
