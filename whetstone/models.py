@@ -133,9 +133,10 @@ def conv_mnist(
     return keras.Model(inputs, outputs, name=name)
 
 
-def vgg_cifar10(key_width: int = 100, seed: int = 0) -> keras.Model:
+def vgg_cifar10(key_width: int = 100, seed: int = 0, head: str = "key") -> keras.Model:
     """A VGG-style network for CIFAR-10: three blocks of two 3x3 convolutions (32, 64,
-    128 filters) with BatchNorm, SpikingBRelu and max-pooling, Dense(256), N-hot key.
+    128 filters) with BatchNorm, SpikingBRelu and max-pooling, Dense(256), then the head
+    (an N-hot key, or a softmax readout).
 
     Example:
         >>> vgg_cifar10().get_layer("pool_3").output.shape
@@ -149,4 +150,5 @@ def vgg_cifar10(key_width: int = 100, seed: int = 0) -> keras.Model:
         hidden=(256,),
         convs_per_block=2,
         name="vgg_cifar10",
+        head=head,
     )
