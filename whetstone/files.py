@@ -93,8 +93,9 @@ def check_target(
     ``folder``: whether a folder (True) or a file (False) will be written; None: either.
 
     Example:
-        >>> check_target("/tmp/new-file.nir").name
-        'new-file.nir'
+        >>> import tempfile
+        >>> check_target(Path(tempfile.mkdtemp()) / "model.nir").name
+        'model.nir'
     """
     target = Path(target)
     if not target.name or len(os.fsencode(target.name)) > NAME_MAX:
