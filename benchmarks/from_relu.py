@@ -3,6 +3,8 @@
     python -m benchmarks.from_relu --data ../shared/data        # full run -> results/
     python -m benchmarks.from_relu --quick --out /tmp/smoke     # smoke run, demo subset
     python -m benchmarks run from_relu                          # the same, as a suite
+    python -m benchmarks.from_relu --ann benchmarks/results/models/from_relu_ann.keras \
+        --percentile 99 --learning-rate 1e-4                    # reuse the ANN, vary a setting
 
 1. The keras.io MNIST convnet (Conv2D 32 3x3 relu, MaxPool 2, Conv2D 64 3x3 relu, MaxPool 2,
    Flatten, Dropout 0.5, Dense 10 softmax) trained as keras.io trains it (Adam, batch 128,
@@ -37,7 +39,8 @@ from benchmarks.common import RESULTS, write_result
 from benchmarks.trained import EpochTimer
 
 L = keras.layers
-SHARPEN_LEARNING_RATE = 3e-4
+PERCENTILE = 99.9
+SHARPEN_LEARNING_RATE = 3e-4  # Adam; the ANN trained at 1e-3
 HONE_LEARNING_RATE = 1e-4
 EPOCHS = 5  # issue 20: rewrite + sharpening in at most 5 epochs
 
@@ -93,14 +96,14 @@ def train_ann(x, y, epochs: int) -> tuple[keras.Model, dict]:
     }
 
 
-def sharpen(clone: keras.Model, x, y, epochs: int, hone_epochs: int) -> dict:
+def sharpen(clone: keras.Model, x, y, epochs: int, hone_epochs: int, args) -> dict:
     """Sharpen per batch from epoch 0, one epoch per spiking layer, then hone."""
     layers = len(ws.sharpness.spiking_layers(clone))
     batches = -(-len(x) // 128)
-    clone.compile(keras.optimizers.Adam(SHARPEN_LEARNING_RATE), "sparse_categorical_crossentropy")
+    clone.compile(keras.optimizers.Adam(args.learning_rate), "sparse_categorical_crossentropy")
     sharpener = ws.callbacks.SimpleSharpener(
         0, batches, per="batch", stop_when_sharp=True, hone_epochs=hone_epochs,
-        hone_learning_rate=HONE_LEARNING_RATE,
+        hone_learning_rate=args.hone_learning_rate,
     )  # fmt: skip
     timer = EpochTimer()
     history = clone.fit(x, y, batch_size=128, epochs=epochs, callbacks=[sharpener, timer],
@@ -108,8 +111,8 @@ def sharpen(clone: keras.Model, x, y, epochs: int, hone_epochs: int) -> dict:
     return {
         "schedule": f"SimpleSharpener(0, steps={batches}, per='batch'): {layers} layers "
         f"bottom-up, one epoch each, then up to {hone_epochs} honing epochs",
-        "learning_rate": SHARPEN_LEARNING_RATE,
-        "hone_learning_rate": HONE_LEARNING_RATE,
+        "learning_rate": args.learning_rate,
+        "hone_learning_rate": args.hone_learning_rate,
         "epochs_trained": len(history.epoch),
         "honing_epochs": int(sum(history.history.get("honing", []))),
         "fully_sharpened": ws.sharpness.is_fully_sharpened(clone),
@@ -137,6 +140,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data", default=os.environ.get("WHETSTONE_DATA", "../shared/data"))
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     parser.add_argument("--quick", action="store_true", help="smoke run: demo subset, 1 epoch")
+    parser.add_argument("--ann", type=Path, default=None, help="a trained ANN to reuse")
+    parser.add_argument("--percentile", type=float, default=PERCENTILE)
+    parser.add_argument("--learning-rate", type=float, default=SHARPEN_LEARNING_RATE)
+    parser.add_argument("--hone-learning-rate", type=float, default=HONE_LEARNING_RATE)
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -149,14 +156,17 @@ def main(argv: list[str] | None = None) -> dict:
     models.mkdir(parents=True, exist_ok=True)
     ann_epochs, epochs, hone = (1, 2, 0) if args.quick else (15, EPOCHS, EPOCHS - 2)
 
-    ann, training = train_ann(x, y, ann_epochs)
     ann_path = models / "from_relu_ann.keras"
+    if args.ann is not None:
+        ann, training = keras.models.load_model(args.ann), {"loaded_from": str(args.ann)}
+    else:
+        ann, training = train_ann(x, y, ann_epochs)
     ann.save(ann_path)
     sample = np.random.default_rng(0).permutation(len(x))[:1000]
     plain = ws.rewrite.rewrite(ann, x[sample], y[sample], percentile=None)
-    rewritten = ws.rewrite.rewrite(ann, x[sample], y[sample], percentile=99.9)
+    rewritten = ws.rewrite.rewrite(ann, x[sample], y[sample], percentile=args.percentile)
     rewrite = {
-        "percentile": 99.9,
+        "percentile": args.percentile,
         "sample_images": len(sample),
         "scales": rewritten.scales,
         "clipped": rewritten.clipped,
@@ -164,12 +174,12 @@ def main(argv: list[str] | None = None) -> dict:
         "test_accuracy": accuracy(rewritten.model, x_test, y_test),
     }
     clone = rewritten.model
-    sharpening = sharpen(clone, x, y, epochs, hone)
+    sharpening = sharpen(clone, x, y, epochs, hone, args)
     clone.save(models / "from_relu.keras")
 
     cli_args = ["--epochs", str(epochs), "--steps", "1", "--hone-epochs", str(hone),
-                "--learning-rate", str(SHARPEN_LEARNING_RATE),
-                "--hone-learning-rate", str(HONE_LEARNING_RATE)]  # fmt: skip
+                "--percentile", str(args.percentile), "--learning-rate", str(args.learning_rate),
+                "--hone-learning-rate", str(args.hone_learning_rate)]  # fmt: skip
     cli = from_cli(ann_path, models / "from_relu_cli.keras", dataset, args.data, cli_args)
     cli_model = keras.models.load_model(models / "from_relu_cli.keras")
     cli_x_test, cli_y_test = ws.datasets.load(dataset, args.data)[1]
@@ -196,6 +206,8 @@ def main(argv: list[str] | None = None) -> dict:
         "loss_to_ann_points": round(100 * (ann_accuracy - sharp), 2),
         "within_0.5_points": ann_accuracy - sharp <= 0.005,
         "reference_equals_keras": result["spiking"]["disagreements_not_ties"] == 0,
+        "cli_loss_to_ann_points": round(100 * (ann_accuracy - cli["spiking"]["keras_accuracy"]), 2),
+        "cli_reference_equals_keras": cli["spiking"]["disagreements_not_ties"] == 0,
     }
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
     path = write_result("from_relu", result, folder=args.out)
