@@ -293,6 +293,40 @@ DATASET = click.Choice(["demo", "mnist", "fashion-mnist", "cifar10"])
 MODEL = click.argument("model", type=click.Path(exists=True, dir_okay=False))
 
 
+def _block_shapes(_ctx, param, values) -> dict:
+    """``("conv_2=6x11x8", ...)`` -> ``{"conv_2": (6, 11, 8)}`` (click: exit 2 if malformed)."""
+    shapes = {}
+    for value in values:
+        stage, _, shape = value.partition("=")
+        try:
+            shapes[stage] = tuple(int(n) for n in shape.lower().replace(",", "x").split("x"))
+        except ValueError:
+            raise click.BadParameter(
+                f"{value!r}: give STAGE=SHAPE with the block's size per output axis, "
+                "channels last, e.g. conv_2=6x11x8.",
+                param=param,
+            ) from None
+    return shapes
+
+
+BLOCK_SHAPE = click.option(
+    "--block-shape",
+    "block_shapes",
+    multiple=True,
+    metavar="STAGE=SHAPE",
+    callback=_block_shapes,
+    help="Loihi: pin a stage's block (one core) shape, e.g. conv_2=6x11x8 (repeatable); "
+    "other stages are partitioned automatically.",
+)
+
+
+def _backend_options(target: str, block_shapes: dict) -> dict:
+    """Back-end keywords from CLI options (--block-shape is Loihi's)."""
+    if block_shapes and target != "loihi":
+        raise click.UsageError(f"--block-shape applies to --to loihi, not --to {target}.")
+    return {"block_shapes": block_shapes} if block_shapes else {}
+
+
 @main.command()
 @click.option(
     "--dataset",
@@ -432,12 +466,15 @@ def demo(
     )
 
 
-def run_with_progress(out: Output, backend, net, x, chunks: int = 10):
-    """``backend.run(net, x)`` in a few chunks, with a progress bar on stderr.
+def run_with_progress(out: Output, backend, net, x, chunks: int = 10, **options):
+    """``backend.run(net, x, **options)`` with a progress bar on stderr.
 
-    Each chunk starts from a fresh network, which changes nothing: neurons keep no
-    state from one image to the next.
+    A back end whose ``run`` takes ``progress`` builds its network once and reports;
+    others run in a few chunks, each from a fresh network, which changes nothing:
+    neurons keep no state from one image to the next.
     """
+    import inspect as signature
+
     import numpy as np
 
     parts = np.array_split(np.arange(len(x)), min(chunks, len(x)))
@@ -445,8 +482,10 @@ def run_with_progress(out: Output, backend, net, x, chunks: int = 10):
     with click.progressbar(
         length=len(x), label=f"{backend.name}", file=sys.stderr, hidden=out.quiet or out.as_json
     ) as bar:
+        if "progress" in signature.signature(backend.run).parameters:
+            return backend.run(net, x, progress=lambda done: bar.update(done - bar.pos), **options)
         for index in parts:
-            results.append(backend.run(net, x[index]))
+            results.append(backend.run(net, x[index], **options))
             bar.update(len(index))
     return BackendResult(
         np.concatenate([r.predictions for r in results]),
@@ -467,9 +506,10 @@ def _row(stage: str, predictions, labels, compare_to) -> dict:
 
 @main.command()
 @MODEL
+@BLOCK_SHAPE
 @reporting_options
 @click.pass_obj
-def inspect(out: Output, model: str) -> None:
+def inspect(out: Output, model: str, block_shapes: dict) -> None:
     """Show a model's layers, sharpness, spiking size and back-end cost.
 
     MODEL is a .keras file or a saved SpikingNetwork.
@@ -500,7 +540,8 @@ def inspect(out: Output, model: str) -> None:
         backend = registry.get(name)
         if hasattr(backend, "resources") and backend.is_available():
             try:
-                report["resources"][name] = backend.resources(net)
+                options = _backend_options(name, block_shapes) if name == "loihi" else {}
+                report["resources"][name] = backend.resources(net, **options)
             except Exception as error:  # a cost estimate must not hide the rest
                 report["resources"][name] = {"error": str(error)}
     out.table(report["stages"], f"\nSpikingNetwork ({net.input_encoding} input encoding)")
@@ -558,9 +599,10 @@ def _stage_rows(net) -> list[dict]:
 @click.option("--to", "target", type=click.Choice(names()), required=True, help="Back end.")
 @click.option("-o", "--output", type=click.Path(), required=True, help="File or folder to write.")
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@BLOCK_SHAPE
 @reporting_options
 @click.pass_obj
-def export(out: Output, model: str, target: str, output: str, force: bool) -> None:
+def export(out: Output, model: str, target: str, output: str, force: bool, block_shapes) -> None:
     """Write the back end's deployable artifact for MODEL.
 
     The artifact is written beside OUTPUT and moved into place when complete, so a
@@ -577,7 +619,8 @@ def export(out: Output, model: str, target: str, output: str, force: bool) -> No
     files.check_target(target_path, force, sources=[model], folder=None)
     keras_model, net = load_model_or_network(model)
     net = require_network(keras_model, net, model)
-    registry.get(target).export(net, target_path, force=force)
+    options = _backend_options(target, block_shapes)
+    registry.get(target).export(net, target_path, force=force, **options)
     out.say(f"wrote {target_path}")
     out.document({"file": model, "backend": target, "output": str(target_path)})
     if not out.as_json:
@@ -597,9 +640,10 @@ def export(out: Output, model: str, target: str, output: str, force: bool) -> No
     show_default=True,
     help="Exit with status 1 when back end and reference agree on fewer images.",
 )
+@BLOCK_SHAPE
 @reporting_options
 @click.pass_obj
-def verify(out: Output, model, target, dataset, data_dir, limit, min_agreement) -> None:
+def verify(out: Output, model, target, dataset, data_dir, limit, min_agreement, block_shapes):
     """Run MODEL on a back end next to Keras and the reference simulator.
 
     \b
@@ -619,7 +663,8 @@ def verify(out: Output, model, target, dataset, data_dir, limit, min_agreement) 
         predictions = keras_model.predict(x, verbose=0).argmax(axis=1)
         rows.append(_row("Keras", predictions, y, reference.predictions))
     rows.append(_row("reference simulator", reference.predictions, y, reference.predictions))
-    result = run_with_progress(out, registry.get(target), net, x)
+    options = _backend_options(target, block_shapes)
+    result = run_with_progress(out, registry.get(target), net, x, **options)
     rows.append(_row(target, result.predictions, y, reference.predictions))
     agreement = rows[-1]["agreement"]
     out.table(
