@@ -20,6 +20,7 @@ import math
 import os
 import sys
 import time
+import traceback
 import zipfile
 from pathlib import Path
 
@@ -159,8 +160,8 @@ class Group(click.Group):
         except (click.exceptions.Exit, click.Abort):
             raise
         except Exception as error:
-            if out.verbose:
-                raise
+            if out.verbose:  # the traceback, then the same message and exit status
+                traceback.print_exc(file=sys.stderr)
             message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
             status = 2 if isinstance(error, BAD_INPUT) else 1
             click.secho(f"Error: {message}", err=True, fg="red")
