@@ -4,9 +4,11 @@ Used to register whetstone's Keras layers whenever Keras gets imported, and by t
 CLI to keep TensorFlow's start-up log lines off the terminal.
 
 Example:
+    >>> import sys
+    >>> _ = sys.modules.pop("wave", None)  # so that the next import is a first one
     >>> seen = []
-    >>> around_import("json.tool", lambda load: (seen.append("before"), load()))
-    >>> import json.tool
+    >>> around_import("wave", lambda load: (seen.append("before"), load()))
+    >>> import wave
     >>> seen
     ['before']
 """
