@@ -232,6 +232,16 @@ def _inputs_use(stage: Stage, block: tuple[int, ...]) -> tuple[list[dict], np.nd
     return [r[0] for r in results], np.array([r[1] for r in results])
 
 
+def _first_block_fits(stage: Stage, block: tuple[int, ...]) -> bool:
+    """Quick screen: whether the first (corner) block fits, output axons aside."""
+    regions = _regions(stage.output_shape, block)
+    if _is_window(stage):
+        use = _conv_block(stage, _window_axes(stage), regions[0], len(regions) == 1)[0]
+    else:
+        use = _dense_block(stage, *regions[0][0])
+    return all(use[k] <= LIMITS[k] for k in use)
+
+
 def _out_axons(source_shape, block, target: StagePartition | None, feeds, slots: int):
     """Output axon slots of each block of a stage feeding ``target`` (None: last stage)."""
     regions = _regions(source_shape, block)
@@ -333,6 +343,8 @@ def partition(
         else:
             part = feeds = None
             for block in _candidates(stage.output_shape):
+                if not _first_block_fits(stage, block):
+                    continue
                 part, feeds = _evaluate(stage, block, target, target_feeds, slots)
                 if _fits(part):
                     break
