@@ -156,3 +156,16 @@ def test_export_keeps_pins_and_refuses_what_does_not_fit(tmp_path):
     with pytest.raises(LoihiPartitionError, match="needs 299 Loihi cores"):
         loihi.export(net, tmp_path / "refused", block_shapes={"conv_2": (2, 2, 8)}, chips=1)
     assert not (tmp_path / "refused").exists()
+
+
+def test_run_with_progress_reports_and_equals_plain_run():
+    rng = np.random.default_rng(7)
+    stages = [_dense_stage(rng, "a", 4, 30, 0.5), _dense_stage(rng, "b", 30, 6, 0.5)]
+    net = SpikingNetwork((4,), stages, None, "binary")
+    x = rng.integers(0, 2, (25, 4)).astype("float32")
+    seen = []
+    reported = loihi.run(net, x, target="sim", progress=seen.append)
+    assert seen == sorted(seen) and seen[-1] == len(x) and len(seen) >= 5
+    np.testing.assert_array_equal(
+        reported.output_spikes, loihi.run(net, x, target="sim").output_spikes
+    )

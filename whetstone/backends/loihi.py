@@ -226,6 +226,31 @@ def _check_fits(report: dict, target: str) -> None:
     warnings.warn(message, LoihiResourceWarning, stacklevel=3)
 
 
+class _Reporting:
+    """A simulator that reports the images done after each ``run_steps`` (progress bars).
+
+    Example:
+        >>> class Sim:
+        ...     def run_steps(self, steps): pass
+        >>> sim = _Reporting(Sim(), n=5, latency=2, progress=print)
+        >>> sim.run_steps(4); sim.run_steps(4)
+        2
+        5
+    """
+
+    def __init__(self, sim, n: int, latency: int, progress):
+        self._sim, self._n, self._latency, self._progress = sim, n, latency, progress
+        self._steps = 0
+
+    def run_steps(self, steps: int) -> None:
+        self._sim.run_steps(steps)
+        self._steps += steps
+        self._progress(min(self._n, max(0, self._steps - self._latency)))
+
+    def __getattr__(self, name: str):
+        return getattr(self._sim, name)
+
+
 # ---------------------------------------------------------------- back end
 
 
@@ -316,6 +341,7 @@ class LoihiBackend:
         pop_type: int = 32,
         chips: int | None = None,
         hardware_options: dict | None = None,
+        progress=None,
         **options,
     ) -> BackendResult:
         """Stream ``x`` through the network on Loihi (or its emulator).
@@ -328,6 +354,8 @@ class LoihiBackend:
             chunk_steps: steps between probe reads.
             block_shapes, pop_type, chips: see :meth:`build`.
             hardware_options: passed to ``nengo_loihi.Simulator``.
+            progress: called with the number of images done so far, about ten times
+                (one build, however often it reports).
         """
         x = simulate.check_input(net, x, "loihi back end")
         built = self._build(net, block_shapes, pop_type, chips, **options)
@@ -337,7 +365,12 @@ class LoihiBackend:
             report = resource_report(sim.model, built.partition, chips)
             _check_fits(report, sim.target)
             started = time.perf_counter()
-            outputs, counts = nengo_backend.stream(built, sim, x, self.offsets(built), chunk_steps)
+            offsets = self.offsets(built)
+            if progress is not None:
+                total = len(x) + offsets[-1]
+                chunk_steps = min(chunk_steps, max(1, math.ceil(total / 10)))
+                sim = _Reporting(sim, len(x), offsets[-1], progress)
+            outputs, counts = nengo_backend.stream(built, sim, x, offsets, chunk_steps)
             run_s = time.perf_counter() - started
             used = sim.target
         return nengo_backend.result(
