@@ -204,3 +204,22 @@ def test_verify_refuses_min_agreement_outside_0_1(models, value):
         "verify", models["net"], "--to", "nir", "--data", "demo", "--min-agreement", value
     )
     assert result.exit_code == 2 and "--min-agreement" in result.output
+
+
+def test_sigterm_unwinds_the_cli_like_ctrl_c():
+    script = textwrap.dedent("""
+        import os, signal, sys, time
+        from whetstone import cli
+
+        @cli.main.command("sleepy")
+        def sleepy():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(10)
+            finally:
+                print("cleaned up", file=sys.stderr)
+
+        cli.main(["sleepy"])
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 143 and "cleaned up" in done.stderr, done.stderr[-2000:]

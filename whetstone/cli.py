@@ -147,7 +147,8 @@ class Group(click.Group):
 
     def main(self, *args, **kwargs):
         quiet_tensorflow()
-        return super().main(*args, **kwargs)
+        with files.sigterm_as_exit():  # kill, timeout, a CI cancel: clean up as for Ctrl-C
+            return super().main(*args, **kwargs)
 
     def invoke(self, ctx: click.Context):
         out = ctx.ensure_object(Output)

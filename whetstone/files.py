@@ -45,6 +45,7 @@ __all__ = [
     "WriteError",
     "check_target",
     "replace",
+    "sigterm_as_exit",
     "staged",
     "write_bytes",
 ]
@@ -157,7 +158,7 @@ def staged(
     target = check_target(target, force, sources, folder)
     staging = _staging_name(target)
     try:
-        with _terminate_as_exit(), _as_write_error(target, staging):
+        with sigterm_as_exit(), _as_write_error(target, staging):
             if folder:
                 os.mkdir(staging)  # mode 0777 & ~umask
             yield staging
@@ -294,8 +295,16 @@ class _Terminated(SystemExit):
 
 
 @contextlib.contextmanager
-def _terminate_as_exit() -> Iterator[None]:
-    """While writing, SIGTERM (default action) unwinds like Ctrl-C: exit 143 after cleanup."""
+def sigterm_as_exit() -> Iterator[None]:
+    """Within the block, SIGTERM (if at its default action) unwinds like Ctrl-C.
+
+    ``finally`` blocks and context managers clean up, then the process exits with
+    status 143 (128 + SIGTERM). Outside the main thread it does nothing.
+
+    Example:
+        >>> with sigterm_as_exit():
+        ...     pass
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
