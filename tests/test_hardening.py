@@ -66,3 +66,27 @@ def test_nengo_writes_no_cache_into_home(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert not (tmp_path / ".cache" / "nengo").exists()
+
+
+@pytest.mark.parametrize(
+    "imports",
+    ["import whetstone; import keras", "import whetstone; import tensorflow; import keras"],
+)
+def test_layers_are_found_whatever_is_imported_first(tmp_path, imports):
+    import keras
+
+    from whetstone.layers import SpikingBRelu
+
+    path = tmp_path / "m.keras"
+    keras.Sequential([keras.Input((3,)), SpikingBRelu(sharpness=1.0)]).save(path)
+    script = f"{imports}; print(keras.models.load_model({str(path)!r}).layers[0])"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "SpikingBRelu" in done.stdout
+
+
+def test_whetstone_alone_imports_no_keras():
+    script = "import sys, whetstone.network, whetstone.simulate, whetstone.backends; "
+    script += "print(sorted(m for m in sys.modules if m.split('.')[0] in ('keras', 'tensorflow')))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout.strip() == "[]", done.stderr[-2000:]

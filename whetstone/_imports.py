@@ -29,8 +29,8 @@ __all__ = ["around_import", "quiet_stderr"]
 class _Loader(importlib.abc.Loader):
     """Delegates to the real loader; ``wrap(load)`` decides when ``load()`` runs."""
 
-    def __init__(self, loader, wrap: Callable) -> None:
-        self._loader, self._wrap = loader, wrap
+    def __init__(self, loader, finder: _Finder) -> None:
+        self._loader, self._finder = loader, finder
 
     def __getattr__(self, name: str):
         return getattr(self._loader, name)
@@ -40,20 +40,31 @@ class _Loader(importlib.abc.Loader):
 
     def exec_module(self, module) -> None:
         module.__loader__ = module.__spec__.loader = self._loader  # invisible afterwards
-        self._wrap(lambda: self._loader.exec_module(module))
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self._finder)  # once: only the first import is wrapped
+        self._finder.wrap(lambda: self._loader.exec_module(module))
 
 
 class _Finder(importlib.abc.MetaPathFinder):
+    """Answers for one module name with the real spec, its loader wrapped.
+
+    It stays on ``sys.meta_path`` until the module is executed: a look-up alone
+    (``importlib.util.find_spec``, as TensorFlow does for Keras) does not use it up.
+    """
+
     def __init__(self, name: str, wrap: Callable) -> None:
-        self.name, self.wrap = name, wrap
+        self.name, self.wrap, self._busy = name, wrap, False
 
     def find_spec(self, fullname, path, target=None):
-        if fullname != self.name:
+        if fullname != self.name or self._busy:
             return None
-        sys.meta_path.remove(self)  # once; and lets the real finders answer
-        spec = importlib.util.find_spec(fullname)
+        self._busy = True  # let the real finders answer
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self._busy = False
         if spec is not None and spec.loader is not None:
-            spec.loader = _Loader(spec.loader, self.wrap)
+            spec.loader = _Loader(spec.loader, self)
         return spec
 
 
