@@ -75,8 +75,13 @@ class Backend(Protocol):
     def run(self, net, x: np.ndarray, **options) -> BackendResult:
         """Run a batch of inputs; predictions matched to inputs."""
 
-    def export(self, net, path, **options) -> Any:
-        """Write the artifact a user deploys (atomically)."""
+    def export(self, net, path, force: bool = False, **options) -> Any:
+        """Write the artifact a user deploys, through :mod:`whetstone.files`.
+
+        Atomically (beside ``path``, then one rename); the parent folder must exist;
+        an existing ``path`` is replaced only with ``force=True``; a failed export
+        leaves nothing behind.
+        """
 
     # Optional: ``resources(net) -> dict``, what the network costs on the target
     # (cores, chips, ...); ``whetstone inspect`` shows it for every back end that has it.
