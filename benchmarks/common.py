@@ -12,8 +12,7 @@ from importlib import metadata
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PACKAGES = (
-    "whetstone",
+PACKAGES = (  # distributions; whetstone itself (distribution whetstone-snn) is added
     "keras",
     "tensorflow",
     "numpy",
@@ -36,7 +35,9 @@ def _command() -> str:
 
 def environment() -> dict:
     """Versions, machine and command line of this run."""
-    versions = {}
+    import whetstone
+
+    versions = {"whetstone": whetstone.__version__}
     for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)

@@ -3,7 +3,8 @@
 Every back end implements the same small interface (see :class:`Backend`) and
 registers itself with ``@register("name")``. Importing a back end's optional
 dependency happens inside its methods, so ``get("spinnaker")`` works everywhere and
-only using it needs the extra (``pip install whetstone[spinnaker]``).
+only using it needs the extra (``pip install 'whetstone-snn[spinnaker]'``; from a
+checkout, ``pip install -e '.[spinnaker]'``).
 
 Example:
     >>> import whetstone.backends as backends
@@ -49,7 +50,8 @@ def require(module: str, extra: str):
     except ImportError as error:
         raise MissingDependencyError(
             f"this back end needs {module!r}, which is not installed ({error}). "
-            f"Install it with: pip install 'whetstone[{extra}]'"
+            f"Install it with: pip install 'whetstone-snn[{extra}]' "
+            f"(from a checkout: pip install -e '.[{extra}]')"
         ) from error
 
 

@@ -70,7 +70,7 @@ from pathlib import Path
 from typing import Any
 
 from whetstone import simulate
-from whetstone.backends import BackendResult, register, require
+from whetstone.backends import BackendResult, MissingDependencyError, register, require
 from whetstone.backends import nengo as nengo_backend
 from whetstone.backends.loihi_partition import (
     LIMITS,
@@ -103,6 +103,14 @@ class LoihiResourceWarning(UserWarning):
 @functools.cache
 def _nengo_loihi():
     """Import nengo-loihi and register the StepNeuron compartment builder (once)."""
+    import numpy as np
+
+    if int(np.__version__.split(".")[0]) >= 2:
+        raise MissingDependencyError(
+            f"the loihi back end needs nengo-loihi 1.1, which needs numpy < 2 (numpy "
+            f"{np.__version__} is installed). Install the extra in its own environment: "
+            f"pip install 'whetstone-snn[{EXTRA}]' (from a checkout: pip install -e '.[{EXTRA}]')"
+        )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*has not been tested with your `nengo`")
         nengo_loihi = require("nengo_loihi", EXTRA)

@@ -348,7 +348,7 @@ _SCRIPT = '''"""Run the whetstone network in network.h5 on Nengo or Nengo-Loihi.
     python run.py inputs.npy [nengo|loihi]      # prints one predicted class per line
 
 inputs.npy: a float32 array (n, *input_shape) (0/1 values for binary-input networks).
-Needs: pip install whetstone (and nengo-loihi; NxSDK for real Loihi hardware).
+Needs: pip install whetstone-snn (and 'whetstone-snn[loihi]' for Loihi; NxSDK for hardware).
 """
 
 import sys

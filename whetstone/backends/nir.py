@@ -1,6 +1,6 @@
 """NIR back end: a SpikingNetwork as a Neuromorphic Intermediate Representation graph.
 
-`NIR <https://neuroir.org>`_ (``pip install 'whetstone[nir]'``) is the exchange format
+`NIR <https://neuroir.org>`_ (``pip install 'whetstone-snn[nir]'``) is the exchange format
 read by Lava / Loihi 2, SpiNNaker2, Speck, Xylo, snnTorch, Norse, Sinabs and others.
 :func:`export` writes a ``.nir`` file, :func:`load` reads one back into a
 ``SpikingNetwork``, :func:`to_graph` / :func:`from_graph` do the same in memory.
@@ -89,7 +89,7 @@ from pathlib import Path
 
 import numpy as np
 
-from whetstone import files
+from whetstone import __version__, files
 from whetstone.backends import BackendResult, register, require
 from whetstone.network import (
     KeyDecoder,
@@ -362,7 +362,7 @@ def to_graph(net: SpikingNetwork, dt: float = DT):
         shape = (len(bias),)
     chain.append(("output", nir.Output(np.array(shape))))
     info = {
-        "source": f"whetstone {_version('whetstone')}",
+        "source": f"whetstone {__version__}",
         "nir_version": _version("nir"),
         "dt": float(dt),
         "neuron": "LIF with tau = dt, r = 1: memoryless when stepped at dt (forward Euler)",

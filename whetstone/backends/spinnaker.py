@@ -418,7 +418,7 @@ def _import_simulator(simulator: str):
             "spinnaker back end: simulator='brian2' is not supported: PyNN's Brian2 "
             "IF_curr_delta integrates the leak before spikes are delivered and thresholds "
             "with '>', and even with a reordered schedule its spike timing did not match the "
-            "reference exactly. Use simulator='nest' (pip install 'whetstone[nest]')."
+            "reference exactly. Use simulator='nest' (pip install 'whetstone-snn[nest]')."
         )
     if simulator not in SIMULATORS:
         raise ValueError(
