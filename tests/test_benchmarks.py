@@ -60,15 +60,16 @@ def test_targets_table_says_met_or_not():
     ]
     lines = targets_table(rows).splitlines()
     assert "99.35% (target 99.30%): met" in lines[2]
-    assert "+0.15 points (target at most 0.5): met" in lines[2]
+    assert "+0.15 points (no target)" in lines[2]
     assert "97.00% (target 97.50%): not met" in lines[3]
-    assert "+1.50 points (target at most 0.5): not met" in lines[3]
+    assert "+1.50 points (target at most 0.4): not met" in lines[3]
 
 
 @pytest.mark.slow
 def test_every_suite_smoke_runs_and_reports(tmp_path, data_dir):
     out = tmp_path / "results"
-    suites = ("mnist", "fashion", "cifar10", "overhead", "cli")
+    # cifar10 is left out: decoding its 60,000 JPEGs alone takes minutes on 2 cores.
+    suites = ("mnist", "fashion", "overhead", "cli", "seeds")
     _bench("run", *suites, "--quick", "--out", str(out), "--data", str(data_dir), data_dir=data_dir)
 
     for suite, models in (("mnist", ["dense_mnist", "conv_mnist"]), ("fashion", ["conv_fashion"])):
@@ -83,18 +84,21 @@ def test_every_suite_smoke_runs_and_reports(tmp_path, data_dir):
             assert row["nengo_agreement"] == 1.0
             assert row["nir_round_trip_agreement"] == 1.0
             assert row["nest_agreement"] >= 0.98
-            # One step per stage: dense 3 layers; conv 2 x (conv, OR-pool) and the output.
-            assert row["timesteps"] == (3 if row["model"] == "dense_mnist" else 5)
+            # One step per stage: dense 2 layers; conv 2 x (conv, OR-pool); readouts on the host.
+            assert row["timesteps"] == (2 if row["model"] == "dense_mnist" else 4)
+            assert row["decoder"] == "readout"
         header = (out / f"suite_{suite}.csv").read_text().splitlines()[0]
         assert header.startswith("model,dataset,baseline_accuracy,keras_accuracy")
-    cifar = json.loads((out / "suite_cifar10.json").read_text())
-    assert "skipped" in cifar or cifar["summary"][0]["model"] == "vgg_cifar10"
+    seeds = json.loads((out / "seeds.json").read_text())
+    assert [run["seed"] for run in seeds["runs"]] == [0, 1]
+    assert all(run["disagreements"] == 0 for run in seeds["runs"])
     assert (out / "sharpener_overhead.json").exists()
     assert (out / "cli_inspect.txt").read_text().startswith("$ whetstone inspect")
 
     _bench("report", "--results", str(out), "--no-readme", data_dir=data_dir)
     text = (tmp_path / "README.md").read_text()
     assert "| dense_mnist |" in text and "| conv_fashion |" in text
+    assert "## Repeatability: dense_mnist over 2 seeds" in text
     for model in ("dense_mnist", "conv_mnist", "conv_fashion"):
         assert (out / f"sharpening_{model}.png").stat().st_size > 1000
         assert f"sharpening_{model}.png" in text

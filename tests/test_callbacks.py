@@ -391,8 +391,8 @@ def test_honing_moves_the_weights_below_sharp_layers():
     ws.sharpness.set_model_sharpness(model, 1.0)
     before = model.layers[0].get_weights()[0].copy()
     x = np.random.default_rng(1).random((64, 4)).astype("float32")
-    model.fit(x, np.ones((64, 3)), epochs=3, batch_size=8, verbose=0,
-              callbacks=[SimpleSharpener(hone_epochs=2, stop_when_sharp=True, verbose=0)])  # fmt: skip
+    honer = SimpleSharpener(hone_epochs=2, stop_when_sharp=True, verbose=0)
+    model.fit(x, np.ones((64, 3)), epochs=3, batch_size=8, callbacks=[honer], verbose=0)
     assert not np.array_equal(before, model.layers[0].get_weights()[0])
     hidden = model.predict(x, verbose=0)
     assert set(np.unique(hidden)) <= {0.0, 1.0}
