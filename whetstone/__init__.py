@@ -30,6 +30,7 @@ __all__ = [
     "layers",
     "models",
     "network",
+    "plot",
     "rewrite",
     "sharpness",
     "simulate",

@@ -445,7 +445,11 @@ def demo(
         row["timesteps"] = None
     rows[-1]["timesteps"] = reference.latency
     for name in backends:
-        result = run_with_progress(out, registry.get(name), net, x_test)
+        backend = registry.get(name)
+        if not getattr(backend, "is_available", lambda: True)():
+            click.echo(f"{name}: skipped, needs: pip install -e '.[{backend.extra}]'", err=True)
+            continue
+        result = run_with_progress(out, backend, net, x_test)
         rows.append(_row(name, result.predictions, y_test, reference.predictions))
         rows[-1]["timesteps"] = result.info.get("latency")
     out.table(
@@ -935,6 +939,70 @@ def sharpen(
     )
     if not sharpness.is_fully_sharpened(keras_model):
         out.say(f"not fully sharp yet: train more epochs (e.g. --epochs {epochs * 2})")
+
+
+PLOTS = ("raster", "rates", "resources", "sharpening", "accuracy")
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(PLOTS))
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="PNG file.")
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("--data", "dataset", type=DATASET, default="demo", show_default=True)
+@DATA_DIR
+@click.option("-n", "--limit", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--index", type=click.IntRange(min=0), default=0, help="raster: the test image.")
+@click.option(
+    "--to",
+    "target",
+    type=click.Choice(["loihi", "spinnaker"]),
+    default="loihi",
+    show_default=True,
+    help="resources: the back end.",
+)
+@reporting_options
+@click.pass_obj
+def plot(out: Output, kind, source, output, force, dataset, data_dir, limit, index, target):
+    """Draw a PNG: spikes, firing rates, core use, a sharpening trace or accuracy.
+
+    SOURCE is a model (.keras or saved network) for raster, rates and resources, a
+    CSVLogger file (or a JSON History dict) for sharpening, and a JSON file
+    {label: {"timesteps": ..., "accuracy": ...}} for accuracy.
+
+    \b
+    Examples:
+      whetstone plot raster sharp.keras --data demo --index 3 -o raster.png
+      whetstone plot rates sharp.keras --data demo -n 500 -o rates.png
+      whetstone plot resources sharp.keras --to loihi -o cores.png
+      whetstone plot sharpening training.csv -o sharpening.png
+      whetstone plot accuracy sweep.json -o accuracy.png
+    """
+    from whetstone import plot as plots
+
+    files.check_target(output, force, sources=[source])
+    if kind == "sharpening":
+        log = json.loads(Path(source).read_text()) if source.endswith(".json") else source
+        plots.sharpening(log, output, force)
+    elif kind == "accuracy":
+        plots.accuracy_vs_timesteps(json.loads(Path(source).read_text()), path=output, force=force)
+    else:
+        from whetstone import backends as registry
+
+        keras_model, net = load_model_or_network(source)
+        net = require_network(keras_model, net, source)
+        if kind == "resources":
+            plots.resources(registry.get(target).resources(net), output, force)
+        else:
+            count = index + 1 if kind == "raster" else limit
+            x = fit_shape(test_split(dataset, data_dir, count)[0], net.input_shape, source)
+            if kind == "raster":
+                plots.raster(net, x, index, output, force)
+            else:
+                plots.firing_rates(net, x, path=output, force=force)
+    out.document({"kind": kind, "source": source, "output": output})
+    if not out.as_json:
+        out.echo(output)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import numpy as np
 
 from whetstone.network import ReadoutDecoder, SpikingNetwork, Stage, same_padding
 
-__all__ = ["TIE_TOLERANCE", "SimulationResult", "preactivation", "run"]
+__all__ = ["TIE_TOLERANCE", "SimulationResult", "preactivation", "run", "stage_spikes"]
 
 TIE_TOLERANCE = 1e-6
 """A neuron whose ``|pre-activation - threshold|`` is below this is a tie."""
@@ -328,3 +328,25 @@ def run(net: SpikingNetwork, x, mode: str = "fast", dtype: str = "float32") -> S
         ann_macs=_ann_macs(net),
         latency=net.latency,
     )
+
+
+def stage_spikes(net: SpikingNetwork, x, dtype: str = "float32") -> list[np.ndarray]:
+    """Every stage's spikes for a batch ``x``: one ``(n, *stage.output_shape)`` uint8 array each.
+
+    Stage ``l`` of the network fires them ``l + 1`` steps after the input enters (the
+    same spikes as :func:`run`, which keeps only the last stage's). Meant for small
+    batches (pictures, debugging): it holds every stage's spikes at once.
+
+    Example:
+        >>> from whetstone.network import Stage, SpikingNetwork
+        >>> stages = [Stage("a", "dense", (1,), (2,), np.array([[1.0, -1.0]], "float32")),
+        ...           Stage("b", "dense", (2,), (1,), np.ones((2, 1), "float32"))]
+        >>> [s.tolist() for s in stage_spikes(SpikingNetwork((1,), stages), [[0.9]])]
+        [[[1, 0]], [[1]]]
+    """
+    s = check_input(net, x, "stage_spikes")
+    spikes = []
+    for stage in net.stages:
+        s, _ = _step(stage, s, np.dtype(dtype))
+        spikes.append(s.astype(np.uint8))
+    return spikes
