@@ -7,6 +7,8 @@
 * ``on_page_markdown`` puts the content of ``benchmarks/README.md`` into the page
   that holds the ``<!-- include: benchmarks/README.md -->`` marker, or a note when the
   benchmarks have not been generated yet.
+* ``on_config`` adds a Markdown preprocessor: the CLI reference keeps the example blocks
+  of the click docstrings as code blocks instead of one paragraph.
 """
 
 from __future__ import annotations
@@ -88,6 +90,46 @@ def _figures_module():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def click_blocks(lines: list[str]) -> list[str]:
+    """The indented ``whetstone ...`` lines after ``Example(s):`` as a fenced bash block.
+
+    In the click docstrings they follow a ``\\b`` marker (which mkdocs-click drops);
+    as plain Markdown they would run together into one paragraph.
+
+    Example:
+        >>> click_blocks(["Example:", "  whetstone demo", "    --epochs 3", "", "Text."])
+        ['Example:', '', '```bash', 'whetstone demo', '  --epochs 3', '```', '', 'Text.']
+    """
+    out, block = [], None
+    for line in [*lines, ""]:
+        command = block == [] and line.lstrip().startswith("whetstone")
+        if (command or block) and line.startswith("  ") and line.strip():
+            block.append(line)
+            continue
+        if block:
+            indent = min(len(b) - len(b.lstrip()) for b in block)
+            out += ["", "```bash", *(b[indent:] for b in block), "```"] + ([""] if line else [])
+        block = [] if re.fullmatch(r"Examples?:", line.strip()) else None
+        out.append(line)
+    return out[:-1]
+
+
+def on_config(config):
+    from markdown.extensions import Extension
+    from markdown.preprocessors import Preprocessor
+
+    class ClickBlocksProcessor(Preprocessor):
+        def run(self, lines):
+            return click_blocks(lines)
+
+    class ClickBlocks(Extension):
+        def extendMarkdown(self, md):  # noqa: N802 (Python-Markdown's name)
+            md.preprocessors.register(ClickBlocksProcessor(md), "click_blocks", 140)  # after 141
+
+    config.markdown_extensions.append(ClickBlocks())
+    return config
 
 
 def on_files(files, config):
