@@ -7,20 +7,25 @@ figures always show the current code; nothing here holds data of its own. The
 sharpness-over-training figure reads the training history committed with the reference
 model ``dense_mnist`` (``benchmarks/results/models/dense_mnist.json``, written by
 ``benchmarks/trained.py``); where that file is absent it trains the same network briefly
-on the embedded demo subset and plots that run's history instead.
+on the embedded demo subset and plots that run's history instead. The spike raster and
+the firing rates are drawn with :mod:`whetstone.plot` from the committed reference model
+``dense_mnist.keras`` on the embedded demo test images.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 HISTORY = ROOT / "benchmarks" / "results" / "models" / "dense_mnist.json"
+MODEL = HISTORY.with_suffix(".keras")
 SHARPNESS_VALUES = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
-FIGURES = ("activation.png", "sharpness_over_training.png")
-INPUTS = (Path(__file__), ROOT / "whetstone" / "layers.py", HISTORY)
+FIGURES = ("activation.png", "sharpness_over_training.png", "raster.png", "firing_rates.png")
+INPUTS = (Path(__file__), ROOT / "whetstone" / "layers.py", HISTORY, MODEL)
+INPUTS += (ROOT / "whetstone" / "plot.py",)
 
 
 def _pyplot():
@@ -124,6 +129,32 @@ def sharpness_figure(path: Path, history_file: Path = HISTORY) -> None:
     plt.close(fig)
 
 
+@functools.cache
+def reference_network():
+    """The committed ``dense_mnist`` as a SpikingNetwork, and the demo test images."""
+    import keras
+
+    from whetstone import convert, datasets
+
+    net = convert.to_spiking(keras.models.load_model(MODEL))
+    x = datasets.load("demo")[1][0]
+    return net, x.reshape(len(x), *net.input_shape)
+
+
+def raster_figure(path: Path) -> None:
+    """``whetstone.plot.raster``: the first demo test image through dense_mnist."""
+    from whetstone import plot
+
+    plot.raster(*reference_network(), index=0, path=path, force=True)
+
+
+def rates_figure(path: Path) -> None:
+    """``whetstone.plot.firing_rates``: dense_mnist over the 1,000 demo test images."""
+    from whetstone import plot
+
+    plot.firing_rates(*reference_network(), path=path, force=True)
+
+
 def generate(out_dir: Path) -> list[Path]:
     """Write every figure into ``out_dir`` (skipped when newer than its inputs)."""
     out_dir = Path(out_dir)
@@ -132,7 +163,8 @@ def generate(out_dir: Path) -> list[Path]:
     newest_input = max(path.stat().st_mtime for path in INPUTS if path.exists())
     if all(p.exists() and p.stat().st_mtime > newest_input for p in paths):
         return paths
-    for path, draw in zip(paths, (activation_figure, sharpness_figure), strict=True):
+    draws = (activation_figure, sharpness_figure, raster_figure, rates_figure)
+    for path, draw in zip(paths, draws, strict=True):
         tmp = path.with_name(f".{path.name}.tmp.png")
         draw(tmp)
         tmp.replace(path)

@@ -87,7 +87,7 @@ def raster(
     for layer, (stage, s) in enumerate(zip(net.stages, spikes, strict=True)):
         fired = np.flatnonzero(s[0].ravel())
         y = len(spikes) - 1 - layer + (fired + 0.5) / s[0].size * 0.9
-        ax.scatter(np.full(len(fired), layer + 1), y, marker="|", s=30, lw=0.6, rasterized=True)
+        ax.scatter(np.full(len(fired), layer + 1), y, marker="_", s=200, lw=0.6, rasterized=True)
         labels.append(f"{stage.name}: {len(fired)}/{s[0].size}")
     ax.set_yticks([len(spikes) - 1 - k + 0.45 for k in range(len(spikes))], labels)
     ax.set(
