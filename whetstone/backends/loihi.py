@@ -361,12 +361,15 @@ class LoihiBackend:
             compare_reference: report agreement with ``whetstone.simulate.run``.
             chunk_steps: steps between probe reads.
             block_shapes, pop_type, chips: see :meth:`build`.
-            hardware_options: passed to ``nengo_loihi.Simulator``.
+            hardware_options: passed to ``nengo_loihi.Simulator`` (``n_chips`` defaults
+                to ``chips`` when that is given).
             progress: called with the number of images done so far, about ten times
                 (one build, however often it reports).
         """
         x = simulate.check_input(net, x, "loihi back end")
         built = self._build(net, block_shapes, pop_type, chips, **options)
+        if chips is not None:
+            hardware_options = {"n_chips": chips, **(hardware_options or {})}
         started = time.perf_counter()
         with self.simulator(built, target, hardware_options) as sim:
             build_s = time.perf_counter() - started
