@@ -109,6 +109,8 @@ def cost_table(rows: list[dict]) -> str:
     header = [
         "model",
         "timesteps",
+        "Loihi cores / chips",
+        "SpiNNaker cores / chips",
         "synops / ANN MACs per image",
         "train s/epoch sharpened / not",
         "Keras",
@@ -123,6 +125,8 @@ def cost_table(rows: list[dict]) -> str:
             [
                 r["model"],
                 r["timesteps"],
+                f"{r.get('loihi_cores')} / {r.get('loihi_chips')}",
+                f"{r.get('spinnaker_cores')} / {r.get('spinnaker_chips')}",
                 f"{r['synops_per_inference']:,.0f} / {r['ann_macs_per_inference']:,}",
                 f"{r['epoch_seconds_sharpened']:.1f} / {r['epoch_seconds_baseline']:.1f}",
                 *(

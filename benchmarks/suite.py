@@ -114,6 +114,9 @@ def summary_row(figures: dict) -> dict:
         "loihi_agreement": loihi.get("agreement"),
         "loihi_images": loihi.get("images"),
         "loihi_cores": ng.get("loihi_resources", {}).get("cores"),
+        "loihi_chips": ng.get("loihi_resources", {}).get("chips"),
+        "spinnaker_cores": figures["spinnaker"].get("virtual_board", {}).get("cores"),
+        "spinnaker_chips": figures["spinnaker"].get("virtual_board", {}).get("chips"),
         "nest_agreement": nest["prediction_agreement"],
         "nest_images": figures["spinnaker"]["images"],
         "spinnaker_fixed_point_agreement": figures["spinnaker"]["spinnaker_fixed_point"][
