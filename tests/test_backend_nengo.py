@@ -162,13 +162,14 @@ def test_export_is_atomic_and_runs(tmp_path):
     rng = np.random.default_rng(4)
     net = SpikingNetwork((6,), [_dense_stage(rng, "a", 6, 3, 0.5)], KeyDecoder(np.eye(3)))
     path = nengo_backend.export(net, tmp_path / "model")
-    assert sorted(p.name for p in path.iterdir()) == ["network.h5", "run.py"]
+    assert sorted(p.name for p in path.iterdir()) == ["export.json", "network.h5", "run.py"]
     assert SpikingNetwork.load(path / "network.h5") == net
     x = rng.uniform(0, 1, (5, 6)).astype("float32")
     np.save(tmp_path / "x.npy", x)
-    out = subprocess.run([sys.executable, str(path / "run.py"), str(tmp_path / "x.npy")],
-                         capture_output=True, text=True, check=True)  # fmt: skip
-    assert [int(v) for v in out.stdout.split()] == simulate.run(net, x).predictions.tolist()
+    subprocess.run([sys.executable, str(path / "run.py"), "x.npy", "--predictions", "p.npy"],
+                   capture_output=True, text=True, check=True, cwd=tmp_path)  # fmt: skip
+    predictions = np.load(tmp_path / "p.npy")
+    assert predictions.tolist() == simulate.run(net, x).predictions.tolist()
     with pytest.raises(FileExistsError):
         nengo_backend.export(net, path)
 

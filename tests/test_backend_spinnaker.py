@@ -129,7 +129,7 @@ def test_export_is_atomic(tmp_path, monkeypatch):
     rng = np.random.default_rng(2)
     net = SpikingNetwork((4,), [_dense("a", 4, 3, rng), _dense("b", 3, 2, rng)])
 
-    def broken(net, folder, x):
+    def broken(net, folder, x, **_):
         (folder / "network.npz").write_text("partial")
         raise OSError("disk full")
 
@@ -191,14 +191,14 @@ def test_exported_script_runs_on_nest(nest, tmp_path):
     x = rng.normal(size=(10, 8, 8, 1)).astype("float32")
     folder = get("spinnaker").export(net, tmp_path / "export", x=x)
     assert sorted(p.name for p in folder.iterdir()) == [
-        "inputs.npz", "network.h5", "network.npz", "run.py"
+        "export.json", "inputs.npz", "network.h5", "network.npz", "run.py"
     ]  # fmt: skip
     subprocess.run(
-        [sys.executable, str(folder / "run.py"), "--simulator", "nest"],
+        [sys.executable, str(folder / "run.py"), "--simulator", "nest", "--predictions", "p.npy"],
         check=True, capture_output=True, cwd=tmp_path, timeout=300,
     )  # fmt: skip
     reference = simulate.run(net, x)
-    np.testing.assert_array_equal(np.load(folder / "predictions.npy"), reference.predictions)
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), reference.predictions)
 
 
 # ---------------------------------------------------------------- sPyNNaker virtual board

@@ -32,8 +32,10 @@ Nengo computes in float64 and the reference in float32, so the two can differ on
 ties (``|W s + b - theta| < 1e-6``); ``run`` reports the reference's ties when asked to
 compare (``info["ties"]``).
 
-Export writes a folder with ``network.h5`` (``SpikingNetwork.save``) and ``run.py``, a
-script that rebuilds the Nengo network with whetstone and runs it on ``.npy`` inputs.
+Export writes a folder with ``network.h5`` (``SpikingNetwork.save``), ``export.json``,
+``run.py`` (a script that rebuilds the Nengo network with whetstone, runs the shipped or
+given inputs and prints the agreement with the reference's decisions) and, when inputs
+are given, ``inputs.npz`` (see :mod:`whetstone.backends.exports`).
 
 Example:
     >>> import numpy as np
@@ -58,7 +60,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from whetstone import files, simulate
-from whetstone.backends import BackendResult, register, require
+from whetstone.backends import BackendResult, exports, register, require
 from whetstone.network import SpikingNetwork, Stage
 from whetstone.simulate import preactivation
 
@@ -343,35 +345,28 @@ def compare(net: SpikingNetwork, x: np.ndarray, predictions: np.ndarray, spikes)
 # ---------------------------------------------------------------- export
 
 
-_SCRIPT = '''"""Run the whetstone network in network.h5 on Nengo or Nengo-Loihi.
+def export_folder(
+    net: SpikingNetwork,
+    path,
+    default: str,
+    force: bool = False,
+    x=None,
+    y=None,
+    min_agreement: float = exports.DEFAULT_MIN_AGREEMENT,
+    **manifest,
+) -> Path:
+    """Write ``path/`` atomically (see whetstone.files): the network and its ``run.py``.
 
-    python run.py inputs.npy [nengo|loihi]      # prints one predicted class per line
-
-inputs.npy: a float32 array (n, *input_shape) (0/1 values for binary-input networks).
-Needs: pip install whetstone-snn (and 'whetstone-snn[loihi]' for Loihi; NxSDK for hardware).
-"""
-
-import sys
-from pathlib import Path
-
-import numpy as np
-
-import whetstone.backends as backends
-from whetstone.network import SpikingNetwork
-
-net = SpikingNetwork.load(Path(__file__).with_name("network.h5"))
-x = np.load(sys.argv[1])
-target = sys.argv[2] if len(sys.argv) > 2 else "{default}"
-result = backends.get(target).run(net, x)
-print("\\n".join(str(int(p)) for p in result.predictions))
-'''
-
-
-def export_folder(net: SpikingNetwork, path, default: str, force: bool = False) -> Path:
-    """Write ``path/`` with ``network.h5`` and ``run.py`` atomically (see whetstone.files)."""
+    ``network.h5``, ``export.json``, ``run.py`` (runs on ``default``: ``"nengo"`` or
+    ``"loihi"``) and, with inputs ``x`` (labels ``y``), ``inputs.npz`` with the
+    reference's decisions (:mod:`whetstone.backends.exports`); ``manifest``: more
+    ``export.json`` entries.
+    """
     with files.staged(path, force, folder=True) as staging:
         net.save(staging / "network.h5")
-        (staging / "run.py").write_text(_SCRIPT.replace("{default}", default))
+        shipped = {} if x is None else exports.ship(staging, net, x, y)
+        exports.write_manifest(staging, default, net, min_agreement, **shipped, **manifest)
+        (staging / "run.py").write_text(exports.template("run_nengo.py"))
     return Path(path)
 
 
@@ -430,9 +425,11 @@ class NengoBackend:
         return result(net, x, outputs, counts, compare_reference, build_s, run_s,
                       latency=self.offsets(built)[-1] + 1, dt=DT)  # fmt: skip
 
-    def export(self, net: SpikingNetwork, path, force: bool = False) -> Path:
-        """A folder with ``network.h5`` and ``run.py`` (runs on Nengo by default).
+    def export(self, net: SpikingNetwork, path, force: bool = False, x=None, y=None) -> Path:
+        """A folder with ``network.h5``, ``export.json`` and ``run.py`` (runs on Nengo).
 
-        An existing ``path`` is replaced only with ``force=True``.
+        ``x`` (labels ``y``): inputs shipped with the reference's decisions, which
+        ``python run.py`` runs and checks. An existing ``path`` is replaced only with
+        ``force=True``.
         """
-        return export_folder(net, path, "nengo", force)
+        return export_folder(net, path, "nengo", force, x, y, exports.default_min_agreement(self))

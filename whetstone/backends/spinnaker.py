@@ -77,7 +77,7 @@ from pathlib import Path
 import numpy as np
 
 from whetstone import files, simulate
-from whetstone.backends import BackendResult, MissingDependencyError, register, require
+from whetstone.backends import BackendResult, MissingDependencyError, exports, register, require
 from whetstone.network import SpikingNetwork, Stage, output_length, same_padding
 
 __all__ = [
@@ -90,6 +90,7 @@ __all__ = [
     "build_plan",
     "connections",
     "core_plan",
+    "encode",
     "fixed_point_run",
     "get_backend",
     "longest_row",
@@ -114,8 +115,12 @@ NEURONS_PER_CORE = 256
 CHIPS_PER_BOARD = 48  # SpiNN-5
 
 
-class MappingError(RuntimeError):
-    """sPyNNaker could not partition, place or route the network on the machine."""
+class MappingError(RuntimeError, ValueError):
+    """sPyNNaker could not (or would not) partition, place or route the network.
+
+    A ``ValueError`` too: a network too large for the target is bad input (the command
+    line exits with status 2, as for Loihi's partition errors).
+    """
 
 
 # ---------------------------------------------------------------- connection lists
@@ -236,6 +241,22 @@ def _source_spikes(net: SpikingNetwork, x: np.ndarray) -> np.ndarray:
     stage = net.stages[0]
     pre = simulate.preactivation(stage, x) - np.float32(stage.threshold)
     return (pre >= 0).reshape(len(x), -1).astype(np.uint8)
+
+
+def encode(net: SpikingNetwork, x) -> np.ndarray:
+    """``(n, width)`` uint8 spikes that images ``x`` send into the first on-chip population.
+
+    The host encoder's spikes (stage 0 on the host), or the 0/1 inputs of a binary network;
+    what an export's ``inputs.npz["spikes"]`` holds.
+
+    Example:
+        >>> w = np.array([[1.0, -1.0]], "float32")
+        >>> net = SpikingNetwork((1,), [Stage("e", "dense", (1,), (2,), w),
+        ...     Stage("d", "dense", (2,), (1,), np.ones((2, 1), "float32"))])
+        >>> encode(net, np.array([[1.0], [-1.0]])).tolist()
+        [[1, 0], [0, 1]]
+    """
+    return _source_spikes(net, x)
 
 
 def _source_size(net: SpikingNetwork) -> int:
@@ -768,17 +789,34 @@ class SpiNNakerBackend:
         return report
 
     def export(
-        self, net: SpikingNetwork, path, x=None, force: bool = False, overwrite: bool = False
+        self,
+        net: SpikingNetwork,
+        path,
+        x=None,
+        force: bool = False,
+        overwrite: bool = False,
+        y=None,
+        neurons_per_core: int | None = None,
     ) -> Path:
         """Write a folder with ``run.py`` (standalone PyNN) and ``network.npz`` atomically.
 
-        ``python run.py --simulator spinnaker`` runs it on an attached board,
-        ``--simulator nest`` locally. ``x`` (optional): inputs whose encoded spikes
-        are written to ``inputs.npz`` (the script's default input). An existing
-        ``path`` is replaced only with ``force=True`` (``overwrite`` is its old name).
+        ``python run.py`` runs it on NEST here, ``--simulator spinnaker`` on an attached
+        board (with the neurons per core of :func:`core_plan`, stored per population: a
+        network whose synapse rows cannot fit is refused here, with the numbers). ``x``
+        (optional, with labels ``y``): inputs shipped in ``inputs.npz`` with their
+        encoded spikes and the reference's decisions (the script's default input and
+        check; see :mod:`whetstone.backends.exports`). An existing ``path`` is replaced
+        only with ``force=True`` (``overwrite`` is its old name).
         """
+        plan = build_plan(net)
+        if not plan:
+            raise ValueError(
+                "spinnaker export: nothing of this network runs on chip (its one stage is the "
+                "host encoder); export a network with more stages."
+            )
+        cores = core_plan(plan, neurons_per_core)
         with files.staged(path, force or overwrite, folder=True) as staging:
-            _write_export(net, staging, x)
+            _write_export(net, staging, x, y=y, cores=cores)
         return Path(path)
 
 
@@ -792,109 +830,29 @@ def get_backend() -> SpiNNakerBackend:
 # ---------------------------------------------------------------- export
 
 
-def _write_export(net: SpikingNetwork, folder: Path, x) -> None:
-    arrays = {"num_layers": np.array(len(build_plan(net)))}
-    for i, layer in enumerate(build_plan(net)):
+def _write_export(net: SpikingNetwork, folder: Path, x, y=None, cores=None) -> None:
+    """network.npz, network.h5, export.json, run.py and (with ``x``) inputs.npz."""
+    plan = build_plan(net)
+    cores = cores or core_plan(plan)
+    arrays = {"num_layers": np.array(len(plan))}
+    for i, (layer, entry) in enumerate(zip(plan, cores, strict=True)):
         arrays[f"thresholds_{i}"] = layer.thresholds
         arrays[f"exc_{i}"], arrays[f"inh_{i}"] = layer.exc, layer.inh
         arrays[f"max_summed_{i}"] = np.array(layer.max_summed)
+        arrays[f"neurons_per_core_{i}"] = np.array(entry["neurons_per_core"])
     decoder = net.decoder
     if decoder is not None and hasattr(decoder, "key"):
         arrays["key"] = decoder.key
     elif decoder is not None:
         arrays["readout_weights"], arrays["readout_bias"] = decoder.weights, decoder.bias
     arrays["source_size"] = np.array(_source_size(net))
-    if not int(arrays["num_layers"]):
-        raise ValueError("export: nothing of this network runs on chip (one host stage).")
     np.savez_compressed(folder / "network.npz", **arrays)
+    shipped = {}
     if x is not None:
-        np.savez_compressed(folder / "inputs.npz", spikes=_source_spikes(net, x))
+        shipped = exports.ship(folder, net, x, y, spikes=_source_spikes(net, x))
     net.save(folder / "network.h5")
-    (folder / "run.py").write_text(_SCRIPT)
-
-
-_SCRIPT = '''"""Run a whetstone spiking network exported for SpiNNaker (PyNN).
-
-    python run.py --simulator spinnaker     # on a host attached to a SpiNNaker board
-    python run.py --simulator nest          # locally (pip install pyNN nest-simulator)
-
-Reads network.npz (thresholds and excitatory/inhibitory connection lists per
-population) and inputs.npz (the spikes entering the first population, one input per
-1 ms step); writes predictions.npy and output_spikes.npy. New images: encode them with
-whetstone (stage 0 of network.h5) and save as inputs.npz["spikes"].
-"""
-
-import argparse
-import importlib
-import os
-from pathlib import Path
-
-import numpy as np
-
-TAU_M = 2.0**-10  # ms and nF: exp(-1 / TAU_M) == 0, so neurons are memoryless
-DT = 1.0
-
-
-def spike_times(spikes):
-    return [list((np.nonzero(column)[0] + 2.0) * DT) for column in spikes.T]
-
-
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--simulator", default="nest", choices=["spinnaker", "nest"])
-    parser.add_argument("--inputs", default="inputs.npz")
-    parser.add_argument("--neurons-per-core", type=int, default=None)
-    args = parser.parse_args()
-    os.chdir(Path(__file__).resolve().parent)
-    module = {"spinnaker": "pyNN.spiNNaker", "nest": "pyNN.nest"}
-    sim = importlib.import_module(module[args.simulator])
-    net = np.load("network.npz")
-    spikes = np.load(args.inputs)["spikes"]
-    n, depth = len(spikes), int(net["num_layers"])
-    if args.simulator == "nest":
-        sim.setup(timestep=DT, min_delay=DT, spike_precision="on_grid", verbosity="error")
-    else:
-        sim.setup(timestep=DT)
-    pre = sim.Population(spikes.shape[1], sim.SpikeSourceArray(spike_times=spike_times(spikes)))
-    populations = []
-    for i in range(depth):
-        thresholds = net[f"thresholds_{i}"]
-        cell = sim.IF_curr_delta(tau_m=TAU_M, cm=TAU_M, v_rest=0.0, v_reset=thresholds - 1.0,
-                                 tau_refrac=0.0, i_offset=0.0, v_thresh=thresholds)
-        extra = {}
-        if args.simulator == "spinnaker":
-            extra = {"additional_parameters": {
-                "max_expected_summed_weight": [max(m, 1e-12) for m in net[f"max_summed_{i}"]]}}
-            if args.neurons_per_core:
-                extra["additional_parameters"]["neurons_per_core"] = args.neurons_per_core
-        post = sim.Population(len(thresholds), cell, **extra)
-        for name, receptor, sign in (("exc", "excitatory", 1), ("inh", "inhibitory", -1)):
-            rows = net[f"{name}_{i}"] * np.array([1.0, 1.0, sign])
-            if len(rows):
-                sim.Projection(pre, post, sim.FromListConnector(rows, column_names=["weight"]),
-                               sim.StaticSynapse(delay=DT), receptor_type=receptor)
-        post.record("spikes") if i == depth - 1 else None
-        populations.append(post)
-        pre = post
-    sim.run((n + depth + 2) * DT)
-    out = np.zeros((n, pre.size), np.uint8)
-    for train in pre.get_data("spikes").segments[0].spiketrains:
-        sample = np.rint(np.asarray(train.magnitude) / DT).astype(int) - 2 - depth
-        sample = sample[(sample >= 0) & (sample < n)]
-        out[sample, int(train.annotations["source_index"])] = 1
-    sim.end()
-    if "key" in net:
-        key = 2.0 * net["key"] - 1.0
-        predictions = ((2.0 * out - 1.0) @ key.T).argmax(axis=1)
-    elif "readout_weights" in net:
-        predictions = (out @ net["readout_weights"] + net["readout_bias"]).argmax(axis=1)
-    else:
-        predictions = out.argmax(axis=1)
-    np.save("predictions.npy", predictions)
-    np.save("output_spikes.npy", out)
-    print("predictions:", predictions[:20].tolist(), "..." if n > 20 else "")
-
-
-if __name__ == "__main__":
-    main()
-'''
+    exports.write_manifest(
+        folder, "spinnaker", net, exports.default_min_agreement(get_backend()),
+        first_step=OFFSET, cores=sum(e["cores"] for e in cores), **shipped,
+    )  # fmt: skip
+    (folder / "run.py").write_text(exports.template("run_spinnaker.py"))
