@@ -688,7 +688,9 @@ def _metadata(model: keras.Model) -> dict[str, str]:
     }
 
 
-def to_spiking(model: keras.Model, input_encoding: str = "host") -> SpikingNetwork:
+def to_spiking(
+    model: keras.Model, input_encoding: str = "host", require_sharp: bool = True
+) -> SpikingNetwork:
     """Convert a fully sharpened Keras model into a :class:`SpikingNetwork`.
 
     Args:
@@ -696,6 +698,8 @@ def to_spiking(model: keras.Model, input_encoding: str = "host") -> SpikingNetwo
         input_encoding: ``"host"``: the first stage runs on the host and encodes the
             real-valued input into spikes; ``"binary"``: the model was trained on 0/1
             inputs and every stage runs on chip.
+        require_sharp: refuse a model that is not fully sharpened (False: convert its
+            weights anyway, e.g. to read the stages a weight sharpener quantises).
 
     Raises:
         ConversionError: the model is not fully sharpened, has unsupported layers or
@@ -705,7 +709,8 @@ def to_spiking(model: keras.Model, input_encoding: str = "host") -> SpikingNetwo
         raise ConversionError(f"input_encoding must be 'host' or 'binary', got {input_encoding!r}.")
     chain = layer_chain(model)
     _check_layers(chain)
-    _check_sharp(model)
+    if require_sharp:
+        _check_sharp(model)
     input_shape = _tuple(model.inputs[0].shape[1:])
     if any(n is None or n <= 0 for n in input_shape):
         raise ConversionError(
