@@ -15,18 +15,27 @@ builder registered here as a current-based compartment with
 * ``vth = loihi_vth`` = ``w_max / 255`` (one 8-bit weight step of the stage) and
   ``bias = b - theta + vth``: the chip fires when ``v > vth``, i.e. when
   ``W s + b - theta > 0``,
-* ``synapse=0`` / ``None``: ``tau_s = 0``, the fastest current decay nengo-loihi
-  configures (``decayU = 4094`` + the chip's 1: ``u[t] = q[t] + floor(u[t-1] / 4096)``).
+* ``synapse=0`` / ``None``: on the integer targets (``"sim"``, ``"loihi"``) the current
+  empties every step: ``decayU = 4095`` + the chip's 1, so ``u[t] = q[t]`` (nengo-loihi's
+  own ``tau_s = 0`` setting, ``decayU = 4094``, would carry ``floor(u[t-1] / 4096)`` over
+  and scale weights by about ``4095/4096``); ``"simreal"`` keeps ``decay_u = 1``, which is
+  memoryless in float.
 
-So the compartment is the memoryless step unit up to the chip's integer arithmetic: the
-only state carried to the next step is ``1/4096`` of the last step's input current
-(nengo-loihi's own ``tau_s = 0`` setting; it scales weights by ``4095/4096``), and weights,
-biases and thresholds are discretised by nengo-loihi to 8-bit weights with a shared
-exponent per core. The effect of both on accuracy is measured (``target="sim"`` vs
-``"simreal"`` vs the reference), not assumed. The host-side population (stage 0 in
-``"host"`` mode, the input relay in ``"binary"`` mode) runs off chip and sends its
-spikes to the chip. In ``"binary"`` mode the input spikes take one extra step to reach
-the chip, so the output of image ``i`` appears ``latency`` steps after it (``info``).
+So the compartment is the memoryless step unit up to the chip's integer arithmetic:
+weights, biases and thresholds are discretised by nengo-loihi to 8-bit weights with a
+shared exponent per core, and the effect on accuracy is measured (``target="sim"`` vs
+``"simreal"`` vs the reference), not assumed. A stage whose weights are on the Loihi grid
+(``whetstone.quantize``: ``w = k M / 127`` and ``b = theta + K M / 127`` per block of
+largest weight ``M``, as ``WeightSharpener("loihi")`` trains them) is stored exactly as
+the integers ``k`` (nengo-loihi's ``round(w 255 / 2M)``, clipped to 127); its bias is
+then given as ``(b - theta) 254/255 + M/255`` so that it matches those integers (nengo-loihi
+scales the bias by ``255/M`` per weight step, the weights by ``254/M``) plus half a weight
+step, and the chip fires iff ``sum(k s) + K >= 0``: exactly the step of the float network.
+
+The host-side population (stage 0 in ``"host"`` mode, the input relay in ``"binary"``
+mode) runs off chip and sends its spikes to the chip. In ``"binary"`` mode the input
+spikes take one extra step to reach the chip, so the output of image ``i`` appears
+``latency`` steps after it (``info``).
 
 Partition. Every on-chip stage is split into blocks, one per core, by
 :func:`whetstone.backends.loihi_partition.partition`: the fewest blocks whose
@@ -63,6 +72,7 @@ Example:
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import functools
 import json
@@ -98,6 +108,11 @@ PINS_KEY = "loihi_block_shapes"
 
 EXTRA = "loihi"
 
+EMPTY_CURRENT = 4096 / 4095
+"""``decay_u`` that nengo-loihi discretises to ``decayU = 4095``: the current empties each step."""
+_INTEGER = contextvars.ContextVar("whetstone_loihi_integer", default=None)
+"""While an integer model (``"sim"``, ``"loihi"``) is built: ``{ensemble: grid bias}``."""
+
 
 class LoihiResourceWarning(UserWarning):
     """The network exceeds a Loihi core's or chip's limits (the emulator still runs it)."""
@@ -125,8 +140,39 @@ def _nengo_loihi():
         comp.configure_relu(vth=neuron_type.loihi_vth, dt=model.dt)  # vmin 0, no refractory
         comp.decay_v[:] = 1.0  # full voltage decay: nothing carried to the next step
         comp.bias[:] += neuron_type.loihi_vth  # fire iff J = W s + b - theta > 0
+        grid_bias = _INTEGER.get()
+        if grid_bias is not None:  # integer chip: nothing of the current carries over
+            comp.configure_filter = functools.partial(_empty_current, comp)
+            if neurons.ensemble in grid_bias:
+                comp.bias[:] = grid_bias[neurons.ensemble] + neuron_type.loihi_vth
 
     return nengo_loihi
+
+
+def _empty_current(comp, tau_s, dt=0.001) -> None:
+    """The synapse filter of a StepNeuron compartment on the integer chip: ``u[t] = q[t]``."""
+    comp.decay_u[:] = EMPTY_CURRENT
+    comp.scale_u = True  # nengo-loihi's input scale 1 / decay_magnitude(4095) is then 1
+    comp.tau_s = tau_s
+
+
+def _grid_bias(stage, block_shape) -> Any:
+    """The nengo bias that makes an on-grid stage exact on the integer chip, else None."""
+    import numpy as np
+
+    from whetstone.quantize import Loihi
+
+    if stage.kind == "pool":
+        return None
+    largest = Loihi.block_max(stage, block_shape).ravel()
+    weights, bias = Loihi().grid(stage, block_shape=block_shape)
+    on_grid = np.array_equal(weights, stage.weights) and np.array_equal(
+        np.broadcast_to(bias, stage.output_shape), stage.full_bias()
+    )
+    if not on_grid or not (largest > 0).all():
+        return None
+    free = stage.full_bias().ravel().astype(np.float64) - stage.threshold
+    return free * 254 / 255 + largest / 255  # + vth: fires iff sum(k s) + K >= 0
 
 
 # ---------------------------------------------------------------- building
@@ -170,8 +216,13 @@ def _configure(built, parts: list[StagePartition], pop_type: int) -> None:
     nengo_loihi.add_params(built.network)
     config = built.network.config
     config[built.host].on_chip = False
-    for part, ens in zip(parts, built.ensembles, strict=True):
+    chip = built.source.stages[len(built.source.stages) - len(parts) :]
+    built.grid_bias = {}  # used on the integer targets only
+    for part, ens, stage in zip(parts, built.ensembles, chip, strict=True):
         config[ens].block_shape = nengo_loihi.BlockShape(part.block_shape, part.shape)
+        bias = _grid_bias(stage, part.block_shape)
+        if bias is not None:
+            built.grid_bias[ens] = bias
     built.partition = parts  # the report shows it
     for conn in built.network.all_connections:
         if type(conn.transform).__name__ == "Convolution":
@@ -325,13 +376,19 @@ class LoihiBackend:
             warnings.filterwarnings("ignore", message="Lost .* extra bits in weight rounding")
             # nengo-loihi fills integer state arrays with NaN before setting them
             warnings.filterwarnings("ignore", "invalid value encountered in cast", RuntimeWarning)
-            return nengo_loihi.Simulator(
-                built.network,
-                dt=nengo_backend.DT,
-                target=target,
-                progress_bar=False,
-                hardware_options=hardware_options,
-            )
+            # an emptied current: nengo-loihi's decay_magnitude takes log(0) (and gives 1)
+            warnings.filterwarnings("ignore", "divide by zero encountered in log", RuntimeWarning)
+            token = _INTEGER.set(None if target == "simreal" else getattr(built, "grid_bias", {}))
+            try:
+                return nengo_loihi.Simulator(
+                    built.network,
+                    dt=nengo_backend.DT,
+                    target=target,
+                    progress_bar=False,
+                    hardware_options=hardware_options,
+                )
+            finally:
+                _INTEGER.reset(token)
 
     def resources(self, net: SpikingNetwork, **options) -> dict:
         """Loihi cost of ``net``: cores, compartments, axons, synapse memory, partition.
