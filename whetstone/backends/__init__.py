@@ -82,11 +82,16 @@ class Backend(Protocol):
 
         Atomically (beside ``path``, then one rename); the parent folder must exist;
         an existing ``path`` is replaced only with ``force=True``; a failed export
-        leaves nothing behind.
+        leaves nothing behind; a network that does not fit the target is refused. A
+        folder export takes inputs ``x`` (labels ``y``) to ship and has a ``run.py``
+        (see :mod:`whetstone.backends.exports`).
         """
 
     # Optional: ``resources(net) -> dict``, what the network costs on the target
     # (cores, chips, ...); ``whetstone inspect`` shows it for every back end that has it.
+    # Optional: ``min_agreement``, the default gate of ``verify`` and of an export's
+    # ``run.py`` where the back end differs from the reference by more than ties (see
+    # ``whetstone.backends.exports``; default 0.999).
 
 
 def register(name: str):
