@@ -31,9 +31,11 @@ __all__ = [
     "models",
     "network",
     "plot",
+    "quantize",
     "rewrite",
     "sharpness",
     "simulate",
+    "weight_sharpening",
 ]
 
 
