@@ -16,6 +16,7 @@ back end's gate, stored in export.json). Needs: pip install whetstone-snn (and
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -44,6 +45,8 @@ def arguments(manifest: dict) -> argparse.Namespace:
 
 
 def main() -> int:
+    # nengo-loihi imports TensorFlow (through nengo-dl): keep its start-up lines off stderr
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from whetstone import simulate
     from whetstone.backends import get
     from whetstone.backends.exports import agreement, gate_ties, load_inputs
