@@ -767,7 +767,11 @@ def verify(out: Output, model, target, dataset, data_dir, limit, min_agreement, 
         }
     )
     if agreement < min_agreement:
-        click.secho(f"agreement {agreement:.4f} is below --min-agreement {min_agreement}", err=True)
+        click.secho(
+            f"agreement {agreement:.4f} on the images without a tie is below --min-agreement "
+            f"{min_agreement}",
+            err=True,
+        )
         sys.exit(1)
 
 
