@@ -31,6 +31,7 @@ OTHER_SUITES = {
     "from_relu": "a trained keras.io ReLU convnet rewritten, sharpened in 5 epochs, run spiking",
     "seeds": "dense_mnist sharpened and not over 3 seeds: mean and standard deviation",
     "honing": "honing variants (surrogate width, learning rate) and decoders, dense MNIST",
+    "weight_sharpening": "dense_mnist with and without weight sharpening for Loihi and SpiNNaker",
 }
 
 
@@ -108,6 +109,11 @@ def run_other_suite(name: str, data_dir: str, out: Path, quick: bool) -> None:
         args = ["--data", data_dir, "--out", str(out)]
         args += ["--sharpen-epochs", "1", "--hone-epochs", "1"] if quick else []
         honing.main(args, standalone_mode=False)
+    elif name == "weight_sharpening":
+        from benchmarks import weight_sharpening
+
+        args = ["--data", data_dir, "--out", str(out)] + (["--quick"] if quick else [])
+        weight_sharpening.main(args, standalone_mode=False)
 
 
 @click.group()
