@@ -78,6 +78,9 @@ def test_loihi_stores_exactly_the_grid_integers():
     weights = on.stages[1].weights  # dense: one block, one scale
     k = weights / (np.abs(weights).max() / 127)
     assert np.abs(k - np.round(k)).max() < 1e-4
+    x = (np.random.default_rng(2).random((200, 6, 6, 2)) > 0.5).astype("f4")
+    result = backend.run(on, x, target="sim", compare_reference=True)  # conv + dense on chip
+    assert result.info["output_spikes_differing_not_ties"] == 0
 
 
 def test_get_refuses_unknown_targets():
