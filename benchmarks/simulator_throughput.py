@@ -1,8 +1,10 @@
 """Reference simulator vs Keras on one sharpened reference model (used by ``benchmarks.suite``).
 
-Convert, run the simulator's fast path and Keras ``predict`` on the test images in the
-same process, and record accuracies, disagreements, ties, throughput (images/s, best
-of ``repeats`` interleaved runs) and their ratio, spikes and synaptic operations.
+Convert, run the simulator's fast path (the default), its oracle (``mode="batch"``, the
+plain one-thread path) and Keras ``predict`` on the test images in the same process, and
+record accuracies, disagreements, ties, throughput (images/s, best of ``repeats``
+interleaved runs) and the ratios, whether the fast path equals the oracle in every
+output (spikes, ties, synaptic operations), spikes and synaptic operations.
 
 Example:
     >>> from benchmarks.simulator_throughput import measure    # doctest: +SKIP
@@ -19,6 +21,7 @@ from benchmarks.trained import RECIPES, sharpened_model
 from whetstone import convert, datasets, simulate
 
 BATCH = 1000
+SAME = ("output_spikes", "predictions", "scores", "sample_ties", "synaptic_operations")
 
 
 def _best_time(function, repeats: int) -> float:
@@ -41,15 +44,18 @@ def measure(name: str, data_dir, repeats: int, n_test: int | None = None) -> dic
 
     keras_predictions = model.predict(x_test, batch_size=BATCH, verbose=0).argmax(axis=1)
     result = simulate.run(net, x_test)
+    oracle = simulate.run(net, x_test, mode="batch")
     differ = keras_predictions != result.predictions
     timestep = simulate.run(net, x_test[:500], mode="timestep")
 
-    keras_times, simulator_times = [], []
-    for _ in range(repeats):  # interleaved, so both see the same machine load
+    keras_times, simulator_times, batch_times = [], [], []
+    for _ in range(repeats):  # interleaved, so all see the same machine load
         keras_times.append(_timed(lambda: model.predict(x_test, batch_size=BATCH, verbose=0)))
         simulator_times.append(_timed(lambda: simulate.run(net, x_test)))
+        batch_times.append(_timed(lambda: simulate.run(net, x_test, mode="batch")))
     keras_rate = len(x_test) / min(keras_times)
     simulator_rate = len(x_test) / min(simulator_times)
+    batch_rate = len(x_test) / min(batch_times)
     return {
         "model": name,
         "stages": [
@@ -77,4 +83,12 @@ def measure(name: str, data_dir, repeats: int, n_test: int | None = None) -> dic
         "simulator_over_keras": round(simulator_rate / keras_rate, 3),
         "keras_seconds": [round(t, 3) for t in keras_times],
         "simulator_seconds": [round(t, 3) for t in simulator_times],
+        "simulator_threads": simulate._threads(),
+        "fast_equals_batch": all(
+            np.array_equal(getattr(result, f), getattr(oracle, f)) for f in SAME
+        ),
+        "batch_images_per_s": round(batch_rate, 1),
+        "batch_over_keras": round(batch_rate / keras_rate, 3),
+        "fast_over_batch": round(simulator_rate / batch_rate, 3),
+        "batch_seconds": [round(t, 3) for t in batch_times],
     }
