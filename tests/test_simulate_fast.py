@@ -133,18 +133,27 @@ def test_fast_equals_the_oracle_on_the_back_end_networks(case):
 def test_ties_are_counted_like_the_oracle():
     """Weights on a 1/4 grid and binary input: many exact ties, on several threads."""
     rng = np.random.default_rng(0)
-    conv = Stage("c", "conv", (8, 8, 2), (8, 8, 4), _values(rng, (3, 3, 2, 4), True),
+    conv = Stage("c", "conv", (16, 16, 2), (16, 16, 4), _values(rng, (3, 3, 2, 4), True),
                  np.zeros(4, np.float32), 0.5, padding="same")  # fmt: skip
-    pool = Stage("p", "pool", (8, 8, 4), (4, 4, 4), pool_size=(2, 2), strides=(2, 2))
-    dense = Stage("d", "dense", (4, 4, 4), (6,), _values(rng, (64, 6), True), None, 1.0)
-    net = SpikingNetwork((8, 8, 2), [conv, pool, dense], input_encoding="binary")
-    x = (rng.uniform(size=(500, 8, 8, 2)) < 0.3).astype(np.float32)
+    pool = Stage("p", "pool", (16, 16, 4), (8, 8, 4), pool_size=(2, 2), strides=(2, 2))
+    dense = Stage("d", "dense", (8, 8, 4), (6,), _values(rng, (256, 6), True), None, 1.0)
+    net = SpikingNetwork((16, 16, 2), [conv, pool, dense], input_encoding="binary")
+    x = (rng.uniform(size=(300, 16, 16, 2)) < 0.3).astype(np.float32)
     with (
         mock.patch.object(simulate, "_CHUNK_VALUES", 2000),
         mock.patch.object(simulate, "_threads", lambda: 2),
     ):
         result = assert_same(net, x)
     assert result.ties[0] > 0 and result.ties[2] > 0 and result.ties[1] == 0
+
+
+@pytest.mark.parametrize("width", [1, 7, 1023, 1024, 3000])
+def test_counts_per_sample(width):
+    rng = np.random.default_rng(width)
+    a = rng.uniform(size=(5, width)) < 0.3
+    expected = np.count_nonzero(a, axis=1)
+    assert simulate._counts(a).tolist() == simulate._counts(a.astype("float32")).tolist()
+    assert simulate._counts(a).tolist() == expected.tolist()
 
 
 def test_modes_and_the_refusal_name_them():

@@ -227,11 +227,24 @@ class _Tally:
         if layer > 0 or self.on_chip_input:
             flat = s_in.reshape(len(s_in), -1)
             if self.same_fan_out[layer]:
-                self.synops[index] += np.count_nonzero(flat, axis=1) * float(self.fan_out[layer][0])
+                self.synops[index] += _counts(flat) * float(self.fan_out[layer][0])
             else:
                 self.synops[index] += flat.astype(np.float32) @ self.fan_out[layer]
-        self.spikes[index, layer] += np.count_nonzero(spikes.reshape(len(spikes), -1), axis=1)
+        self.spikes[index, layer] += _counts(spikes)
         self.ties[index, layer] += ties
+
+
+def _counts(a: np.ndarray) -> np.ndarray:
+    """Nonzero entries of each sample of ``a`` (int64), without a slow casting reduction.
+
+    Example:
+        >>> _counts(np.array([[1, 0, 1], [0, 0, 0]], "float32")).tolist()
+        [2, 0]
+    """
+    flat = (a if a.dtype == bool else a != 0).reshape(len(a), -1)
+    if flat.shape[1] >= 1024:  # whole-row counts are several times faster
+        return np.array([np.count_nonzero(row) for row in flat], np.int64)
+    return np.add.reduce(flat.view(np.uint8), axis=1, dtype=np.uint32).astype(np.int64)
 
 
 def _ann_macs(net: SpikingNetwork) -> int:
@@ -310,8 +323,8 @@ def _fast_step(stage: Stage, s: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarr
         return spikes, np.zeros(len(s), np.int64)
     diff = _fast_diff(stage, s, dtype)
     spikes = diff >= 0
-    np.abs(diff, out=diff)
-    return spikes, np.count_nonzero((diff < TIE_TOLERANCE).reshape(len(s), -1), axis=1)
+    near = np.abs(diff, out=diff) < TIE_TOLERANCE
+    return spikes, _counts(near) if np.count_nonzero(near) else np.zeros(len(s), np.int64)
 
 
 def _fast_chunk(net: SpikingNetwork, x, index: slice, dtype, tally: _Tally, outputs) -> None:
