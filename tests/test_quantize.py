@@ -195,3 +195,24 @@ def test_weight_sharpening_benchmark_smoke_runs(tmp_path):
     assert loihi["loihi_sim"]["differing_not_ties"] == 0
     assert spinnaker_run["spinnaker_fixed_point"]["off_grid"] == []
     assert spinnaker_run["spinnaker_fixed_point"]["differing_not_ties"] == 0
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_conv_network_with_batch_norm_folded_first_runs_exactly_on_loihi():
+    pytest.importorskip("nengo_loihi")
+    (x, y), (x_test, _) = ws.datasets.load("demo")
+    labels = keras.utils.to_categorical(y[:1000], 10)
+    keras.utils.set_random_seed(0)
+    model = ws.models.conv_mnist(filters=(4, 8), dropout=0.0, head="readout")
+    model.compile(keras.optimizers.Adam(2e-3), "categorical_crossentropy")
+    model.fit(x[:1000], labels, epochs=1, batch_size=100, verbose=0)
+    model = quantize.fold_batch_norm(model)  # the grid is on trained weights
+    model.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy")
+    sharpener = ws.callbacks.SimpleSharpener(steps=1, stop_when_sharp=True, hone_epochs=2,
+                                             verbose=0)  # fmt: skip
+    model.fit(x[:1000], labels, epochs=6, batch_size=100, verbose=0,
+              callbacks=[sharpener, WeightSharpener("loihi", steps=2, verbose=0)])  # fmt: skip
+    net, predicted, reference = keras_and_reference(model, x_test[:200])
+    assert quantize.off_grid(net, "loihi") == []
+    chip = ws.backends.get("loihi").run(net, x_test[:200], target="sim").predictions
+    assert not ((chip != predicted) & ~reference.tie_mask).any()

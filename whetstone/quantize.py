@@ -143,7 +143,8 @@ class Loihi(Format):
         from whetstone.backends.loihi import plan
 
         parts = plan(net, dict(self.block_shapes) or None)
-        return {part.name: {"block_shape": part.block_shape} for part in parts}
+        weighted = {stage.name for stage in _on_chip(net)}  # not the OR-pools
+        return {p.name: {"block_shape": p.block_shape} for p in parts if p.name in weighted}
 
     @staticmethod
     def block_max(stage: Stage, block_shape: tuple[int, ...]) -> np.ndarray:

@@ -27,8 +27,8 @@ Example:
     ...     ws.layers.SpikingBRelu(sharpness=1.0)])
     >>> model.compile("adam", "mse")
     >>> x, y = np.ones((8, 4)), np.zeros((8, 3))
-    >>> ws_ = WeightSharpener("bits=4", steps=2, verbose=0)
-    >>> history = model.fit(x, y, epochs=3, callbacks=[ws_], verbose=0)
+    >>> on_grid = WeightSharpener("bits=4", steps=2, verbose=0)
+    >>> history = model.fit(x, y, epochs=3, callbacks=[on_grid], verbose=0)
     >>> history.history["weight_sharpness"]
     [0.5, 1.0, 1.0]
     >>> kernel = model.get_layer("d").kernel.numpy()
