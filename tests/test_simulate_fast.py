@@ -87,8 +87,9 @@ def _inputs(net: SpikingNetwork, n: int, seed: int) -> np.ndarray:
     return np.round(x * 4) / 4  # on the grid too, so that host stages can tie
 
 
-def assert_same(net, x, dtype="float32"):
-    fast, oracle = simulate.run(net, x, dtype=dtype), simulate.run(net, x, "batch", dtype)
+def assert_same(net, x, dtype="float32", threads=None):
+    fast = simulate.run(net, x, dtype=dtype, threads=threads)
+    oracle = simulate.run(net, x, "batch", dtype)
     for name in FIELDS:
         np.testing.assert_array_equal(getattr(fast, name), getattr(oracle, name), err_msg=name)
     return fast
@@ -100,11 +101,8 @@ def assert_same(net, x, dtype="float32"):
        dtype=st.sampled_from(["float32", "float32", "float64"]))  # fmt: skip
 def test_fast_equals_the_oracle_on_random_chains(net, n, seed, chunk_values, threads, dtype):
     x = _inputs(net, n, seed)
-    with (
-        mock.patch.object(simulate, "_CHUNK_VALUES", chunk_values),  # 1: one sample per chunk
-        mock.patch.object(simulate, "_threads", lambda: threads),
-    ):
-        assert_same(net, x, dtype)
+    with mock.patch.object(simulate, "_CHUNK_VALUES", chunk_values):  # 1: a sample per chunk
+        assert_same(net, x, dtype, threads)
 
 
 @settings(max_examples=100, deadline=None)
@@ -139,11 +137,8 @@ def test_ties_are_counted_like_the_oracle():
     dense = Stage("d", "dense", (8, 8, 4), (6,), _values(rng, (256, 6), True), None, 1.0)
     net = SpikingNetwork((16, 16, 2), [conv, pool, dense], input_encoding="binary")
     x = (rng.uniform(size=(300, 16, 16, 2)) < 0.3).astype(np.float32)
-    with (
-        mock.patch.object(simulate, "_CHUNK_VALUES", 2000),
-        mock.patch.object(simulate, "_threads", lambda: 2),
-    ):
-        result = assert_same(net, x)
+    with mock.patch.object(simulate, "_CHUNK_VALUES", 2000):
+        result = assert_same(net, x, threads=2)
     assert result.ties[0] > 0 and result.ties[2] > 0 and result.ties[1] == 0
 
 
@@ -162,6 +157,9 @@ def test_modes_and_the_refusal_name_them():
     assert [r.output_spikes.ravel().tolist() for r in runs] == [[1, 0]] * 3
     with pytest.raises(ValueError, match="mode must be 'fast' or 'timestep' \\(or 'batch'"):
         simulate.run(net, [[0.5]], "event")
+    for threads in (0, 1.5, "2"):
+        with pytest.raises(ValueError, match="threads must be None or a whole number >= 1"):
+            simulate.run(net, [[0.5]], threads=threads)
 
 
 def test_an_error_in_a_worker_thread_reaches_the_caller():
@@ -172,8 +170,7 @@ def test_an_error_in_a_worker_thread_reaches_the_caller():
 
     with (
         mock.patch.object(simulate, "_CHUNK_VALUES", 1),
-        mock.patch.object(simulate, "_threads", lambda: 2),
         mock.patch.object(simulate, "_fast_step", broken),
         pytest.raises(RuntimeError, match="worker failed"),
     ):
-        simulate.run(net, np.zeros((5, 1), np.float32))
+        simulate.run(net, np.zeros((5, 1), np.float32), threads=2)

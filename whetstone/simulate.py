@@ -343,7 +343,7 @@ def _threads() -> int:
     return max(1, min(cpus or 1, 8))
 
 
-def _run_fast(net: SpikingNetwork, x: np.ndarray, dtype, tally: _Tally) -> np.ndarray:
+def _run_fast(net: SpikingNetwork, x: np.ndarray, dtype, tally: _Tally, threads=None) -> np.ndarray:
     """The chunks of :func:`_run_batch` (so the same matrix products), spread over threads.
 
     NumPy and BLAS release the GIL in their loops; each chunk writes its own rows.
@@ -351,7 +351,7 @@ def _run_fast(net: SpikingNetwork, x: np.ndarray, dtype, tally: _Tally) -> np.nd
     outputs = np.empty((len(x), *net.output_shape), np.uint8)
     size = _chunk_size(net)
     chunks = [slice(start, start + size) for start in range(0, len(x), size)]
-    threads = min(_threads(), len(chunks))
+    threads = min(threads or _threads(), len(chunks))
     if threads == 1:
         for index in chunks:
             _fast_chunk(net, x, index, dtype, tally, outputs)
@@ -434,7 +434,9 @@ def check_input(net: SpikingNetwork, x, where: str = "run") -> np.ndarray:
     return x
 
 
-def run(net: SpikingNetwork, x, mode: str = "fast", dtype: str = "float32") -> SimulationResult:
+def run(
+    net: SpikingNetwork, x, mode: str = "fast", dtype: str = "float32", threads: int | None = None
+) -> SimulationResult:
     """Simulate ``net`` on a batch ``x`` of shape ``(n, *net.input_shape)``.
 
     Args:
@@ -444,6 +446,8 @@ def run(net: SpikingNetwork, x, mode: str = "fast", dtype: str = "float32") -> S
             (pipelined, one new input per step) or ``"batch"`` (the plain one-thread
             form of ``"fast"``, its oracle); all give the same spikes.
         dtype: arithmetic precision, ``"float32"`` (like Keras) or ``"float64"``.
+        threads: worker threads of ``mode="fast"``; None: one per CPU this process may
+            use (at most 8). The spikes do not depend on it.
 
     Example:
         >>> from whetstone.network import Stage, SpikingNetwork
@@ -459,9 +463,14 @@ def run(net: SpikingNetwork, x, mode: str = "fast", dtype: str = "float32") -> S
         )
     if dtype not in ("float32", "float64"):
         raise ValueError(f"run: dtype must be 'float32' or 'float64', got {dtype!r}.")
+    if threads is not None and (not isinstance(threads, (int, np.integer)) or threads < 1):
+        raise ValueError(f"run: threads must be None or a whole number >= 1, got {threads!r}.")
     x = check_input(net, x)
     tally = _Tally(net, len(x))
-    outputs = _PATHS[mode](net, x, np.dtype(dtype), tally)
+    if mode == "fast":
+        outputs = _run_fast(net, x, np.dtype(dtype), tally, threads)
+    else:
+        outputs = _PATHS[mode](net, x, np.dtype(dtype), tally)
     predictions, scores, decoder_tie = _decode(net, outputs)
     return SimulationResult(
         predictions=np.asarray(predictions, np.int64),
