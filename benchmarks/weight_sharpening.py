@@ -92,11 +92,17 @@ def evaluate(model, x_test: np.ndarray, y_test: np.ndarray) -> dict:
     net = ws.convert.to_spiking(model)
     keras_pred = model.predict(x_test, verbose=0, batch_size=1000).argmax(axis=1)
     reference = ws.simulate.run(net, x_test)
+    rounded = {  # the same network rounded onto each grid after training, no retraining
+        target: round(float((ws.simulate.run(ws.quantize.project(net, target), x_test)
+                             .predictions == y_test).mean()), 6)
+        for target in ("loihi", "spinnaker")
+    }  # fmt: skip
     loihi = ws.backends.get("loihi").run(net, x_test, target="sim").predictions
     fixed, _ = spinnaker.fixed_point_run(net, x_test)
     return {
         "keras_accuracy": round(float((keras_pred == y_test).mean()), 6),
         "tie_images": int(reference.tie_mask.sum()),
+        "rounded_after_training_accuracy": rounded,
         "reference": agreement(reference.predictions, keras_pred, reference.tie_mask),
         "loihi_sim": {
             "accuracy": round(float((loihi == y_test).mean()), 6),
