@@ -27,10 +27,12 @@ shared exponent per core, and the effect on accuracy is measured (``target="sim"
 ``"simreal"`` vs the reference), not assumed. A stage whose weights are on the Loihi grid
 (``whetstone.quantize``: ``w = k M / 127`` and ``b = theta + K M / 127`` per block of
 largest weight ``M``, as ``WeightSharpener("loihi")`` trains them) is stored exactly as
-the integers ``k`` (nengo-loihi's ``round(w 255 / 2M)``, clipped to 127); its bias is
-then given as ``(b - theta) 254/255 + M/255`` so that it matches those integers (nengo-loihi
-scales the bias by ``255/M`` per weight step, the weights by ``254/M``) plus half a weight
-step, and the chip fires iff ``sum(k s) + K >= 0``: exactly the step of the float network.
+the integers ``k`` (nengo-loihi's ``round(w 255 / 2M)``, clipped to 127), that is
+``128 k`` voltage units: weights are multiplied by ``254 * 64 / M``, but nengo-loihi
+multiplies biases by ``255 * 64 / M``. So such a stage's bias is given as
+``(b - theta) 254/255 + M/255``: on the weights' scale, plus half a weight step (64 units)
+that turns the chip's ``v > vth`` into the contract's ``>=``. The chip then fires iff
+``sum(k s) + K >= 0``, exactly the float network's step.
 
 The host-side population (stage 0 in ``"host"`` mode, the input relay in ``"binary"``
 mode) runs off chip and sends its spikes to the chip. In ``"binary"`` mode the input
