@@ -162,6 +162,14 @@ def test_modes_and_the_refusal_name_them():
             simulate.run(net, [[0.5]], threads=threads)
 
 
+def test_threads_default_to_one_unless_blas_runs_on_one(monkeypatch):
+    for name in simulate._BLAS_THREADS:
+        monkeypatch.delenv(name, raising=False)
+    assert simulate._threads() == 1
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    assert 1 <= simulate._threads() <= 8
+
+
 def test_an_error_in_a_worker_thread_reaches_the_caller():
     net = SpikingNetwork((1,), [Stage("d", "dense", (1,), (1,), np.ones((1, 1), np.float32))])
 

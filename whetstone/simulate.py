@@ -9,7 +9,7 @@ same spikes:
   trivially), written plainly; the oracle the other paths are tested against;
 * ``mode="fast"`` (default): the same arithmetic on the same chunks, bit for bit (the
   same matrix products in the same order), with the spikes kept as one byte each,
-  fewer copies, and the chunks spread over the CPU cores;
+  fewer copies, and the chunks optionally spread over threads;
 * ``mode="timestep"``: the pipelined network, a new input every step, each output
   matched to its input by the latency (one step per stage).
 
@@ -46,6 +46,7 @@ __all__ = ["TIE_TOLERANCE", "SimulationResult", "preactivation", "run", "stage_s
 TIE_TOLERANCE = 1e-6
 """A neuron whose ``|pre-activation - threshold|`` is below this is a tie."""
 
+_BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _CHUNK_VALUES = 1 << 20  # about 4 MiB of float32 im2col per chunk: stays in cache
 
 
@@ -338,7 +339,14 @@ def _fast_chunk(net: SpikingNetwork, x, index: slice, dtype, tally: _Tally, outp
 
 
 def _threads() -> int:
-    """Worker threads of the fast path: the CPUs this process may use, at most 8."""
+    """Default worker threads of the fast path.
+
+    One per CPU this process may use (at most 8) where BLAS runs on one thread
+    (``OPENBLAS_NUM_THREADS=1`` or the like), else one: BLAS's own threads and these
+    compete (measured on two loaded cores: twice the CPU time, no gain).
+    """
+    if not any(os.environ.get(name) == "1" for name in _BLAS_THREADS):
+        return 1
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(cpus or 1, 8))
 
@@ -442,12 +450,13 @@ def run(
     Args:
         net: the network.
         x: inputs; real values for ``input_encoding="host"``, 0/1 for ``"binary"``.
-        mode: ``"fast"`` (whole stack per batch, chunks on all cores), ``"timestep"``
-            (pipelined, one new input per step) or ``"batch"`` (the plain one-thread
-            form of ``"fast"``, its oracle); all give the same spikes.
+        mode: ``"fast"`` (whole stack per batch, the quickest), ``"timestep"``
+            (pipelined, one new input per step) or ``"batch"`` (the plain form of
+            ``"fast"``, its oracle); all give the same spikes.
         dtype: arithmetic precision, ``"float32"`` (like Keras) or ``"float64"``.
-        threads: worker threads of ``mode="fast"``; None: one per CPU this process may
-            use (at most 8). The spikes do not depend on it.
+        threads: worker threads of ``mode="fast"``, each on its own chunks; None: one
+            per CPU (at most 8) where BLAS is limited to one thread
+            (``OPENBLAS_NUM_THREADS=1``), else one. The spikes do not depend on it.
 
     Example:
         >>> from whetstone.network import Stage, SpikingNetwork
