@@ -1,7 +1,7 @@
 """Reference simulator vs Keras on one sharpened reference model (used by ``benchmarks.suite``).
 
 Convert, run the simulator's fast path (the default), its oracle (``mode="batch"``, the
-plain one-thread path) and Keras ``predict`` on the test images in the same process, and
+plain path) and Keras ``predict`` on the test images in one process, and
 record accuracies, disagreements, ties, throughput (images/s, best of ``repeats``
 interleaved runs) and the ratios, whether the fast path equals the oracle in every
 output (spikes, ties, synaptic operations), spikes and synaptic operations.
