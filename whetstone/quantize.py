@@ -15,10 +15,13 @@ Targets (``get(name)``):
   (:func:`whetstone.backends.loihi.plan`). A block's largest weight ``M`` sets its scale;
   weights are stored as 8-bit signed integers ``k`` with ``|k| <= 127`` (nengo-loihi's
   ``round(w * 255 / (2 M))``, clipped). The grid is ``w = k * M / 127`` and the bias
-  ``b = theta + K * M / 127`` (integer ``K``: the bias is one more weight, from an
-  always-active input). On it, nengo-loihi stores exactly ``k`` (for every synapse,
-  whatever its weight exponent) and the Loihi back end sets the compartment so that it
-  fires iff ``sum(k s) + K >= 0`` (see ``whetstone.backends.loihi``).
+  ``b = theta + (K + 1/2) * M / 127`` (integer ``-4094 <= K < 4094``: the bias is one more
+  weight, from an always-active input, set half a step off so that no sum ever lands on
+  the threshold).
+  On it, nengo-loihi stores exactly ``k`` (for every synapse, whatever its weight
+  exponent) and the Loihi back end sets the compartment so that it fires iff
+  ``sum(k s) + K + 1/2 > 0`` (see ``whetstone.backends.loihi``): float32 Keras, which is
+  at least half a step from the threshold, makes the same decision; there are no ties.
 * ``"spinnaker"``: sPyNNaker's 16-bit weights: a population's excitatory (inhibitory)
   weights are multiples of ``2**(shift - 15)``, ``shift`` its ring-buffer shift (the
   smallest with ``2**shift >`` the largest summed excitatory (inhibitory) input of one
@@ -57,6 +60,9 @@ __all__ = ["Bits", "Format", "Loihi", "SpiNNaker", "fold_batch_norm", "get", "of
 
 LOIHI_STEPS = 127
 """Largest stored Loihi weight magnitude (8-bit signed, nengo-loihi's ``shift_bits = 1``)."""
+LOIHI_BIAS_STEPS = 4094
+"""Largest Loihi bias in weight steps: nengo-loihi's ``BIAS_MAX = 4095 * 2**7`` voltage units
+with one weight step = 128 units (beyond it nengo-loihi lowers every weight's exponent)."""
 SPINNAKER_FRACTION = 15
 """SpiNNaker weights: ``rint(w * 2**(15 - shift))`` in 16 bits; thresholds s16.15."""
 
@@ -187,7 +193,10 @@ class Loihi(Format):
         step = self.steps(stage, block_shape)
         theta = np.float64(stage.threshold)
         weights = _round_to(stage.weights.astype(np.float64), _out_axis(stage, step))
-        bias = theta + np.round((_bias(stage) - theta) / step) * step
+        steps = np.clip(
+            np.floor((_bias(stage) - theta) / step), -LOIHI_BIAS_STEPS, LOIHI_BIAS_STEPS - 1
+        )
+        bias = theta + (steps + 0.5) * step  # half a step off the sums: never a tie
         return weights, bias.astype(np.float32)
 
 

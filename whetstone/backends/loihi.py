@@ -25,14 +25,15 @@ So the compartment is the memoryless step unit up to the chip's integer arithmet
 weights, biases and thresholds are discretised by nengo-loihi to 8-bit weights with a
 shared exponent per core, and the effect on accuracy is measured (``target="sim"`` vs
 ``"simreal"`` vs the reference), not assumed. A stage whose weights are on the Loihi grid
-(``whetstone.quantize``: ``w = k M / 127`` and ``b = theta + K M / 127`` per block of
-largest weight ``M``, as ``WeightSharpener("loihi")`` trains them) is stored exactly as
-the integers ``k`` (nengo-loihi's ``round(w 255 / 2M)``, clipped to 127), that is
-``128 k`` voltage units: weights are multiplied by ``254 * 64 / M``, but nengo-loihi
-multiplies biases by ``255 * 64 / M``. So such a stage's bias is given as
-``(b - theta) 254/255 + M/255``: on the weights' scale, plus half a weight step (64 units)
-that turns the chip's ``v > vth`` into the contract's ``>=``. The chip then fires iff
-``sum(k s) + K >= 0``, exactly the float network's step.
+(``whetstone.quantize``: ``w = k M / 127`` and ``b = theta + (K + 1/2) M / 127`` per
+block of largest weight ``M``, as ``WeightSharpener("loihi")`` trains them) is stored
+exactly as the integers ``k`` (nengo-loihi's ``round(w 255 / 2M)``, clipped to 127), that
+is ``128 k`` voltage units: weights are multiplied by ``254 * 64 / M``, but nengo-loihi
+multiplies biases by ``255 * 64 / M``. So such a stage gets its bias as
+``(b - theta) 254/255`` (on the weights' scale: ``128 K + 64`` units) and the threshold
+``vth = M / 255`` of its own block (64 units; the bias is raised by it as always), and the
+chip fires iff ``sum(k s) + K + 1/2 > 0``: exactly the float network's step, which is
+never at a tie.
 
 The host-side population (stage 0 in ``"host"`` mode, the input relay in ``"binary"``
 mode) runs off chip and sends its spikes to the chip. In ``"binary"`` mode the input
@@ -142,11 +143,13 @@ def _nengo_loihi():
         comp.configure_relu(vth=neuron_type.loihi_vth, dt=model.dt)  # vmin 0, no refractory
         comp.decay_v[:] = 1.0  # full voltage decay: nothing carried to the next step
         comp.bias[:] += neuron_type.loihi_vth  # fire iff J = W s + b - theta > 0
-        grid_bias = _INTEGER.get()
-        if grid_bias is not None:  # integer chip: nothing of the current carries over
+        grid = _INTEGER.get()
+        if grid is not None:  # integer chip: nothing of the current carries over
             comp.configure_filter = functools.partial(_empty_current, comp)
-            if neurons.ensemble in grid_bias:
-                comp.bias[:] = grid_bias[neurons.ensemble] + neuron_type.loihi_vth
+            if neurons.ensemble in grid:  # on the weight grid: exact (see the docstring)
+                bias, vth = grid[neurons.ensemble]
+                comp.vth[:] = vth
+                comp.bias[:] = bias + vth
 
     return nengo_loihi
 
@@ -159,7 +162,7 @@ def _empty_current(comp, tau_s, dt=0.001) -> None:
 
 
 def _grid_bias(stage, block_shape) -> Any:
-    """The nengo bias that makes an on-grid stage exact on the integer chip, else None."""
+    """(bias, vth) per neuron that make an on-grid stage exact on the integer chip, or None."""
     import numpy as np
 
     from whetstone.quantize import Loihi
@@ -174,7 +177,7 @@ def _grid_bias(stage, block_shape) -> Any:
     if not on_grid or not (largest > 0).all():
         return None
     free = stage.full_bias().ravel().astype(np.float64) - stage.threshold
-    return free * 254 / 255 + largest / 255  # + vth: fires iff sum(k s) + K >= 0
+    return free * 254 / 255, largest / 255  # fires iff sum(k s) + K + 1/2 > 0
 
 
 # ---------------------------------------------------------------- building
