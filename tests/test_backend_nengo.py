@@ -206,3 +206,17 @@ def test_real_mnist_subset(name, data_dir):
     result = nengo_backend.run(net, x[:300], compare_reference=True)
     assert result.info["differing_not_ties"] == 0
     assert result.info["agreement"] >= 0.999
+
+
+@pytest.mark.parametrize("name", ["nengo", "loihi"])
+def test_a_batch_that_fills_whole_chunks_runs(name):
+    """The last chunks only flush the pipeline (no images left to present)."""
+    if name == "loihi":
+        pytest.importorskip("nengo_loihi")
+    rng = np.random.default_rng(5)
+    stages = [_dense_stage(rng, "a", 6, 5, 0.5), _dense_stage(rng, "b", 5, 3, 0.5)]
+    net = SpikingNetwork((6,), stages, KeyDecoder(np.eye(3)))
+    x = rng.random((8, 6)).astype("float32")
+    options = {"target": "simreal"} if name == "loihi" else {}
+    result = backends.get(name).run(net, x, chunk_steps=4, **options)
+    np.testing.assert_array_equal(result.predictions, simulate.run(net, x).predictions)

@@ -110,7 +110,7 @@ def test_unknown_and_unsupported_simulators():
 def test_missing_package_names_the_extra(monkeypatch, simulator, extra):
     monkeypatch.setitem(sys.modules, "pyNN", None)
     net = SpikingNetwork((1,), [Stage("d", "dense", (1,), (1,), np.ones((1, 1), "f4"))])
-    with pytest.raises(MissingDependencyError, match=rf"whetstone\[{extra}\]"):
+    with pytest.raises(MissingDependencyError, match=rf"whetstone-snn\[{extra}\]"):
         get("spinnaker").run(net, np.ones((1, 1)), simulator=simulator)
     assert get("spinnaker").is_available(simulator) is False
 

@@ -291,7 +291,8 @@ def stream(
     outputs = np.zeros((n, built.probes[-1].target.size_out), np.uint8)
     for start in range(0, total, chunk_steps):
         steps = min(chunk_steps, total - start)
-        built.presenter.load(start, built.node_rows(x[start : min(start + steps, n)]))
+        if start < n:  # the last chunks may only flush the pipeline
+            built.presenter.load(start, built.node_rows(x[start : min(start + steps, n)]))
         sim.run_steps(steps)
         for k, (probe, offset) in enumerate(zip(built.probes, offsets, strict=True)):
             data = np.asarray(sim.data[probe]) != 0  # spikes of steps start .. start+steps-1
