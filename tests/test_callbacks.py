@@ -271,7 +271,9 @@ def test_adaptive_reports_missing_metric():
 
 
 def test_adaptive_trains_to_full_sharpness_in_fit():
-    sharpener = AdaptiveSharpener(min_init_epochs=1, rate=0.5, critical=1.0, tolerance=10.0,
+    # The loss of this toy model is near 0 and moves by orders of magnitude once the sharp
+    # layers train on (honing): a tolerance this wide makes every epoch "hold".
+    sharpener = AdaptiveSharpener(min_init_epochs=1, rate=0.5, critical=1.0, tolerance=1e9,
                                   stop_when_sharp=True, verbose=0)  # fmt: skip
     logs, _ = fit_trace(sharpener, epochs=20)
     assert logs["sharpness"][-1] == 1.0
