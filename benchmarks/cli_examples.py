@@ -18,7 +18,10 @@ EXAMPLES = {
     "demo": "demo",
     "inspect": f"inspect {MODELS}/conv_mnist.keras",
     "verify": f"verify {MODELS}/dense_mnist.keras --to nengo --data mnist -n 1000",
-    "sharpen": "sharpen model.keras --data demo --epochs 8 --start-epoch 2 --steps 2 -o s.keras",
+    "sharpen": (
+        "sharpen model.keras --data demo --epochs 11 --start-epoch 2 --steps 2 "
+        "--hone-epochs 3 --hone-learning-rate 0.4 -o s.keras"
+    ),
 }
 
 

@@ -375,7 +375,7 @@ def benchmarks_readme(results: Path) -> str:
             f"({overhead['dataset']}, {overhead['train_images']:,} images).",
             "",
         ]
-    parts += honing_section(results) + seeds_section(results)
+    parts += honing_section(results) + seeds_section(results) + mapping_section(results)
     parts += ["## Against NengoDL (rate-coded conversion)", "", peer_table(results, rows), ""]
     plot = accuracy_vs_timesteps_plot(results, rows, Path(results) / "accuracy_vs_timesteps.png")
     if plot:
@@ -450,6 +450,29 @@ def seeds_section(results: Path) -> list[str]:
     return [f"## Repeatability: {seeds['model']} over {len(seeds['runs'])} seeds", "",
             f"`{seeds['command']}`, {seeds['test_images']:,} test images.", "",
             _table(header, rows), ""]  # fmt: skip
+
+
+def mapping_section(results: Path) -> list[str]:
+    """Convnets users bring, mapped with no hand-given shapes (``results/mapping.json``)."""
+    mapping = load(results, "mapping")
+    if not mapping:
+        return []
+    rows = []
+    for r in mapping["runs"]:
+        loihi, board = r["loihi"], r["spinnaker"]
+        rows.append([r["architecture"], f"{r['neurons']:,} / {r['synapses']:,}", r["timesteps"],
+                     f"{loihi['cores']} / {loihi['chips']}",
+                     f"{board['cores']} / {board['chips']} / {board['boards']}",
+                     pct(loihi["simreal"]["agreement"]), pct(loihi["sim"]["agreement"]),
+                     pct(r["nest"]["agreement"])])  # fmt: skip
+    header = ["network", "neurons / synapses", "timesteps", "Loihi cores / chips",
+              "SpiNNaker cores / chips / boards", "Loihi float = reference",
+              "Loihi integer = reference", "NEST = reference"]  # fmt: skip
+    n = mapping["runs"][0]["test_images"]
+    return ["## Hardware mapping of larger convnets", "",
+            f"`{mapping['command']}`: each network trained briefly (one epoch sharpening every "
+            f"batch, one honing epoch), fully sharp, partitioned with no hand-given shapes; "
+            f"agreement on {n} test images.", "", _table(header, rows), ""]  # fmt: skip
 
 
 def readme_results_block(results: Path) -> str:
