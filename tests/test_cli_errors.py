@@ -174,6 +174,7 @@ def test_missing_data_without_network_exits_2(models, monkeypatch):
         raise ConnectionError("no network")
 
     monkeypatch.setattr(keras.datasets.cifar10, "load_data", offline)
+    monkeypatch.delenv("WHETSTONE_DATA", raising=False)  # a data folder may hold CIFAR-10
     line = one_error_line(invoke("verify", models["net"], "--to", "nir", "--data", "cifar10"))
     assert "Without network access" in line
 
