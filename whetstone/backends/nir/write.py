@@ -1,0 +1,207 @@
+"""NIR writing: a SpikingNetwork as a ``nir.NIRGraph`` and a ``.nir`` file.
+
+Example:
+    >>> from whetstone.network import Stage, SpikingNetwork
+    >>> net = SpikingNetwork((2,), [Stage("d", "dense", (2,), (1,), np.ones((2, 1)))])
+    >>> sorted(to_graph(net).nodes)                   # doctest: +SKIP
+    ['d', 'd_lif', 'input', 'output']
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import os
+from importlib import metadata as _metadata
+from pathlib import Path
+
+import numpy as np
+
+from whetstone import __version__, files
+from whetstone.backends.nir.layout import (
+    DT,
+    FORMAT,
+    FORMAT_VERSION,
+    _first,
+    _flat_order,
+    _nir,
+    _node_names,
+    _paddings,
+    _square_plan,
+)
+from whetstone.network import KeyDecoder, ReadoutDecoder, SpikingNetwork, Stage
+
+__all__ = ["export", "to_graph"]
+
+
+def _conv_node(stage: Stage, kernel: np.ndarray, bias: np.ndarray):
+    """Conv1d/Conv2d for a channels-last kernel ``(*window, in, out)``."""
+    nir = _nir()
+    rank = len(stage.window)
+    if rank not in (1, 2):
+        raise ValueError(f"stage {stage.name!r}: NIR has 1-D and 2-D convolutions only.")
+    plan = _square_plan(stage)
+    kernel = np.pad(kernel, [(lead, trail) for lead, trail, _ in plan] + [(0, 0), (0, 0)])
+    weight = np.ascontiguousarray(kernel.transpose(rank + 1, rank, *range(rank)))
+    pad = tuple(p for _, _, p in plan)
+    spatial = stage.input_shape[:-1]
+    if rank == 1:
+        return nir.Conv1d(spatial[0], weight, stage.strides[0], pad[0], stage.dilation[0], 1, bias)
+    return nir.Conv2d(spatial, weight, stage.strides, pad, stage.dilation, 1, bias)
+
+
+def _window_node(stage: Stage):
+    """The NIR node of a conv or pool stage and the ``v_leak`` its neurons need."""
+    nir = _nir()
+    channels = stage.output_shape[-1]
+    if stage.kind == "pool":
+        pads = _paddings(stage)
+        plain = all(b == a for b, a in pads) and set(stage.dilation) == {1}
+        if plain and len(stage.window) == 2:
+            node = nir.SumPool2d(
+                np.array(stage.pool_size), np.array(stage.strides), np.array([b for b, _ in pads])
+            )
+            return node, None
+        kernel = np.ones((*stage.pool_size, 1, 1), np.float32) * np.eye(channels, dtype=np.float32)
+        return _conv_node(stage, kernel, np.zeros(channels, np.float32)), None
+    leak = None
+    bias = np.zeros(channels, np.float32) if stage.bias is None else stage.bias
+    if bias.shape != (channels,):
+        leak, bias = np.moveaxis(bias, -1, 0), np.zeros(channels, np.float32)
+    return _conv_node(stage, stage.weights, bias), leak
+
+
+def _neuron_node(stage: Stage, shape: tuple[int, ...], dt: float, leak):
+    nir = _nir()
+    below = np.nextafter(np.float32(stage.threshold), np.float32(-np.inf))
+    return nir.LIF(
+        tau=np.full(shape, dt, np.float64),
+        r=np.ones(shape, np.float64),
+        v_leak=np.zeros(shape, np.float32) if leak is None else leak.astype(np.float32),
+        v_threshold=np.full(shape, below, np.float32),
+        v_reset=np.zeros(shape, np.float32),
+    )
+
+
+def _decoder_matrix(decoder) -> tuple[np.ndarray, np.ndarray]:
+    """``(classes, n)`` weight and bias whose Affine gives the decoder's scores."""
+    if isinstance(decoder, KeyDecoder):
+        signed = 2.0 * decoder.key - 1.0
+        return 2.0 * signed, -signed.sum(axis=1)
+    return decoder.weights.T, decoder.bias
+
+
+def _hints(net: SpikingNetwork, names: list[str], dt: float) -> str:
+    stages = [
+        {
+            "node": node,
+            "name": s.name,
+            "kind": s.kind,
+            "input_shape": list(s.input_shape),
+            "padding": s.padding,
+            "window": list(s.window),
+            "bias": None if s.bias is None else list(s.bias.shape),
+        }
+        for node, s in zip(names, net.stages, strict=True)
+    ]
+    decoder = None
+    if net.decoder is not None:
+        decoder = {"type": type(net.decoder).__name__}
+        if isinstance(net.decoder, ReadoutDecoder):
+            decoder["activation"] = net.decoder.activation
+    return json.dumps(
+        {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "input_shape": list(net.input_shape),
+            "input_encoding": net.input_encoding,
+            "dt": dt,
+            "stages": stages,
+            "decoder": decoder,
+            "metadata": net.metadata,
+        },
+        sort_keys=True,
+    )
+
+
+def _version(package: str) -> str:
+    try:
+        return _metadata.version(package)
+    except _metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def to_graph(net: SpikingNetwork, dt: float = DT):
+    """The ``nir.NIRGraph`` of ``net`` (see the module docstring for the mapping).
+
+    Args:
+        net: the network.
+        dt: the timestep (s) at which the LIF neurons are memoryless (``tau = dt``).
+
+    Example:
+        >>> from whetstone.network import Stage, SpikingNetwork
+        >>> net = SpikingNetwork((2,), [Stage("d", "dense", (2,), (1,), np.ones((2, 1)))])
+        >>> sorted(to_graph(net).nodes)                   # doctest: +SKIP
+        ['d', 'd_lif', 'input', 'output']
+    """
+    nir = _nir()
+    names = _node_names(net)
+    spatial = None if net.stages[0].kind == "dense" else net.stages[0].input_shape
+    shape = _first(spatial) if spatial else (net.stages[0].in_size,)
+    chain = [("input", nir.Input(np.array(shape)))]
+    for stage, name in zip(net.stages, names, strict=True):
+        if stage.kind == "dense":
+            weights = stage.weights
+            if spatial is not None:
+                chain.append((f"{name}_flatten", nir.Flatten(np.array(_first(spatial)), 0, -1)))
+                weights = weights[_flat_order(spatial)]
+            weights = np.ascontiguousarray(weights.T)
+            op = nir.Linear(weights) if stage.bias is None else nir.Affine(weights, stage.bias)
+            leak, spatial, shape = None, None, (stage.num_neurons,)
+        else:
+            if spatial != stage.input_shape:
+                raise ValueError(
+                    f"stage {stage.name!r}: its input {stage.input_shape} is a reshaped "
+                    f"{'flat vector' if spatial is None else spatial}; NIR has no Reshape node, "
+                    "so this network cannot be exported (remove the Reshape)."
+                )
+            op, leak = _window_node(stage)
+            spatial, shape = stage.output_shape, _first(stage.output_shape)
+        chain += [(name, op), (f"{name}_lif", _neuron_node(stage, shape, dt, leak))]
+    if net.decoder is not None:
+        weights, bias = _decoder_matrix(net.decoder)
+        if spatial is not None:
+            chain.append(("decoder_flatten", nir.Flatten(np.array(_first(spatial)), 0, -1)))
+            weights = weights[:, _flat_order(spatial)]
+        chain.append(("decoder", nir.Affine(np.ascontiguousarray(weights), bias)))
+        shape = (len(bias),)
+    chain.append(("output", nir.Output(np.array(shape))))
+    info = {
+        "source": f"whetstone {__version__}",
+        "nir_version": _version("nir"),
+        "dt": float(dt),
+        "neuron": "LIF with tau = dt, r = 1: memoryless when stepped at dt (forward Euler)",
+        "threshold": "v_threshold = nextafter(float32(theta), -inf): v > v_threshold "
+        "is v >= theta in float32",
+        "whetstone": _hints(net, names, dt),
+    }
+    edges = [(a, b) for (a, _), (b, _) in itertools.pairwise(chain)]
+    return nir.NIRGraph(dict(chain), edges, metadata=info)
+
+
+def export(
+    net: SpikingNetwork, path: str | os.PathLike, dt: float = DT, force: bool = False
+) -> Path:
+    """Write ``net`` as a NIR file atomically (see :mod:`whetstone.files`); a failed
+    export leaves nothing behind, and an existing file is replaced only with ``force=True``.
+
+    Example:
+        >>> export(net, "model.nir")                      # doctest: +SKIP
+        PosixPath('model.nir')
+    """
+    nir = _nir()
+    files.check_target(path, force)
+    buffer = io.BytesIO()  # h5py never sees the disk: a full disk is a clean error
+    nir.write(buffer, to_graph(net, dt))
+    return files.write_bytes(path, buffer.getvalue(), force)
