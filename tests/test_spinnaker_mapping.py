@@ -41,9 +41,9 @@ def test_mapping_remedy_agrees_with_spynnaker():
     class SynapseRowTooBigException(Exception):  # noqa: N818 (sPyNNaker's name)
         pass
 
-    remedy = sp._remedy(SynapseRowTooBigException())
+    remedy = sp.pynn._remedy(SynapseRowTooBigException())
     assert "reduce the number of neurons per core" in remedy.lower()
-    assert "more neurons per core" not in sp._remedy(RuntimeError()).lower()
+    assert "more neurons per core" not in sp.pynn._remedy(RuntimeError()).lower()
 
 
 def test_nest_run_with_progress_builds_once(monkeypatch):

@@ -1,0 +1,310 @@
+"""SpiNNaker back end: a SpikingNetwork as a PyNN network for sPyNNaker, checked on NEST.
+
+Every on-chip stage becomes one PyNN ``Population`` of ``IF_curr_delta`` cells; its
+weights become two ``FromListConnector`` projections (``"excitatory"``: the positive
+weights, ``"inhibitory"``: the negative ones, which PyNN wants negative for current-based
+cells and sPyNNaker stores as magnitudes), all with a delay of
+one time step, so stage ``l`` sees the spikes stage ``l - 1`` emitted one step
+earlier and a new input can enter every step. With ``input_encoding="host"`` stage 0
+runs on the host (exactly as :func:`whetstone.simulate.run` does) and its spikes are
+played in by a ``SpikeSourceArray``; with ``"binary"`` the 0/1 inputs are. Output
+spikes are recorded and decoded on the host.
+
+Neuron mapping (time step ``dt = 1 ms``; every stage's ``W s + b >= theta``):
+
+* ``v_rest = 0``, ``tau_refrac = 0``, ``v_thresh = theta - b`` per neuron and
+  ``v_reset = v_thresh - 1`` (NEST wants it below; with no memory its value is unused)
+  (the bias enters through the threshold: no ``i_offset``, no bias source);
+* ``tau_m = cm = 2**-10`` (ms, nF), so ``exp(-dt / tau_m) = exp(-1024)`` is exactly
+  0 in double precision (NEST) and in s16.15 (SpiNNaker): nothing carries over from
+  one step to the next, and ``R = tau_m / cm = 1`` exactly.
+
+NEST's ``iaf_psc_delta`` (the cell behind PyNN's ``IF_curr_delta``) updates
+``V = P30 (I + I_e) + P33 V + sum(w of spikes arriving now)`` with ``P33 =
+exp(-h / tau_m) = 0`` and ``I = I_e = 0``, then fires when ``V >= V_th`` and resets;
+with ``t_ref = 0`` it is never refractory. So ``V`` is this step's summed input and the
+cell is ``H(W s - (theta - b))``. sPyNNaker's LIF (``neuron_model_lif_impl.h``)
+computes ``alpha = input * R + v_rest`` and ``V = alpha - exp_TC (alpha - V)`` with
+``exp_TC = 0`` and compares ``V >= v_thresh`` (``threshold_type_static.h``): the same
+function in s16.15 fixed point (``exp_TC = expk(-1024)`` underflows to 0). Brian2 is
+refused: PyNN's Brian2 cells fire on ``v > v_thresh`` and Brian2's default schedule
+applies the leak after spikes are delivered and before the next threshold test, so a
+delta input is erased before it is seen; a reordered schedule still disagreed with the
+reference on deeper stages, so only NEST is offered as the software check.
+
+Convolutions and OR-pools become connection lists built from the kernel with NumPy
+(:func:`connections`), the same lists on NEST and on sPyNNaker, so the network checked
+on NEST is the one mapped. sPyNNaker's ``ConvolutionConnector`` is not used: it needs
+one 2-D population per channel and has no NEST counterpart.
+
+sPyNNaker reads its config from ``~/.spynnaker.cfg`` and writes reports into the working
+folder; :func:`spinnaker_config` points both at a fresh private temporary folder per run
+(a virtual board: mapping without hardware), and writes nothing into the real HOME.
+
+The only differences from the float32 reference are ties (``|pre - theta| < 1e-6``,
+counted by :func:`whetstone.simulate.run`) on NEST; on SpiNNaker also the
+16-bit weights: a projection's weights are stored as ``rint(|w| * 2**(15 - k))`` where
+the ring-buffer shift ``k`` is chosen (through sPyNNaker's
+``max_expected_summed_weight``) so that the largest possible summed input per synapse
+type fits: nothing saturates, and :func:`quantisation` reports what rounds to zero or
+loses precision and what that does to the predictions.
+
+Example:
+    >>> import numpy as np
+    >>> from whetstone.network import Stage, SpikingNetwork
+    >>> w = np.array([[1.0, -1.0], [0.5, 0.25]], "float32")
+    >>> net = SpikingNetwork((2,), [Stage("d", "dense", (2,), (2,), w)],
+    ...                      input_encoding="binary")
+    >>> plan = build_plan(net)
+    >>> plan[0].thresholds.tolist(), plan[0].exc[:, 2].tolist(), plan[0].inh[:, 2].tolist()
+    ([0.5, 0.5], [1.0, 0.5, 0.25], [1.0])
+    >>> result = get_backend().run(net, np.eye(2), simulator="nest")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from whetstone import files, simulate
+from whetstone.backends import BackendResult, MissingDependencyError, exports, register
+from whetstone.backends.spinnaker.fixed_point import (
+    _layer_step,
+    _quantised_layers,
+    fixed_point_run,
+    quantisation,
+)
+from whetstone.backends.spinnaker.fixed_point import (
+    _ring_buffer_shift as _ring_buffer_shift,  # whetstone.quantize reads it
+)
+from whetstone.backends.spinnaker.plan import (
+    NEURONS_PER_CORE,
+    ROW_LIMIT,
+    Layer,
+    MappingError,
+    _source_size,
+    _source_spikes,
+    build_plan,
+    connections,
+    core_plan,
+    encode,
+    longest_row,
+)
+from whetstone.backends.spinnaker.pynn import (
+    OFFSET,
+    TAU_M,
+    _assemble,
+    _import_simulator,
+    _map,
+    _setup,
+    _simulate,
+    _spike_matrix,
+    spinnaker_config,
+)
+from whetstone.network import SpikingNetwork
+
+__all__ = [
+    "NEURONS_PER_CORE",
+    "ROW_LIMIT",
+    "TAU_M",
+    "Layer",
+    "MappingError",
+    "SpiNNakerBackend",
+    "build_plan",
+    "connections",
+    "core_plan",
+    "encode",
+    "fixed_point_run",
+    "get_backend",
+    "longest_row",
+    "quantisation",
+    "spinnaker_config",
+]
+
+
+@register("spinnaker")
+class SpiNNakerBackend:
+    """Build, run and export a SpikingNetwork as PyNN for sPyNNaker, NEST or Brian2."""
+
+    extra = "spinnaker"
+
+    def is_available(self, simulator: str = "spinnaker") -> bool:
+        """Whether PyNN and ``simulator`` are installed."""
+        try:
+            _import_simulator(simulator)
+        except MissingDependencyError:
+            return False
+        return True
+
+    def build(self, net: SpikingNetwork, simulator: str = "nest", x=None, **options):
+        """Set up ``simulator`` and create the network; returns ``(sim, source, populations)``.
+
+        The caller runs ``sim.run(...)`` and ends with ``sim.end()``. ``x`` (optional)
+        gives the inputs played in by the ``SpikeSourceArray``.
+        """
+        sim = _import_simulator(simulator)
+        plan = build_plan(net)
+        spikes = _source_spikes(net, np.zeros((0, *net.input_shape)) if x is None else x)
+        _setup(sim, simulator)
+        return (sim, *_assemble(sim, simulator, net, plan, spikes, options))
+
+    def run(
+        self, net: SpikingNetwork, x, simulator: str = "nest", progress=None, **options
+    ) -> BackendResult:
+        """Run inputs ``x`` (one per step, pipelined); predictions matched to inputs.
+
+        ``simulator="nest"`` simulates the PyNN network (Brian2 is refused, see the
+        module docstring). ``"spinnaker"`` maps it onto a virtual SpiNNaker board
+        (``width``/``height`` chips; default one SpiNN-5 board; ``neurons_per_core``)
+        and, as nothing executes there, gives the
+        predictions of :func:`fixed_point_run` (what the chip computes); ``info`` holds
+        the mapping and quantisation reports. On a real board, run the folder that
+        :meth:`export` writes (``python run.py --simulator spinnaker``).
+
+        ``progress`` (optional): called with the number of images done so far while
+        one network is simulated in a few steps (a progress bar needs no rebuilds).
+        """
+        x = simulate.check_input(net, x, "spinnaker back end")
+        plan = build_plan(net)
+        if simulator == "spinnaker":
+            return self._run_virtual(net, x, plan, options)
+        sim = _import_simulator(simulator)
+        spikes = _source_spikes(net, x)
+        started = time.perf_counter()
+        _setup(sim, simulator)
+        try:
+            _, populations = _assemble(sim, simulator, net, plan, spikes, options)
+            built = time.perf_counter()
+            _simulate(sim, len(x), len(plan) + OFFSET, progress)
+            ran = time.perf_counter()
+            matrices = [spikes] + [
+                _spike_matrix(p, len(x), depth) for depth, p in enumerate(populations, 1)
+            ]
+        finally:
+            sim.end()
+        return self._result(net, matrices, simulator, build_s=built - started, run_s=ran - built)
+
+    def _result(self, net, matrices, simulator, **info) -> BackendResult:
+        outputs = matrices[-1].reshape(len(matrices[-1]), *net.output_shape)
+        predictions = simulate.decode(net, outputs)
+        counts = [m.sum(dtype=np.int64) for m in matrices]
+        if net.input_encoding == "binary":
+            counts = counts[1:]
+        return BackendResult(
+            predictions=np.asarray(predictions, np.int64),
+            output_spikes=matrices[-1],
+            spike_counts=np.asarray(counts, np.int64),
+            info={"simulator": simulator, **info},
+        )
+
+    def _run_virtual(self, net, x, plan, options) -> BackendResult:
+        mapping = _map(net, plan, x, options)
+        matrices = [_source_spikes(net, x)]
+        for layer in _quantised_layers(plan):
+            matrices.append(_layer_step(layer, matrices[-1]))
+        result = self._result(net, matrices, "spinnaker", mapping=mapping)
+        result.info["predictions_from"] = "fixed-point model (virtual board: nothing executed)"
+        result.info["quantisation"] = quantisation(net)
+        return result
+
+    def map(self, net: SpikingNetwork, x=None, **options) -> dict:
+        """Cores and chips sPyNNaker needs for ``net`` on a virtual board (no hardware).
+
+        ``x``: inputs to play in (default: one spike from every source neuron);
+        ``width``/``height``: machine size in chips (e.g. 8 x 8, one SpiNN-5 board;
+        default: sPyNNaker sizes the virtual machine to fit);
+        ``neurons_per_core``. Warns when the 16-bit weights lose precision on more
+        than ``precision_warning`` (default 1%) of the synapses.
+        """
+        report = _map(net, build_plan(net), x, options)
+        self._warn_precision(net, options.get("precision_warning", 0.01))
+        return report
+
+    def resources(self, net: SpikingNetwork, **options) -> dict:
+        """The back ends' common name for :meth:`map` (``whetstone inspect`` shows it)."""
+        return self.map(net, **options)
+
+    @staticmethod
+    def _warn_precision(net, limit: float) -> dict:
+        report = quantisation(net)
+        if report["lossy_fraction"] > limit:
+            warnings.warn(
+                f"SpiNNaker's 16-bit weights lose more than {report['loss_threshold']:.0%} of "
+                f"the value of {report['lossy_fraction']:.2%} of the synapses "
+                f"({report['rounded_to_zero']} round to zero); check the accuracy with "
+                "whetstone.backends.spinnaker.quantisation(net, x).",
+                stacklevel=3,
+            )
+        return report
+
+    def export(
+        self,
+        net: SpikingNetwork,
+        path,
+        x=None,
+        force: bool = False,
+        overwrite: bool = False,
+        y=None,
+        neurons_per_core: int | None = None,
+    ) -> Path:
+        """Write a folder with ``run.py`` (standalone PyNN) and ``network.npz`` atomically.
+
+        ``python run.py`` runs it on NEST here, ``--simulator spinnaker`` on an attached
+        board (with the neurons per core of :func:`core_plan`, stored per population: a
+        network whose synapse rows cannot fit is refused here, with the numbers). ``x``
+        (optional, with labels ``y``): inputs shipped in ``inputs.npz`` with their
+        encoded spikes and the reference's decisions (the script's default input and
+        check; see :mod:`whetstone.backends.exports`). An existing ``path`` is replaced
+        only with ``force=True`` (``overwrite`` is its old name).
+        """
+        plan = build_plan(net)
+        if not plan:
+            raise ValueError(
+                "spinnaker export: nothing of this network runs on chip (its one stage is the "
+                "host encoder); export a network with more stages."
+            )
+        cores = core_plan(plan, neurons_per_core)
+        with files.staged(path, force or overwrite, folder=True) as staging:
+            _write_export(net, staging, x, y=y, cores=cores)
+        return Path(path)
+
+
+def get_backend() -> SpiNNakerBackend:
+    """The registered instance."""
+    from whetstone.backends import get
+
+    return get("spinnaker")
+
+
+# ---------------------------------------------------------------- export
+
+
+def _write_export(net: SpikingNetwork, folder: Path, x, y=None, cores=None) -> None:
+    """network.npz, network.h5, export.json, run.py and (with ``x``) inputs.npz."""
+    plan = build_plan(net)
+    cores = cores or core_plan(plan)
+    arrays = {"num_layers": np.array(len(plan))}
+    for i, (layer, entry) in enumerate(zip(plan, cores, strict=True)):
+        arrays[f"thresholds_{i}"] = layer.thresholds
+        arrays[f"exc_{i}"], arrays[f"inh_{i}"] = layer.exc, layer.inh
+        arrays[f"max_summed_{i}"] = np.array(layer.max_summed)
+        arrays[f"neurons_per_core_{i}"] = np.array(entry["neurons_per_core"])
+    decoder = net.decoder
+    if decoder is not None and hasattr(decoder, "key"):
+        arrays["key"] = decoder.key
+    elif decoder is not None:
+        arrays["readout_weights"], arrays["readout_bias"] = decoder.weights, decoder.bias
+    arrays["source_size"] = np.array(_source_size(net))
+    np.savez_compressed(folder / "network.npz", **arrays)
+    shipped = {}
+    if x is not None:
+        shipped = exports.ship(folder, net, x, y, spikes=_source_spikes(net, x))
+    net.save(folder / "network.h5")
+    exports.write_manifest(
+        folder, "spinnaker", net, exports.default_min_agreement(get_backend()),
+        first_step=OFFSET, cores=sum(e["cores"] for e in cores), **shipped,
+    )  # fmt: skip
+    (folder / "run.py").write_text(exports.template("run_spinnaker.py"))

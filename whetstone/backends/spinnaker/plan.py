@@ -1,0 +1,252 @@
+"""SpiNNaker plan: the on-chip populations of a SpikingNetwork and how they fill cores.
+
+Connection lists built with NumPy from dense weights, convolution kernels and OR-pool
+windows (the same lists on NEST and on sPyNNaker), each population's thresholds, and
+the neurons per core that keep every synapse row within sPyNNaker's limit.
+
+Example:
+    >>> from whetstone.network import Stage, SpikingNetwork
+    >>> w = np.array([[1.0, -1.0], [0.5, 0.25]], "float32")
+    >>> net = SpikingNetwork((2,), [Stage("d", "dense", (2,), (2,), w)],
+    ...                      input_encoding="binary")
+    >>> plan = build_plan(net)
+    >>> plan[0].thresholds.tolist(), plan[0].exc[:, 2].tolist(), plan[0].inh[:, 2].tolist()
+    ([0.5, 0.5], [1.0, 0.5, 0.25], [1.0])
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from whetstone import simulate
+from whetstone.network import SpikingNetwork, Stage, output_length, same_padding
+
+__all__ = [
+    "NEURONS_PER_CORE",
+    "ROW_LIMIT",
+    "Layer",
+    "MappingError",
+    "build_plan",
+    "connections",
+    "core_plan",
+    "encode",
+    "longest_row",
+]
+
+ROW_LIMIT = 256
+"""sPyNNaker's longest synapse row (``POP_TABLE_MAX_ROW_LENGTH``): the synapses of one
+projection from one source neuron onto the neurons of one core."""
+NEURONS_PER_CORE = 256
+"""sPyNNaker's default, and largest, number of ``IF_curr_delta`` neurons per core."""
+CHIPS_PER_BOARD = 48  # SpiNN-5
+
+
+class MappingError(RuntimeError, ValueError):
+    """sPyNNaker could not (or would not) partition, place or route the network.
+
+    A ``ValueError`` too: a network too large for the target is bad input (the command
+    line exits with status 2, as for Loihi's partition errors).
+    """
+
+
+# ---------------------------------------------------------------- connection lists
+
+
+def _axis_index(n: int, k: int, s: int, d: int, padding: str) -> np.ndarray:
+    """(outputs, k) input index of each tap of each output position (may be outside)."""
+    before = same_padding(n, k, s, d)[0] if padding == "same" else 0
+    starts = np.arange(output_length(n, k, s, d, padding)) * s - before
+    return starts[:, None] + np.arange(k)[None, :] * d
+
+
+def _window_pairs(stage: Stage) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat input position, output position and tap of every in-bounds window tap."""
+    spatial = stage.input_shape[:-1]
+    rank = len(spatial)
+    pre, post, tap, valid = 0, 0, 0, True
+    for axis, (n, k, s, d) in enumerate(
+        zip(spatial, stage.window, stage.strides, stage.dilation, strict=True)
+    ):
+        index = _axis_index(n, k, s, d, stage.padding)  # (outputs, k)
+        shape = [1] * (2 * rank)
+        shape[2 * axis : 2 * axis + 2] = index.shape
+        outputs, taps = np.indices(index.shape)
+        valid = valid & (index >= 0).reshape(shape) & (index < n).reshape(shape)
+        pre = pre * n + index.reshape(shape)
+        post = post * index.shape[0] + outputs.reshape(shape)
+        tap = tap * k + taps.reshape(shape)
+    pre, post, tap, valid = np.broadcast_arrays(pre, post, tap, valid)
+    return pre[valid], post[valid], tap[valid]
+
+
+def connections(stage: Stage) -> np.ndarray:
+    """``(m, 3)`` float64 rows ``(pre, post, weight)`` of a stage's non-zero synapses.
+
+    Indices are into the row-major flattened input and output. Built with NumPy from
+    the dense matrix, the convolution kernel (Keras's cross-correlation and 'same'
+    padding) or the OR-pool window. Rows are sorted by ``pre``, then ``post``:
+    sPyNNaker's ``FromListConnector`` groups an unsorted list wrongly when it sizes
+    synapse rows, and then refuses rows that are in fact short enough.
+
+    Example:
+        >>> pool = Stage("p", "pool", (4, 1), (2, 1), pool_size=(2,), strides=(2,))
+        >>> connections(pool).tolist()
+        [[0.0, 0.0, 1.0], [1.0, 0.0, 1.0], [2.0, 1.0, 1.0], [3.0, 1.0, 1.0]]
+    """
+    if stage.kind == "dense":
+        pre, post = np.nonzero(stage.weights)
+        weight = stage.weights[pre, post]
+    else:
+        ipos, opos, tap = _window_pairs(stage)
+        c_in, c_out = stage.input_shape[-1], stage.output_shape[-1]
+        if stage.kind == "pool":
+            channel = np.arange(c_in)
+            pre = (ipos[:, None] * c_in + channel).ravel()
+            post = (opos[:, None] * c_out + channel).ravel()
+            weight = np.ones(len(pre), np.float32)
+        else:
+            kernel = stage.weights.reshape(-1, c_in, c_out)
+            ci, co = np.arange(c_in)[:, None], np.arange(c_out)[None, :]
+            pre = (ipos[:, None, None] * c_in + ci + 0 * co).ravel()
+            post = (opos[:, None, None] * c_out + co + 0 * ci).ravel()
+            weight = kernel[tap].ravel()
+    keep = np.flatnonzero(weight != 0)
+    keep = keep[np.lexsort((post[keep], pre[keep]))]  # sorted: see the docstring
+    return np.stack([pre[keep], post[keep], weight[keep]], axis=1).astype(np.float64)
+
+
+# ---------------------------------------------------------------- the plan
+
+
+@dataclass
+class Layer:
+    """One on-chip population: its neurons' thresholds and incoming synapses.
+
+    ``exc`` and ``inh`` are ``(m, 3)`` rows ``(pre, post, weight >= 0)``; ``pre``
+    indexes the previous population (the input source for the first one).
+    """
+
+    name: str
+    size: int
+    thresholds: np.ndarray  # float64, theta - b per neuron
+    exc: np.ndarray
+    inh: np.ndarray
+
+    @property
+    def max_summed(self) -> tuple[float, float]:
+        """Largest total excitatory and inhibitory input one neuron can receive."""
+        return tuple(
+            float(np.bincount(rows[:, 1].astype(np.int64), rows[:, 2], self.size).max(initial=0))
+            for rows in (self.exc, self.inh)
+        )
+
+
+def _first_on_chip(net: SpikingNetwork) -> int:
+    return 1 if net.input_encoding == "host" else 0
+
+
+def build_plan(net: SpikingNetwork) -> list[Layer]:
+    """The on-chip populations of ``net`` (stage 0 stays on the host when encoded there)."""
+    layers = []
+    for stage in net.stages[_first_on_chip(net) :]:
+        rows = connections(stage)
+        negative = rows[:, 2] < 0
+        inh = rows[negative]
+        inh[:, 2] *= -1
+        bias = stage.full_bias().ravel().astype(np.float64)
+        thresholds = np.float64(stage.threshold) - bias
+        layers.append(Layer(stage.name, stage.num_neurons, thresholds, rows[~negative], inh))
+    return layers
+
+
+def _source_spikes(net: SpikingNetwork, x: np.ndarray) -> np.ndarray:
+    """``(n, width)`` spikes that enter the first on-chip population."""
+    x = simulate.check_input(net, x, "spinnaker back end")
+    if net.input_encoding == "binary":
+        return x.reshape(len(x), -1).astype(np.uint8)
+    stage = net.stages[0]
+    pre = simulate.preactivation(stage, x) - np.float32(stage.threshold)
+    return (pre >= 0).reshape(len(x), -1).astype(np.uint8)
+
+
+def encode(net: SpikingNetwork, x) -> np.ndarray:
+    """``(n, width)`` uint8 spikes that images ``x`` send into the first on-chip population.
+
+    The host encoder's spikes (stage 0 on the host), or the 0/1 inputs of a binary network;
+    what an export's ``inputs.npz["spikes"]`` holds.
+
+    Example:
+        >>> w = np.array([[1.0, -1.0]], "float32")
+        >>> net = SpikingNetwork((1,), [Stage("e", "dense", (1,), (2,), w),
+        ...     Stage("d", "dense", (2,), (1,), np.ones((2, 1), "float32"))])
+        >>> encode(net, np.array([[1.0], [-1.0]])).tolist()
+        [[1, 0], [0, 1]]
+    """
+    return _source_spikes(net, x)
+
+
+def _source_size(net: SpikingNetwork) -> int:
+    """Number of source neurons (host-encoder outputs or binary inputs)."""
+    return net.stages[0].num_neurons if net.input_encoding == "host" else net.stages[0].in_size
+
+
+# ---------------------------------------------------------------- mapping report
+
+
+def longest_row(rows: np.ndarray, neurons_per_core: int) -> int:
+    """Longest synapse row of a projection whose target holds ``neurons_per_core`` per core.
+
+    Example:
+        >>> rows = np.array([[0, 0, 1.0], [0, 1, 1.0], [0, 2, 1.0], [1, 2, 1.0]])
+        >>> longest_row(rows, 4), longest_row(rows, 2), longest_row(rows, 1)
+        (3, 2, 1)
+    """
+    if not len(rows):
+        return 0
+    core = rows[:, 1].astype(np.int64) // neurons_per_core
+    key = rows[:, 0].astype(np.int64) * (int(core.max()) + 1) + core
+    return int(np.unique(key, return_counts=True)[1].max())
+
+
+def core_plan(plan: list[Layer], neurons_per_core: int | None = None) -> list[dict]:
+    """Neurons per core, cores and longest synapse row of every on-chip population.
+
+    Each population takes ``neurons_per_core`` (default sPyNNaker's 256) per core, halved
+    while a synapse row would exceed :data:`ROW_LIMIT`. A row holds each target neuron
+    at most once and the lists are sorted (:func:`connections`), so up to 256 neurons
+    per core every row fits; a larger requested count is refused with sPyNNaker's advice.
+
+    Example:
+        >>> w = np.ones((3, 600), "float32")
+        >>> net = SpikingNetwork((3,), [Stage("d", "dense", (3,), (600,), w)],
+        ...                      input_encoding="binary")
+        >>> core_plan(build_plan(net))
+        [{'population': 'd', 'neurons_per_core': 256, 'cores': 3, 'longest_row': 256}]
+    """
+    if neurons_per_core is not None and neurons_per_core > NEURONS_PER_CORE:
+        raise MappingError(
+            f"neurons_per_core={neurons_per_core}: sPyNNaker puts at most "
+            f"{NEURONS_PER_CORE} IF_curr_delta neurons on a core; reduce the number of "
+            "neurons per core (None chooses it)."
+        )
+    out = []
+    for layer in plan:
+        n = min(int(neurons_per_core or NEURONS_PER_CORE), layer.size)
+        longest = max(longest_row(layer.exc, n), longest_row(layer.inh, n))
+        while longest > ROW_LIMIT and neurons_per_core is None:
+            n = max(1, n // 2)
+            longest = max(longest_row(layer.exc, n), longest_row(layer.inh, n))
+        if longest > ROW_LIMIT:
+            raise MappingError(
+                f"population {layer.name!r} ({layer.size} neurons) with {n} neurons per core "
+                f"has a synapse row of {longest} synapses against sPyNNaker's limit of "
+                f"{ROW_LIMIT}: reduce the number of neurons per core (neurons_per_core=N, at "
+                f"most {NEURONS_PER_CORE}; None chooses it), or the size of the target "
+                "population."
+            )
+        entry = {"population": layer.name, "neurons_per_core": n}
+        out.append({**entry, "cores": math.ceil(layer.size / n), "longest_row": longest})
+    return out

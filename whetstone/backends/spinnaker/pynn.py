@@ -1,0 +1,294 @@
+"""SpiNNaker PyNN assembly: populations, projections and spike sources in a PyNN
+simulator (NEST, or sPyNNaker on a virtual board), sPyNNaker's private config, and the
+mapping report (cores, chips, boards).
+
+Example:
+    >>> _spike_times(np.array([[1, 0], [1, 1]], np.uint8))
+    [[2.0, 3.0], [3.0]]
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from whetstone.backends import require
+from whetstone.backends.spinnaker.plan import (
+    NEURONS_PER_CORE,
+    ROW_LIMIT,
+    Layer,
+    MappingError,
+    _source_size,
+    _source_spikes,
+    core_plan,
+)
+from whetstone.network import SpikingNetwork
+
+__all__ = ["TAU_M", "spinnaker_config"]
+
+TAU_M = 2.0**-10
+"""Membrane time constant (ms) and capacitance (nF): ``exp(-1 / TAU_M)`` is 0."""
+DT = 1.0  # ms
+OFFSET = 2  # input i's spikes leave the source at (i + OFFSET) dt (NEST needs t > dt)
+SIMULATORS = {"nest": "pyNN.nest", "spinnaker": "pyNN.spiNNaker"}
+EXTRAS = {"nest": "nest", "spinnaker": "spinnaker"}
+CHIPS_PER_BOARD = 48  # SpiNN-5
+
+
+def _spike_times(spikes: np.ndarray) -> list[list[float]]:
+    """Per source neuron, the times of its spikes: sample ``i`` at ``(i + OFFSET) dt``."""
+    sample, neuron = np.nonzero(spikes)
+    order = np.argsort(neuron, kind="stable")
+    times = (sample[order] + float(OFFSET)) * DT
+    splits = np.cumsum(np.bincount(neuron, minlength=spikes.shape[1]))[:-1]
+    return [list(t) for t in np.split(times, splits)]
+
+
+# ---------------------------------------------------------------- simulators
+
+
+def _config_root() -> Path:
+    """A fresh private folder (mode 0700) for one run's sPyNNaker config and reports.
+
+    sPyNNaker writes provenance from its own exit handlers, so the folder is removed
+    when the process exits, after those handlers (registered later, so run earlier).
+    """
+    root = Path(tempfile.mkdtemp(prefix="whetstone-spynnaker-"))
+    _CONFIG_ROOTS.append(root)
+    return root
+
+
+_CONFIG_ROOTS: list[Path] = []
+
+
+@atexit.register
+def _remove_config_roots() -> None:
+    for root in _CONFIG_ROOTS:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def spinnaker_config(width: int | None = None, height: int | None = None):
+    """Point sPyNNaker at a private, per-run virtual-board config (nothing written to HOME).
+
+    sPyNNaker offers no way to name its config file: it reads ``.spynnaker.cfg`` from
+    the site and user config folders and from ``~``, refuses to run when two are
+    found, and writes a template into ``~`` when none is. So while active, ``HOME``
+    and ``XDG_CONFIG_HOME`` point into a fresh private temporary folder that holds
+    ``.spynnaker.cfg`` (``virtual_board = True``, SpiNN-5 boards; a machine of
+    ``width`` x ``height`` chips, or by default one sPyNNaker sizes to fit) and
+    receives the reports; both are restored afterwards.
+
+    Example:
+        >>> with spinnaker_config() as folder:
+        ...     "virtual_board = True" in (folder / "config" / ".spynnaker.cfg").read_text()
+        True
+    """
+    root = _config_root()
+    home, config = root / "home", root / "config"
+    home.mkdir()
+    config.mkdir()
+    size = f"width = {width}\nheight = {height}\n" if width and height else ""
+    (config / ".spynnaker.cfg").write_text(
+        f"[Machine]\nvirtual_board = True\nversion = 5\n{size}"
+        f"[Reports]\ndefault_report_file_path = {root / 'reports'}\nmax_reports_kept = 3\n"
+    )
+    saved = {key: os.environ.get(key) for key in ("HOME", "XDG_CONFIG_HOME")}
+    os.environ.update(HOME=str(home), XDG_CONFIG_HOME=str(config))
+    try:
+        yield root
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _import_simulator(simulator: str):
+    if simulator == "brian2":
+        raise NotImplementedError(
+            "spinnaker back end: simulator='brian2' is not supported: PyNN's Brian2 "
+            "IF_curr_delta integrates the leak before spikes are delivered and thresholds "
+            "with '>', and even with a reordered schedule its spike timing did not match the "
+            "reference exactly. Use simulator='nest' (pip install 'whetstone-snn[nest]')."
+        )
+    if simulator not in SIMULATORS:
+        raise ValueError(
+            f"spinnaker back end: simulator must be one of {sorted(SIMULATORS)}, got {simulator!r}."
+        )
+    require("pyNN", EXTRAS[simulator])
+    if simulator == "nest":
+        require("nest", "nest")
+    if simulator == "spinnaker":
+        require("spynnaker", "spinnaker")
+    return require(SIMULATORS[simulator], EXTRAS[simulator])
+
+
+def _setup(sim, simulator: str) -> None:
+    if simulator == "nest":
+        sim.setup(timestep=DT, min_delay=DT, spike_precision="on_grid", verbosity="error")
+    else:
+        sim.setup(timestep=DT)
+
+
+def _population(sim, simulator: str, layer: Layer, options: dict):
+    thresholds = layer.thresholds
+    cell = sim.IF_curr_delta(
+        tau_m=TAU_M, cm=TAU_M, v_rest=0.0, v_reset=thresholds - 1.0, tau_refrac=0.0,
+        i_offset=0.0, v_thresh=thresholds,
+    )  # fmt: skip
+    kwargs = {}
+    if simulator == "spinnaker":
+        extra = {"max_expected_summed_weight": [max(m, 1e-12) for m in layer.max_summed]}
+        if options.get("neurons_per_core"):
+            extra["neurons_per_core"] = int(options["neurons_per_core"])
+        kwargs["additional_parameters"] = extra
+    population = sim.Population(layer.size, cell, label=layer.name,
+                                **kwargs)  # fmt: skip
+    return population
+
+
+def _project(sim, pre, post, layer: Layer) -> None:
+    """Two projections; inhibitory weights negative (PyNN's convention for current cells)."""
+    for rows, receptor, sign in ((layer.exc, "excitatory", 1), (layer.inh, "inhibitory", -1)):
+        if len(rows):
+            rows = rows * np.array([1.0, 1.0, sign])
+            connector = sim.FromListConnector(rows, column_names=["weight"])
+            synapse = sim.StaticSynapse(delay=DT)
+            sim.Projection(pre, post, connector, synapse, receptor_type=receptor)
+
+
+def _assemble(sim, simulator: str, net: SpikingNetwork, plan, spikes, options: dict):
+    """Source and populations of ``net`` in the current PyNN simulator."""
+    source = sim.Population(
+        spikes.shape[1], sim.SpikeSourceArray(spike_times=_spike_times(spikes)), label="input"
+    )
+    populations, pre = [], source
+    for layer in plan:
+        population = _population(sim, simulator, layer, options)
+        _project(sim, pre, population, layer)
+        population.record("spikes")
+        populations.append(population)
+        pre = population
+    return source, populations
+
+
+def _simulate(sim, n: int, extra: int, progress=None, chunks: int = 10) -> None:
+    """Run ``n + extra`` steps, in ``chunks`` parts when ``progress`` wants reports.
+
+    Example:
+        >>> class Sim:
+        ...     def run(self, t): print("run", t)
+        >>> _simulate(Sim(), 4, 3, progress=lambda done: print("done", done), chunks=2)
+        run 4.0
+        done 1
+        run 3.0
+        done 4
+    """
+    total = n + extra
+    if progress is None:
+        sim.run(total * DT)
+        return
+    bounds = np.linspace(0, total, min(chunks, total) + 1).round().astype(int)
+    for stop, steps in zip(bounds[1:], np.diff(bounds), strict=True):
+        sim.run(float(steps) * DT)
+        progress(int(min(n, max(0, stop - extra))))  # images whose output is out
+
+
+def _spike_matrix(population, n: int, depth: int) -> np.ndarray:
+    """``(n, size)`` spikes of a population matched to inputs by its depth."""
+    out = np.zeros((n, population.size), np.uint8)
+    trains = population.get_data("spikes", clear=False).segments[0].spiketrains
+    for train in trains:
+        sample = np.rint(np.asarray(train.magnitude) / DT).astype(np.int64) - OFFSET - depth
+        sample = sample[(sample >= 0) & (sample < n)]
+        out[sample, int(train.annotations["source_index"])] = 1
+    return out
+
+
+def _remedy(error: Exception) -> str:
+    """What to change, in sPyNNaker's terms, for a mapping failure."""
+    if "RowTooBig" in type(error).__name__:
+        return (
+            "Reduce the number of neurons per core (neurons_per_core=N, at most "
+            f"{NEURONS_PER_CORE}), or the size of the target population."
+        )
+    return (
+        "Use a bigger machine (width/height in chips; None sizes it to fit), reduce the "
+        "number of neurons per core (neurons_per_core=N), or shrink the network."
+    )
+
+
+def _placements_report(populations) -> dict:
+    from pacman.data import PacmanDataView
+
+    machine = PacmanDataView.get_machine()
+    labels = {p.label for p in populations}
+    chips, app_chips, cores, per_population = set(), set(), 0, {}
+    for placement in PacmanDataView.iterate_placemements():
+        chips.add((placement.x, placement.y))
+        cores += 1
+        app = getattr(placement.vertex, "app_vertex", None)
+        label = getattr(app, "label", None)
+        if label in labels or label == "input":
+            entry = per_population.setdefault(label, {"cores": 0, "neurons_per_core": 0})
+            entry["cores"] += 1
+            atoms = placement.vertex.vertex_slice.n_atoms
+            entry["neurons_per_core"] = max(entry["neurons_per_core"], atoms)
+            app_chips.add((placement.x, placement.y))
+    boards = {_board(machine, xy) for xy in app_chips}
+    return {
+        "cores": sum(e["cores"] for e in per_population.values()),
+        "cores_including_system": cores,
+        "chips": len(app_chips),
+        "chips_including_system": len(chips),
+        "boards": len(boards),
+        "boards_in_machine": math.ceil(machine.n_chips / CHIPS_PER_BOARD),
+        "populations": per_population,
+    }
+
+
+def _board(machine, xy: tuple[int, int]) -> tuple[int, int]:
+    chip = machine[xy]
+    return chip.nearest_ethernet_x, chip.nearest_ethernet_y
+
+
+def _map(net: SpikingNetwork, plan, x, options: dict) -> dict:
+    sim = _import_simulator("spinnaker")
+    # without inputs, one spike per source neuron: sPyNNaker sizes its buffers from these
+    spikes = np.ones((1, _source_size(net)), np.uint8) if x is None else _source_spikes(net, x)
+    cores = core_plan(plan, options.get("neurons_per_core"))
+    started = time.perf_counter()
+    with spinnaker_config(options.get("width"), options.get("height")):
+        _setup(sim, "spinnaker")
+        try:
+            _, populations = _assemble(sim, "spinnaker", net, plan, spikes, options)
+            sim.run((len(spikes) + len(plan) + OFFSET) * DT)
+            report = _placements_report(populations)
+            for entry in cores:
+                report["populations"][entry["population"]]["longest_row"] = entry["longest_row"]
+            report["row_limit"] = ROW_LIMIT
+        except Exception as error:
+            if type(error).__module__.split(".")[0] in ("pacman", "spinn_front_end_common",
+                                                         "spynnaker", "spinn_machine"):  # fmt: skip
+                raise MappingError(
+                    f"sPyNNaker could not map network ({net.num_neurons} neurons, "
+                    f"{net.num_synapses} synapses) onto the virtual SpiNN-5 machine "
+                    f"(width={options.get('width')}, height={options.get('height')} chips; "
+                    f"None: sized to fit): {type(error).__name__}: {error} {_remedy(error)}"
+                ) from error
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                sim.end()
+    report["seconds"] = time.perf_counter() - started
+    return report
