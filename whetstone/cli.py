@@ -238,10 +238,63 @@ def fit_shape(x, shape: tuple, where: str):
     )
 
 
-def test_split(dataset: str, data_dir, limit: int | None):
+def image_options(shape: tuple) -> dict:
+    """How to read an image folder for a model of input ``shape``: size and color mode."""
+    shape = tuple(shape)
+    if len(shape) == 2:
+        return {"image_size": shape, "color_mode": "grayscale"}
+    if len(shape) == 3 and shape[-1] in (1, 3, 4):
+        modes = {1: "grayscale", 3: "rgb", 4: "rgba"}
+        return {"image_size": shape[:2], "color_mode": modes[shape[-1]]}
+    return {}
+
+
+def load_data(out: Output, source: str, split: str, data_dir, shape: tuple, classes: int):
+    """``(x, y)`` of one split of ``source``, shaped for the model and checked against it."""
     from whetstone import datasets
 
-    _, (x, y) = datasets.load(dataset, data_dir)
+    x, y = datasets.load_split(source, split, data_dir, **image_options(shape))
+    x = fit_shape(x, shape, source)
+    datasets.check_labels(y, classes, source)
+    if source not in datasets.DATASETS and (x.min() < 0 or x.max() > 1):
+        out.say(
+            f"note: {source}: the images range from {x.min():.4g} to {x.max():.4g}; they are "
+            "used as given (the built-in data lie in [0, 1]: divide by 255 if the model was "
+            "trained on scaled images)."
+        )
+    return x, y
+
+
+def sample(x, y, limit: int | None, seed: int | None):
+    """The first ``limit`` images, or ``limit`` drawn at random with ``seed``."""
+    import numpy as np
+
+    if seed is None:
+        return x[:limit], y[:limit]
+    index = np.random.default_rng(seed).permutation(len(x))[:limit]
+    return x[index], y[index]
+
+
+def network_classes(net) -> int:
+    """How many classes a SpikingNetwork tells apart (its decoder's outputs)."""
+    from whetstone.network import KeyDecoder, ReadoutDecoder
+
+    if isinstance(net.decoder, KeyDecoder):
+        return net.decoder.key.shape[0]
+    if isinstance(net.decoder, ReadoutDecoder):
+        return net.decoder.weights.shape[1]
+    return net.stages[-1].num_neurons
+
+
+def test_split(dataset: str, data_dir, limit: int | None, net=None, out: Output | None = None):
+    """The first ``limit`` test images of a dataset (shaped and checked for ``net``)."""
+    from whetstone import datasets
+
+    if net is None:
+        x, y = datasets.load_split(dataset, "test", data_dir)
+        return x[:limit], y[:limit]
+    classes = network_classes(net)
+    x, y = load_data(out or Output(), dataset, "test", data_dir, net.input_shape, classes)
     return x[:limit], y[:limit]
 
 
@@ -291,7 +344,41 @@ DATA_DIR = click.option(
     envvar="WHETSTONE_DATA",
     help="Folder holding mnist/ and fashion-mnist/ IDX files [env: WHETSTONE_DATA].",
 )
-DATASET = click.Choice(["demo", "mnist", "fashion-mnist", "cifar10"])
+
+
+class DataSource(click.ParamType):
+    """A built-in dataset name, or a path: a .npz file, an image folder or a zip of one."""
+
+    name = "DATA"
+
+    def get_metavar(self, *args, **kwargs) -> str:
+        return "NAME|FILE"
+
+    def convert(self, value, param, ctx):
+        from whetstone.datasets import DATASETS
+
+        if value in DATASETS:
+            return value
+        path = Path(value)
+        if (path.suffix in (".npz", ".zip") and path.is_file()) or path.is_dir():
+            return value
+        self.fail(
+            f"{value!r} is neither a dataset ({', '.join(DATASETS)}) nor an existing .npz "
+            "file, image folder or .zip of one.",
+            param,
+            ctx,
+        )
+
+
+DATASET = DataSource()
+DATA_HELP = (
+    "a dataset (demo, mnist, fashion-mnist, cifar10), a .npz with x and y (or x_test, "
+    "y_test / x_train, y_train), or a folder-per-class image directory or its .zip"
+)
+BATCH_SIZE = click.option(
+    "--batch-size", type=click.IntRange(min=1), default=128, show_default=True,
+    help="Images per batch.",
+)  # fmt: skip
 MODEL = click.argument("model", type=click.Path(exists=True, dir_okay=False))
 
 
@@ -433,25 +520,21 @@ def demo(
     net = convert.to_spiking(model)
     reference = simulate.run(net, x_test)
     rows = [
-        {"stage": "Keras, before sharpening", "accuracy": before, "agreement": None},
-        {
-            "stage": "Keras, sharpened and honed",
-            "accuracy": accuracy(keras_predictions),
-            "agreement": None,
-        },
-        _row("reference simulator", reference.predictions, y_test, keras_predictions),
-    ]
-    for row in rows:
-        row["timesteps"] = None
-    rows[-1]["timesteps"] = reference.latency
+        {"stage": "Keras, before sharpening", "accuracy": before, "agreement": None,
+         "timesteps": None},
+        {"stage": "Keras, sharpened and honed", "accuracy": accuracy(keras_predictions),
+         "agreement": None, "timesteps": None},
+        _row("reference simulator", reference.predictions, y_test, keras_predictions,
+             reference.latency),
+    ]  # fmt: skip
     for name in backends:
         backend = registry.get(name)
         if not getattr(backend, "is_available", lambda: True)():
             click.echo(f"{name}: skipped, needs: pip install -e '.[{backend.extra}]'", err=True)
             continue
         result = run_with_progress(out, backend, net, x_test)
-        rows.append(_row(name, result.predictions, y_test, reference.predictions))
-        rows[-1]["timesteps"] = result.info.get("latency")
+        rows.append(_row(name, result.predictions, y_test, reference.predictions,
+                         result.info.get("latency", net.latency)))  # fmt: skip
     out.table(
         rows,
         f"whetstone demo: {dataset}, {len(x_test)} test images "
@@ -472,17 +555,22 @@ def demo(
     )
 
 
-def run_with_progress(out: Output, backend, net, x, chunks: int = 10, **options):
+def run_with_progress(
+    out: Output, backend, net, x, chunks: int = 10, batch_size: int | None = None, **options
+):
     """``backend.run(net, x, **options)`` with a progress bar on stderr.
 
     A back end whose ``run`` takes ``progress`` builds its network once and reports;
-    others run in a few chunks, each from a fresh network, which changes nothing:
-    neurons keep no state from one image to the next.
+    others run in ``chunks`` chunks (or chunks of at most ``batch_size`` images, if
+    more), each from a fresh network, which changes nothing: neurons keep no state from
+    one image to the next.
     """
     import inspect as signature
 
     import numpy as np
 
+    if batch_size:
+        chunks = max(chunks, -(-len(x) // batch_size))
     parts = np.array_split(np.arange(len(x)), min(chunks, len(x)))
     results = []
     with click.progressbar(
@@ -501,12 +589,13 @@ def run_with_progress(out: Output, backend, net, x, chunks: int = 10, **options)
     )
 
 
-def _row(stage: str, predictions, labels, compare_to) -> dict:
-    """Accuracy of ``predictions`` and their agreement with ``compare_to``."""
+def _row(stage: str, predictions, labels, compare_to, timesteps=None) -> dict:
+    """Accuracy of ``predictions``, their agreement with ``compare_to``, and timesteps."""
     return {
         "stage": stage,
         "accuracy": float((predictions == labels).mean()),
         "agreement": float((predictions == compare_to).mean()),
+        "timesteps": timesteps,
     }
 
 
@@ -610,7 +699,7 @@ def _shipped_inputs(net, inputs_file, dataset, data_dir, limit, model: str) -> d
         data = exports.load_inputs(inputs_file)
         shipped = {"x": data["x"][:limit], "y": data["y"][:limit] if "y" in data else None}
     elif dataset:
-        x, y = test_split(dataset, data_dir, limit or EXPORT_IMAGES)
+        x, y = test_split(dataset, data_dir, limit or EXPORT_IMAGES, net)
         shipped = {"x": x, "y": y}
     else:
         return {}
@@ -634,7 +723,7 @@ EXPORT_IMAGES = 100
     help="Inputs to ship (folder exports): a .npz with x [and y] (or x_test [y_test]), "
     "or a .npy of x.",
 )
-@click.option("--data", "dataset", type=DATASET, help="Ship test images of DATASET instead.")
+@click.option("--data", "dataset", type=DATASET, help=f"Ship test images instead: {DATA_HELP}.")
 @DATA_DIR
 @click.option(
     "-n",
@@ -691,9 +780,14 @@ def export(
 @main.command()
 @MODEL
 @click.option("--to", "target", type=click.Choice(names()), required=True, help="Back end.")
-@click.option("--data", "dataset", type=DATASET, required=True, help="Test data to run.")
+@click.option("--data", "dataset", type=DATASET, required=True, help=f"Test data: {DATA_HELP}.")
 @DATA_DIR
 @click.option("-n", "--limit", type=click.IntRange(min=1), default=1000, show_default=True)
+@BATCH_SIZE
+@click.option(
+    "--seed", type=int, default=None, help="Draw the -n images at random with this seed "
+    "[default: the first N].",
+)  # fmt: skip
 @click.option(
     "--min-agreement",
     type=Fraction(),
@@ -705,7 +799,10 @@ def export(
 @BLOCK_SHAPE
 @reporting_options
 @click.pass_obj
-def verify(out: Output, model, target, dataset, data_dir, limit, min_agreement, block_shapes):
+def verify(
+    out: Output, model, target, dataset, data_dir, limit, batch_size, seed, min_agreement,
+    block_shapes,
+) -> None:  # fmt: skip
     """Run MODEL on a back end next to Keras and the reference simulator.
 
     The gate: images where the reference meets a tie (a neuron within 1e-6 of its
@@ -715,9 +812,16 @@ def verify(out: Output, model, target, dataset, data_dir, limit, min_agreement, 
     NEST, nir); 0.97 for loihi, whose 8-bit weights change up to 2% of the decisions of
     the reference models.
 
+    DATA is a built-in dataset or the user's own: a .npz file (x_test and y_test, else x
+    and y; uint8 images are scaled by 1/255, float images used as given) or a
+    folder-per-class image directory or zip (its test/ folder where it has one; images
+    resized to the model's input).
+
     \b
-    Example:
+    Examples:
       whetstone verify sharp.keras --to nengo --data mnist --data-dir ../shared/data -n 1000
+      whetstone verify sharp.keras --to nengo --data my.npz
+      whetstone verify sharp.keras --to nir --data my_images.zip -n 500 --seed 1
     """
     from whetstone import backends as registry
     from whetstone import simulate
@@ -725,20 +829,22 @@ def verify(out: Output, model, target, dataset, data_dir, limit, min_agreement, 
 
     keras_model, net = load_model_or_network(model)
     net = require_network(keras_model, net, model)
-    x, y = test_split(dataset, data_dir, limit)
-    x = fit_shape(x, net.input_shape, model)
+    x, y = load_data(out, dataset, "test", data_dir, net.input_shape, network_classes(net))
+    x, y = sample(x, y, limit, seed)
     reference = simulate.run(net, x)
     rows = []
     if keras_model is not None:
-        predictions = keras_model.predict(x, verbose=0).argmax(axis=1)
-        rows.append(_row("Keras", predictions, y, reference.predictions))
-    rows.append(_row("reference simulator", reference.predictions, y, reference.predictions))
+        predictions = keras_model.predict(x, batch_size=batch_size, verbose=0).argmax(axis=1)
+        rows.append(_row("Keras", predictions, y, reference.predictions, None))
+    rows.append(_row("reference simulator", reference.predictions, y, reference.predictions,
+                     reference.latency))  # fmt: skip
     options = _backend_options(target, block_shapes)
     backend = registry.get(target)
     if min_agreement is None:
         min_agreement = exports.default_min_agreement(backend)
-    result = run_with_progress(out, backend, net, x, **options)
-    rows.append(_row(target, result.predictions, y, reference.predictions))
+    result = run_with_progress(out, backend, net, x, batch_size=batch_size, **options)
+    rows.append(_row(target, result.predictions, y, reference.predictions,
+                     result.info.get("latency", reference.latency)))  # fmt: skip
     gate = exports.agreement(
         result.predictions, reference.predictions, exports.gate_ties(reference)
     )
@@ -867,9 +973,14 @@ def _rewritten(out: Output, keras_model, x, y, learning_rate, percentile, head, 
 
 @main.command()
 @MODEL
-@click.option("--data", "dataset", type=DATASET, required=True, help="Training data.")
+@click.option(
+    "--data", "dataset", type=DATASET, required=True, help=f"Training and test data: {DATA_HELP}."
+)
 @DATA_DIR
 @click.option("--epochs", type=click.IntRange(min=1), required=True, help="Most epochs to train.")
+@BATCH_SIZE
+@click.option("--seed", type=int, default=None, help="Seed Keras's random numbers (shuffling, "
+              "dropout, initializers) for a repeatable run.")  # fmt: skip
 @click.option("--start-epoch", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
     "--steps",
@@ -927,7 +1038,8 @@ def _rewritten(out: Output, keras_model, x, y, learning_rate, percentile, head, 
 @reporting_options
 @click.pass_obj
 def sharpen(
-    out: Output, model, dataset, data_dir, epochs, start_epoch, steps, hone_epochs,
+    out: Output, model, dataset, data_dir, epochs, batch_size, seed, start_epoch, steps,
+    hone_epochs,
     hone_learning_rate, learning_rate, percentile, head, sample, output, force,
 ) -> None:  # fmt: skip
     """Continue training MODEL with a sharpener and save the sharpened model.
@@ -936,7 +1048,9 @@ def sharpen(
     classifier (relu hidden layers, softmax head): it is then rewritten first
     (whetstone.rewrite: relu -> SpikingBRelu, activations normalised on --sample
     training images) and sharpened from epoch --start-epoch, every batch. Labels match
-    the model's loss (integers for sparse_categorical_crossentropy).
+    the model's loss (integers for sparse_categorical_crossentropy). DATA is a built-in
+    dataset or the user's own (.npz or image folder, as for verify): training on its
+    train split (x_train, y_train; else x, y), accuracy on its test split.
 
     \b
     Examples:
@@ -944,6 +1058,8 @@ def sharpen(
           --epochs 8 --start-epoch 2 --steps 2 -o sharp.keras
       whetstone sharpen plain_relu.keras --data mnist --data-dir ../shared/data \\
           --epochs 5 --hone-epochs 3 --hone-learning-rate 1e-4 -o sharp.keras
+      whetstone sharpen model.keras --data my.npz --epochs 8 --batch-size 64 --seed 0 \\
+          -o sharp.keras
     """
     import keras
 
@@ -953,9 +1069,14 @@ def sharpen(
     keras_model, _ = load_model_or_network(model)
     if keras_model is None:
         raise click.UsageError(f"{model} is a SpikingNetwork; sharpen needs a .keras model.")
-    (x, y), (x_test, y_test) = datasets.load(dataset, data_dir)
-    x = fit_shape(x, keras_model.input_shape[1:], model)
-    x_test = fit_shape(x_test, keras_model.input_shape[1:], model)
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    shape, classes = keras_model.input_shape[1:], keras_model.output_shape[-1]
+    x, y = load_data(out, dataset, "train", data_dir, shape, classes)
+    x_test, y_test = load_data(out, dataset, "test", data_dir, shape, classes)
+    if not datasets.has_splits(dataset):
+        out.say(f"note: {dataset} has no separate test split: accuracy is measured on the "
+                "training images.")  # fmt: skip
     plain = not sharpness.spiking_layers(keras_model)
     rewritten = None
     if plain:
@@ -969,7 +1090,7 @@ def sharpen(
 
         _recompiled(keras_model, keras_model, learning_rate, adadelta)
     layers = len(sharpness.spiking_layers(keras_model))
-    batches = -(-len(x) // 128)
+    batches = -(-len(x) // batch_size)
     needed = start_epoch + layers * steps + hone_epochs
     if epochs < needed:
         out.say(
@@ -985,17 +1106,17 @@ def sharpen(
         hone_epochs=hone_epochs,
         hone_learning_rate=hone_learning_rate,
     )
-    sparse = _sparse_labels(keras_model)
-    classes = keras_model.output_shape[-1]
+    sparse, classes = _sparse_labels(keras_model), keras_model.output_shape[-1]
     history = keras_model.fit(
         x,
         y if sparse else keras.utils.to_categorical(y, classes),
         epochs=epochs,
-        batch_size=128,
+        batch_size=batch_size,
         callbacks=[sharpener],
         verbose=out.keras_verbose,
     )
-    accuracy = float((keras_model.predict(x_test, verbose=0).argmax(axis=1) == y_test).mean())
+    predictions = keras_model.predict(x_test, batch_size=batch_size, verbose=0).argmax(axis=1)
+    accuracy = float((predictions == y_test).mean())
     staging = target.with_name(f".{target.name}.partial.keras")
     try:
         keras_model.save(staging)
@@ -1076,7 +1197,7 @@ def plot(out: Output, kind, source, output, force, dataset, data_dir, limit, ind
             plots.resources(registry.get(target).resources(net), output, force)
         else:
             count = index + 1 if kind == "raster" else limit
-            x = fit_shape(test_split(dataset, data_dir, count)[0], net.input_shape, source)
+            x = test_split(dataset, data_dir, count, net)[0]
             if kind == "raster":
                 plots.raster(net, x, index, output, force)
             else:

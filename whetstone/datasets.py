@@ -13,6 +13,11 @@ Every loader returns ``((x_train, y_train), (x_test, y_test))`` with images as
 float32 in [0, 1] of shape (n, 28, 28) (CIFAR-10: (n, 32, 32, 3)) and labels as
 int64 of shape (n,).
 
+The user's own data: :func:`load_split` reads one split of a built-in dataset, of a
+``.npz`` file (:func:`load_npz`) or of a folder-per-class image directory or zip
+(:func:`load_image_split`), decoding only that split. Integer images (uint8 0..255)
+are scaled by 1/255 like the built-in ones; float images are used as given.
+
 Example:
     >>> import whetstone as ws
     >>> (x, y), (x_test, y_test) = ws.datasets.load("demo")
@@ -30,7 +35,18 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DATASETS", "DataUnavailableError", "load", "load_image_folder", "read_idx"]
+__all__ = [
+    "DATASETS",
+    "DataUnavailableError",
+    "check_labels",
+    "has_splits",
+    "load",
+    "load_image_folder",
+    "load_image_split",
+    "load_npz",
+    "load_split",
+    "read_idx",
+]
 
 Split = tuple[np.ndarray, np.ndarray]
 IDX_FILES = {
@@ -91,27 +107,30 @@ def _load_idx_dataset(folder: str, keras_name: str, data_dir) -> tuple[Split, Sp
     root = _data_dir(data_dir)
     if root is None:
         return _from_keras(keras_name)
-    split_dir = root / folder
+    return _idx_split(root / folder, "train"), _idx_split(root / folder, "test")
+
+
+def _idx_split(split_dir: Path, split: str) -> Split:
+    """One split of an IDX dataset folder (e.g. ``mnist/``): images scaled, int64 labels."""
     missing = [
         name for files in IDX_FILES.values() for name in files if not (split_dir / name).exists()
     ]
     if missing:
+        folder = split_dir.name
         raise FileNotFoundError(
             f"{split_dir} lacks {missing}. Put the four IDX gzip files of {folder} there, "
             "or point --data-dir / WHETSTONE_DATA at the folder that holds "
             f"'{folder}/' (for example ../shared/data)."
         )
-    splits = []
-    for images_name, labels_name in IDX_FILES.values():
-        images = read_idx(split_dir / images_name)
-        labels = read_idx(split_dir / labels_name).astype(np.int64)
-        if len(images) != len(labels):
-            raise ValueError(
-                f"{split_dir}: {images_name} holds {len(images)} images but "
-                f"{labels_name} holds {len(labels)} labels."
-            )
-        splits.append((_scaled(images), labels))
-    return splits[0], splits[1]
+    images_name, labels_name = IDX_FILES[split]
+    images = read_idx(split_dir / images_name)
+    labels = read_idx(split_dir / labels_name).astype(np.int64)
+    if len(images) != len(labels):
+        raise ValueError(
+            f"{split_dir}: {images_name} holds {len(images)} images but "
+            f"{labels_name} holds {len(labels)} labels."
+        )
+    return _scaled(images), labels
 
 
 def _from_keras(
@@ -237,6 +256,236 @@ def _image_split(folder: Path, image_size, color_mode: str, class_names: list[st
         xs.append(images)
         ys.append(labels)
     return _scaled(np.concatenate(xs)), np.concatenate(ys).astype(np.int64)
+
+
+def load_image_split(
+    path: str | os.PathLike,
+    split: str = "test",
+    image_size: tuple[int, int] | None = None,
+    color_mode: str = "rgb",
+) -> Split:
+    """One split of a folder-per-class image dataset, or of a zip of one, decoded alone.
+
+    With ``train/`` and ``test/`` folders (also inside one top folder of a zip), reads
+    ``<split>/<class>/<image>``; a plain ``<class>/<image>`` tree is one set of images,
+    returned for either split. Classes are numbered alphabetically (those of ``train/``
+    where it exists); images come back as float32 in [0, 1], resized by Keras's loader
+    to ``image_size`` (default: the first image's size).
+
+    Example:
+        >>> x, y = load_image_split("mine.zip", "test", (28, 28), "grayscale")  # doctest: +SKIP
+        >>> x.shape                                                           # doctest: +SKIP
+        (200, 28, 28, 1)
+    """
+    import tempfile
+    import zipfile
+
+    path = Path(path)
+    _check_split(split)
+    if path.is_file() and zipfile.is_zipfile(path):
+        with tempfile.TemporaryDirectory(prefix="whetstone-images-") as tmp:
+            with zipfile.ZipFile(path) as archive:
+                _check_members(archive, path)
+                top = _zip_root(archive.namelist())
+                archive.extractall(tmp, members=_split_members(archive.namelist(), top, split))
+            return load_image_split(Path(tmp) / top, split, image_size, color_mode)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such image folder or zip of one.")
+    folder = path / split if (path / "train").is_dir() or (path / "test").is_dir() else path
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{path} has no {split}/ folder of class folders.")
+    classes_from = path / "train" if (path / "train").is_dir() else folder
+    classes = sorted(p.name for p in classes_from.iterdir() if p.is_dir())
+    if not classes:
+        raise FileNotFoundError(
+            f"{folder} holds no class folders: lay images out as <class>/<image> "
+            "(optionally under train/ and test/)."
+        )
+    return _image_split(folder, image_size, color_mode, classes)
+
+
+def _zip_root(names: list[str]) -> str:
+    """The folder inside a zip that holds the dataset: "" or its one top folder."""
+    tops = {name.split("/")[0] for name in names}
+    files = [name for name in names if not name.endswith("/")]
+    if len(tops) == 1 and not tops & {"train", "test"} and all(n.count("/") >= 2 for n in files):
+        return tops.pop()
+    return ""
+
+
+def _split_members(names: list[str], top: str, split: str) -> list[str]:
+    """The zip members of one split, and train/'s folders (they number the classes)."""
+    prefix = f"{top}/" if top else ""
+    has_splits = any(name.startswith(f"{prefix}train/") or name.startswith(f"{prefix}test/")
+                     for name in names)  # fmt: skip
+    if not has_splits:
+        return names
+    return [n for n in names if n.startswith(f"{prefix}{split}/")
+            or (n.startswith(f"{prefix}train/") and n.endswith("/"))]  # fmt: skip
+
+
+def _check_split(split: str) -> None:
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
+
+
+def load_npz(path: str | os.PathLike, split: str = "test") -> Split:
+    """One split of a ``.npz`` file: ``x_<split>``, ``y_<split>``, else ``x``, ``y``.
+
+    Only the split's two arrays are read. Integer images in 0..255 (e.g. uint8) are
+    scaled by 1/255; float images are used as given. Labels may be integers of shape
+    (n,) or (n, 1), or one-hot rows.
+
+    Example:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "mine.npz")
+        >>> np.savez(path, x=np.full((2, 28, 28), 255, np.uint8), y=[3, 7])
+        >>> x, y = load_npz(path)
+        >>> float(x.max()), x.dtype.name, y.tolist()
+        (1.0, 'float32', [3, 7])
+    """
+    _check_split(split)
+    path = Path(path)
+    with np.load(path, allow_pickle=False) as data:
+        names = set(data.files)
+        for x_name, y_name in ((f"x_{split}", f"y_{split}"), ("x", "y")):
+            if x_name in names and y_name in names:
+                x, y = data[x_name], data[y_name]
+                break
+        else:
+            raise ValueError(
+                f"{path} holds {sorted(names)}: save images and integer labels as x and y "
+                f"(or x_{split} and y_{split}), e.g. np.savez({path.name!r}, x=x, y=y)."
+            )
+    where = f"{path} ({x_name}, {y_name})"
+    x, y = _user_images(x, where), _user_labels(y, where)
+    if len(x) != len(y):
+        raise ValueError(f"{where}: {len(x)} images but {len(y)} labels.")
+    return x, y
+
+
+def _user_images(x: np.ndarray, where: str) -> np.ndarray:
+    """Images as float32: integers in 0..255 scaled by 1/255, floats as given."""
+    if x.ndim < 2 or len(x) == 0:
+        raise ValueError(f"{where}: x must be a batch of images (n, ...), got shape {x.shape}.")
+    if x.dtype == bool:
+        return x.astype(np.float32)
+    if np.issubdtype(x.dtype, np.integer):
+        low, high = int(x.min()), int(x.max())
+        if low < 0 or high > 255:
+            raise ValueError(
+                f"{where}: integer images must lie in 0..255 (they are scaled by 1/255), got "
+                f"{low}..{high}; pass float images scaled as in training instead."
+            )
+        return _scaled(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"{where}: x must hold numbers, got dtype {x.dtype}.")
+    x = x.astype(np.float32, copy=False)
+    if not np.isfinite(x).all():
+        raise ValueError(f"{where}: x holds NaN or Inf values.")
+    return x
+
+
+def _user_labels(y: np.ndarray, where: str) -> np.ndarray:
+    """Labels as int64 (n,): from integers, (n, 1), or one-hot rows."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    elif y.ndim == 2 and np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all():
+        y = y.argmax(axis=1)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.number) or (y != np.round(y)).any():
+        raise ValueError(
+            f"{where}: labels must be class numbers of shape (n,) (or one-hot rows), got "
+            f"shape {y.shape} and dtype {y.dtype}."
+        )
+    if len(y) and y.min() < 0:
+        raise ValueError(f"{where}: labels must be class numbers >= 0, got {y.min()}.")
+    return y.astype(np.int64)
+
+
+def check_labels(y: np.ndarray, classes: int, where: str) -> None:
+    """Refuse labels that a model with ``classes`` outputs cannot predict.
+
+    Example:
+        >>> check_labels(np.array([0, 10]), 10, "my.npz")
+        Traceback (most recent call last):
+        ...
+        ValueError: my.npz: labels go up to 10 but the model has 10 classes (0..9); ...
+    """
+    if len(y) and int(y.max()) >= classes:
+        raise ValueError(
+            f"{where}: labels go up to {int(y.max())} but the model has {classes} classes "
+            f"(0..{classes - 1}); number the classes from 0, as in training."
+        )
+
+
+def load_split(
+    source: str | os.PathLike,
+    split: str = "test",
+    data_dir: str | os.PathLike | None = None,
+    *,
+    image_size: tuple[int, int] | None = None,
+    color_mode: str = "rgb",
+) -> Split:
+    """One split of a dataset: a built-in name, a ``.npz``, or an image folder or zip.
+
+    Only that split is decoded where the source allows it (IDX files, CIFAR-10's JPEG
+    copy, ``.npz`` members, image folders). ``image_size`` and ``color_mode`` apply to
+    image folders.
+
+    Example:
+        >>> x, y = load_split("demo", "test")
+        >>> x.shape, y.dtype.name
+        ((1000, 28, 28), 'int64')
+    """
+    _check_split(split)
+    if str(source) in DATASETS:
+        return _builtin_split(str(source), split, data_dir)
+    path = Path(source)
+    if path.suffix == ".npz":
+        return load_npz(path, split)
+    if path.is_dir() or path.suffix == ".zip":
+        return load_image_split(path, split, image_size, color_mode)
+    raise ValueError(
+        f"{source}: not a dataset; give one of {sorted(DATASETS)}, a .npz file with x and "
+        "y, or a folder-per-class image directory (or a .zip of one)."
+    )
+
+
+def _builtin_split(name: str, split: str, data_dir) -> Split:
+    root = _data_dir(data_dir)
+    folders = {"mnist": "mnist", "fashion-mnist": "fashion-mnist"}
+    if root is not None and name in folders:
+        return _idx_split(root / folders[name], split)
+    if root is not None and name == "cifar10":
+        for candidate in (root / "cifar10-jpeg" / "cifar10-jpeg.zip", root / "cifar10-jpeg"):
+            if candidate.exists():
+                return load_image_split(candidate, split, (32, 32))
+    return load(name, data_dir)[("train", "test").index(split)]
+
+
+def has_splits(source: str | os.PathLike) -> bool:
+    """True when ``source`` has a test split apart from its training split.
+
+    Example:
+        >>> has_splits("mnist")
+        True
+    """
+    if str(source) in DATASETS:
+        return True
+    path = Path(source)
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            return {"x_train", "x_test"} <= set(data.files)
+    if path.is_dir():
+        return (path / "train").is_dir() and (path / "test").is_dir()
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    top = _zip_root(names)
+    prefix = f"{top}/" if top else ""
+    return all(any(n.startswith(f"{prefix}{s}/") for n in names) for s in ("train", "test"))
 
 
 def load_demo(data_dir=None) -> tuple[Split, Split]:
