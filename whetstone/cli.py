@@ -286,15 +286,10 @@ def network_classes(net) -> int:
     return net.stages[-1].num_neurons
 
 
-def test_split(dataset: str, data_dir, limit: int | None, net=None, out: Output | None = None):
-    """The first ``limit`` test images of a dataset (shaped and checked for ``net``)."""
-    from whetstone import datasets
-
-    if net is None:
-        x, y = datasets.load_split(dataset, "test", data_dir)
-        return x[:limit], y[:limit]
+def first_test_images(out: Output, dataset: str, data_dir, limit: int | None, net):
+    """The first ``limit`` test images of a dataset, shaped and checked for ``net``."""
     classes = network_classes(net)
-    x, y = load_data(out or Output(), dataset, "test", data_dir, net.input_shape, classes)
+    x, y = load_data(out, dataset, "test", data_dir, net.input_shape, classes)
     return x[:limit], y[:limit]
 
 
@@ -689,7 +684,7 @@ def _stage_rows(net) -> list[dict]:
     ]
 
 
-def _shipped_inputs(net, inputs_file, dataset, data_dir, limit, model: str) -> dict:
+def _shipped_inputs(out: Output, net, inputs_file, dataset, data_dir, limit, model: str) -> dict:
     """``{"x": ..., "y": ...}`` to ship with an export (empty when none were asked for)."""
     from whetstone.backends import exports
 
@@ -699,7 +694,7 @@ def _shipped_inputs(net, inputs_file, dataset, data_dir, limit, model: str) -> d
         data = exports.load_inputs(inputs_file)
         shipped = {"x": data["x"][:limit], "y": data["y"][:limit] if "y" in data else None}
     elif dataset:
-        x, y = test_split(dataset, data_dir, limit or EXPORT_IMAGES, net)
+        x, y = first_test_images(out, dataset, data_dir, limit or EXPORT_IMAGES, net)
         shipped = {"x": x, "y": y}
     else:
         return {}
@@ -765,7 +760,7 @@ def export(
     keras_model, net = load_model_or_network(model)
     net = require_network(keras_model, net, model)
     options = _backend_options(target, block_shapes)
-    shipped = _shipped_inputs(net, inputs_file, dataset, data_dir, limit, model)
+    shipped = _shipped_inputs(out, net, inputs_file, dataset, data_dir, limit, model)
     registry.get(target).export(net, target_path, force=force, **options, **shipped)
     out.say(f"wrote {target_path}")
     if target != "nir" and not shipped:
@@ -1197,7 +1192,7 @@ def plot(out: Output, kind, source, output, force, dataset, data_dir, limit, ind
             plots.resources(registry.get(target).resources(net), output, force)
         else:
             count = index + 1 if kind == "raster" else limit
-            x = test_split(dataset, data_dir, count, net)[0]
+            x = first_test_images(out, dataset, data_dir, count, net)[0]
             if kind == "raster":
                 plots.raster(net, x, index, output, force)
             else:
