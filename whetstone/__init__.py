@@ -26,6 +26,7 @@ __all__ = [
     "convert",
     "datasets",
     "encoding",
+    "energy",
     "files",
     "layers",
     "models",
@@ -35,6 +36,7 @@ __all__ = [
     "rewrite",
     "sharpness",
     "simulate",
+    "spike_budget",
     "weight_sharpening",
 ]
 
@@ -54,9 +56,11 @@ def _register_layers(load_keras) -> None:
     load_keras()
     with contextlib.suppress(ImportError):
         importlib.import_module("whetstone.layers")
+        importlib.import_module("whetstone.spike_budget")  # a Keras object saved with models
 
 
 if "keras" in sys.modules:  # Keras is loaded anyway: register the layers now
     importlib.import_module("whetstone.layers")
+    importlib.import_module("whetstone.spike_budget")
 else:  # register them as soon as anything imports Keras
     _imports.around_import("keras", _register_layers)
