@@ -822,13 +822,17 @@ class Builder:
                 for i, (axis, pool, stride, n) in enumerate(spatial):
                     kernel = _through_pool(axis, kernel, i, pool, stride, n)
                     if kernel is None:
+                        why = (
+                            f"its windows overlap (pool size {pool} > stride {stride})"
+                            if pool > stride
+                            else f"it drops the end of its input (length {n}, stride {stride})"
+                        )
                         self.fail(
                             layer,
                             f"the {op.describe()} before this convolution does not fold into "
-                            "it exactly: the convolution's 'same' padding would read pooled "
-                            f"inputs (pool size {pool} > stride {stride}, or an input length "
-                            f"{n} the stride does not divide); use padding='valid' in the "
-                            "convolution, or pool_size == strides dividing the input.",
+                            f"it exactly: {why}, so the convolution's 'same' padding would "
+                            "read pooled inputs; use padding='valid' in the convolution, or "
+                            "pool_size == strides dividing the input.",
                         )
         for padding in dict.fromkeys((geometry["padding"], "same", "valid")):
             placed = _place(kernel, axes, padding)
