@@ -32,6 +32,8 @@ OTHER_SUITES = {
     "seeds": "dense_mnist sharpened and not over 3 seeds: mean and standard deviation",
     "honing": "honing variants (surrogate width, learning rate) and decoders, dense MNIST",
     "weight_sharpening": "dense_mnist with and without weight sharpening for Loihi and SpiNNaker",
+    "weight_sharpening_conv": "conv_mnist fine-tuned with and without weight sharpening",
+    "spike_budget": "conv_mnist fine-tuned under spike budgets: accuracy, synaptic ops, energy",
 }
 
 
@@ -115,6 +117,16 @@ def run_other_suite(name: str, data_dir: str, out: Path, quick: bool) -> None:
 
         args = ["--data", data_dir, "--out", str(out)] + (["--quick"] if quick else [])
         weight_sharpening.main(args, standalone_mode=False)
+    elif name == "weight_sharpening_conv":
+        from benchmarks import weight_sharpening
+
+        args = ["--data", data_dir, "--out", str(out), "--model", "conv_mnist"]
+        weight_sharpening.main(args + (["--quick"] if quick else []), standalone_mode=False)
+    elif name == "spike_budget":
+        from benchmarks import spike_budget
+
+        args = ["--data", data_dir, "--out", str(out)] + (["--quick"] if quick else [])
+        spike_budget.main(args, standalone_mode=False)
 
 
 @click.group()

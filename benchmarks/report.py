@@ -376,6 +376,7 @@ def benchmarks_readme(results: Path) -> str:
             "",
         ]
     parts += honing_section(results) + seeds_section(results) + mapping_section(results)
+    parts += weight_sharpening_section(results) + spike_budget_section(results)
     parts += ["## Against NengoDL (rate-coded conversion)", "", peer_table(results, rows), ""]
     plot = accuracy_vs_timesteps_plot(results, rows, Path(results) / "accuracy_vs_timesteps.png")
     if plot:
@@ -473,6 +474,88 @@ def mapping_section(results: Path) -> list[str]:
             f"`{mapping['command']}`: each network trained briefly (one epoch sharpening every "
             f"batch, one honing epoch), fully sharp, partitioned with no hand-given shapes; "
             f"agreement on {n} test images.", "", _table(header, rows), ""]  # fmt: skip
+
+
+def _agree(f: dict | None, images: int) -> str:
+    if not f:
+        return "-"
+    return f"{_of(f['agreement'], images)} ({f['differing']}, {f['differing_not_ties']} no tie)"
+
+
+def _weight_rows(result: dict) -> list[list]:
+    rows, n = [], result["test_images"]
+    for r in result["runs"]:
+        rounded = r["rounded_after_training_accuracy"]
+        nest = r.get("nest")
+        rows.append([result["model"], r["weight_target"] or "none", r["epochs"],
+                     pct(r["keras_accuracy"]), f"{r['accuracy_change_points']:+.2f}",
+                     f"{pct(rounded['loihi'])} / {pct(rounded['spinnaker'])}",
+                     _agree(r["loihi_sim"], n), _agree(r["spinnaker_fixed_point"], n),
+                     _agree(nest, nest["images"]) if nest else "-"])  # fmt: skip
+    return rows
+
+
+def weight_sharpening_section(results: Path) -> list[str]:
+    """Trained onto a target's weight grid or not (``results/weight_sharpening*.json``)."""
+    found = [load(results, n) for n in ("weight_sharpening", "weight_sharpening_conv_mnist")]
+    found = [r for r in found if r]
+    if not found:
+        return []
+    header = ["model", "weights trained for", "epochs", "Keras accuracy", "change (pt)",
+              "rounded after training: Loihi / SpiNNaker",
+              "Loihi integer emulator = Keras (differ, not ties)",
+              "SpiNNaker fixed point = Keras", "PyNN/NEST = Keras"]  # fmt: skip
+    rows = [row for r in found for row in _weight_rows(r)]
+    notes = []
+    for r in found:
+        how = r.get("method") or (
+            f"trained from scratch with the recipe, weight sharpening over {r['weight_steps']} "
+            "honing epochs"
+        )
+        notes.append(f"- {r['model']}: `{r['command']}`; {how}.")
+    return ["## Weight sharpening: trained onto the chip's weight grid", "",
+            "A `WeightSharpener` moves the on-chip weights onto the target's grid during "
+            "honing; \"rounded after training\" is the same network rounded onto each grid "
+            "without training for it. Change: Keras accuracy against the run without a weight "
+            "sharpener.", "", *notes, "", _table(header, rows), ""]  # fmt: skip
+
+
+def spike_budget_section(results: Path) -> list[str]:
+    """Accuracy against synaptic operations under spike budgets (``results/spike_budget.json``)."""
+    budget = load(results, "spike_budget")
+    if not budget:
+        return []
+    from benchmarks.spike_budget import plot
+
+    rows = []
+    for p in budget["points"]:
+        parts = p["energy_parts_nj"]
+        name = "committed model" if p["strength"] is None else f"{p['strength']:g}"
+        rows.append([name, p["epochs"], pct(p["accuracy"]), f"{p['accuracy_change_points']:+.2f}",
+                     f"{p['synaptic_operations']:,.0f}",
+                     f"{-100 * p['synaptic_operations_reduction']:+.1f}%",
+                     f"{p['on_chip_spikes']:,.0f}", f"{p['energy_nj'] / 1000:.2f}",
+                     f"{parts['synaptic_ops']:,.0f} / {parts['spikes']:,.1f} / "
+                     f"{parts['neuron_updates']:,.0f}"])  # fmt: skip
+    header = ["budget strength", "fine-tune epochs", "accuracy", "change (pt)",
+              "synaptic ops / image", "synaptic ops change", "on-chip spikes / image",
+              "Loihi energy / image (µJ)",
+              "synaptic ops / spikes / neuron updates (nJ)"]  # fmt: skip
+    tune = budget["fine_tune"]
+    path = plot(budget, Path(results) / "spike_budget.png")
+    layers = ", ".join(tune["budget_layers"])
+    text = (
+        f"`{budget['command']}`: the committed sharpened {budget['model']} (BatchNorm folded) "
+        f"fine-tuned for {tune['epochs']} honing epoch(s) ({tune['optimizer']}, learning rate "
+        f"{tune['learning_rate']:g}, seed {budget['seed']}) with a `SpikeBudget` of each "
+        f"strength on {layers}; strength 0 is the same fine-tune without a budget, the "
+        f"reference for the changes. Reference simulator on {budget['test_images']:,} test "
+        "images. Loihi energy per image from `whetstone.energy` (pipelined: one update per "
+        f"on-chip neuron per image): {budget['energy_costs']['source']}."
+    )
+    title = "## Spike budget: accuracy against synaptic operations and energy"
+    image = f"![spike budget]({path.parent.name}/{path.name})"
+    return [title, "", text, "", _table(header, rows), "", image, ""]
 
 
 def readme_results_block(results: Path) -> str:
