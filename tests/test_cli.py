@@ -114,7 +114,17 @@ def test_inspect_json_has_sizes_and_resources(files):
     assert [s["neurons"] for s in report["stages"]] == [256, 64, 20]
     assert report["resources"]["loihi"]["fits_one_chip"] is True
     if registry.get("spinnaker").is_available():  # CI installs sPyNNaker
-        assert report["resources"]["spinnaker"]["cores"] == 3  # input source, dense_2, dense_3
+        plan = report["resources"]["spinnaker"]  # the core plan: dense_2, dense_3
+        assert plan["population_cores"] == 2 and "core plan" in plan["mapped"]
+
+
+@pytest.mark.skipif(not registry.get("spinnaker").is_available(), reason="needs sPyNNaker")
+def test_inspect_board_maps_quietly_with_q(files):
+    result = invoke("inspect", files["sharp"], "--board", "--json", "-q")
+    assert result.exit_code == 0, result.output
+    spinnaker = json.loads(result.stdout)["resources"]["spinnaker"]
+    assert spinnaker["cores"] == 3 and spinnaker["boards"] == 1  # input source, dense_2, dense_3
+    assert result.stderr == ""
 
 
 def test_inspect_unsharpened_model_explains_and_hints(files):
@@ -122,6 +132,17 @@ def test_inspect_unsharpened_model_explains_and_hints(files):
     assert result.exit_code == 0
     assert "Does not convert" in result.output
     assert "spiking_1" in result.output and "whetstone sharpen" in result.output
+
+
+def test_inspect_hints_at_sharpen_only_when_not_sharp(tmp_path):
+    model = keras.Sequential([
+        keras.Input((4, 2)), keras.layers.LSTM(3),
+        keras.layers.Dense(2), whetstone.layers.SpikingBRelu(sharpness=1.0),
+    ])  # fmt: skip
+    model.save(tmp_path / "lstm.keras")
+    result = invoke("inspect", tmp_path / "lstm.keras")
+    assert result.exit_code == 0 and "Does not convert" in result.output
+    assert "whetstone sharpen" not in result.output
 
 
 def test_inspect_saved_network(files):
@@ -337,3 +358,40 @@ def test_verbose_shows_the_traceback(files):
     result = invoke("inspect", files["garbage"], "-v")
     assert result.exit_code == 2 and "Traceback" in result.output  # same status as without -v
     assert "ValueError" in result.output and "Error: " in result.output
+
+
+# -- quiet -----------------------------------------------------------------------------
+
+
+def test_silenced_drops_what_c_code_writes_to_stderr(capfd):
+    import logging
+    import os
+
+    from whetstone.cli import silenced
+
+    with silenced():
+        os.write(2, b"NEST: a C++ log line\n")
+        logging.getLogger("spinn_front_end_common").warning("a sPyNNaker log line")
+        print("a progress bar")
+    os.write(2, b"after\n")
+    captured = capfd.readouterr()
+    assert captured.err == "after\n" and captured.out == ""
+
+
+def test_quiet_verify_writes_nothing_to_stderr(files):
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("whetstone")), "-q", "verify", str(files["sharp"]),
+         "--to", "nengo", "--data", "demo", "-n", "20"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "" and "timesteps" in done.stdout
+
+
+def test_training_progress_is_one_short_line_per_epoch(files, tmp_path):
+    result = invoke("sharpen", files["soft"], "--data", "demo", "--epochs", "2",
+                    "--batch-size", "512", "-o", tmp_path / "s.keras")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("epoch")]
+    assert [line.split()[1] for line in lines] == ["1/2", "2/2"]
+    assert all(len(line) < 80 for line in lines) and "sharpness_" not in result.stderr

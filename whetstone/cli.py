@@ -66,11 +66,25 @@ class Output:
     def echo(self, message: str = "") -> None:
         click.echo(message, file=self.stdout)
 
-    @property
-    def keras_verbose(self) -> int:
+    def epoch_lines(self, epochs: int) -> list:
+        """Keras callbacks that report training: one short line per epoch on stderr.
+
+        Keras's own progress bar would list every layer's sharpness and wrap the line.
+        """
         if self.quiet or self.as_json:
-            return 0
-        return 1 if sys.stderr.isatty() else 2
+            return []
+        import keras
+
+        say = self.say
+
+        class EpochLines(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.started = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                say(_epoch_line(epoch, epochs, logs or {}, time.perf_counter() - self.started))
+
+        return [EpochLines()]
 
     def say(self, message: str) -> None:
         if not (self.quiet or self.as_json):
@@ -90,6 +104,22 @@ class Output:
     def document(self, payload: dict) -> None:
         if self.as_json:
             self.echo(json.dumps(payload, indent=2, default=_jsonable))
+
+
+def _epoch_line(epoch: int, epochs: int, logs: dict, seconds: float) -> str:
+    """``epoch 3/14  loss 0.2345  sharpness 0.33  2.1s`` (``honing`` once honing).
+
+    Example:
+        >>> _epoch_line(2, 14, {"loss": 0.23449, "sharpness": 1 / 3, "honing": 0.0}, 2.07)
+        'epoch  3/14  loss 0.2345  sharpness 0.33  2.1s'
+    """
+    parts = [f"epoch {epoch + 1:>{len(str(epochs))}}/{epochs}"]
+    parts += [f"{name} {logs[name]:.4f}" for name in ("loss", "accuracy") if name in logs]
+    if "sharpness" in logs:
+        parts.append(f"sharpness {logs['sharpness']:.2f}")
+    if logs.get("honing"):
+        parts.append("honing")
+    return "  ".join([*parts, f"{seconds:.1f}s"])
 
 
 PERCENT_COLUMNS = ("accuracy", "agreement")
@@ -121,7 +151,11 @@ def reporting_options(command):
 
     for flags, name, text in (
         (("--json",), "as_json", "Print one JSON document instead of tables."),
-        (("-q", "--quiet"), "quiet", "No progress output."),
+        (
+            ("-q", "--quiet"),
+            "quiet",
+            "No progress, library logs or warnings: stderr shows errors only.",
+        ),
         (("-v", "--verbose"), "verbose", "Show tracebacks of errors."),
     ):
         command = click.option(
@@ -131,13 +165,62 @@ def reporting_options(command):
 
 
 class Command(click.Command):
-    """Runs a command with library prints sent to stderr (its --help still goes to stdout)."""
+    """Runs a command with library prints sent to stderr (its --help still goes to stdout).
+
+    Keras progress bars, sPyNNaker's reports and other libraries' prints go to stderr,
+    so stdout holds only the table or the JSON document. With ``-q`` or ``--json`` they
+    go nowhere: library logging (sPyNNaker, NEST, TensorFlow), warnings and anything C
+    code writes to stderr are dropped, and stderr shows only an error, if one occurs
+    (``-v`` replays the dropped lines before it).
+    """
 
     def invoke(self, ctx: click.Context):
-        # Keras progress bars, sPyNNaker's reports and other libraries' prints go to
-        # stderr, so stdout holds only the table or the JSON document.
-        with contextlib.redirect_stdout(sys.stderr):
+        out = ctx.ensure_object(Output)
+        if not (out.quiet or out.as_json):
+            with contextlib.redirect_stdout(sys.stderr):
+                return super().invoke(ctx)
+        with silenced(replay_on_error=out.verbose):
             return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def silenced(replay_on_error: bool = False):
+    """No library output: prints, logging, warnings and file descriptor 2 (C code) dropped.
+
+    Example:
+        >>> with silenced():
+        ...     print("sPyNNaker's progress bar")
+    """
+    import logging
+    import warnings
+
+    with open(os.devnull, "w") as devnull, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.CRITICAL)
+        try:
+            with contextlib.redirect_stdout(devnull), _dropped_stderr(replay_on_error):
+                yield
+        finally:
+            logging.disable(logging.NOTSET)
+
+
+@contextlib.contextmanager
+def _dropped_stderr(replay_on_error: bool):
+    """File descriptor 2 into a temp file, dropped (replayed on an error if asked)."""
+    if not replay_on_error:
+        with contextlib.suppress(ValueError, OSError):
+            sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
+                os.dup2(devnull.fileno(), 2)
+                yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        return
+    with _imports.quiet_stderr():
+        yield
 
 
 class Group(click.Group):
@@ -147,6 +230,7 @@ class Group(click.Group):
 
     def main(self, *args, **kwargs):
         quiet_tensorflow()
+        os.environ.setdefault("PYNEST_QUIET", "1")  # no NEST banner
         with files.sigterm_as_exit():  # kill, timeout, a CI cancel: clean up as for Ctrl-C
             return super().main(*args, **kwargs)
 
@@ -489,7 +573,8 @@ def demo(
 
     if plain_epochs:
         out.say(f"training {plain_epochs} plain epochs")
-        model.fit(x, targets, epochs=plain_epochs, batch_size=128, verbose=out.keras_verbose)
+        model.fit(x, targets, epochs=plain_epochs, batch_size=128, verbose=0,
+                  callbacks=out.epoch_lines(plain_epochs))  # fmt: skip
     before = accuracy(model.predict(x_test, verbose=0).argmax(axis=1))
     layers = len(whetstone.sharpness.spiking_layers(model))
     steps = max(1, (epochs - plain_epochs) // layers)
@@ -500,7 +585,7 @@ def demo(
         stop_when_sharp=True,
         hone_epochs=hone_epochs,
         hone_learning_rate=1e-4,
-        verbose=int(out.keras_verbose > 0),
+        verbose=int(not (out.quiet or out.as_json)),
     )
     model.fit(
         x,
@@ -508,8 +593,8 @@ def demo(
         epochs=epochs + hone_epochs,
         initial_epoch=plain_epochs,
         batch_size=128,
-        callbacks=[sharpener],
-        verbose=out.keras_verbose,
+        callbacks=[sharpener, *out.epoch_lines(epochs + hone_epochs)],
+        verbose=0,
     )
     keras_predictions = model.predict(x_test, verbose=0).argmax(axis=1)
     net = convert.to_spiking(model)
@@ -597,19 +682,24 @@ def _row(stage: str, predictions, labels, compare_to, timesteps=None) -> dict:
 @main.command()
 @MODEL
 @BLOCK_SHAPE
+@click.option(
+    "--board", is_flag=True, help="SpiNNaker: map onto a virtual board with sPyNNaker for "
+    "cores, chips and boards (slow: about a minute for a convnet) instead of the core plan.",
+)  # fmt: skip
 @reporting_options
 @click.pass_obj
-def inspect(out: Output, model: str, block_shapes: dict) -> None:
+def inspect(out: Output, model: str, block_shapes: dict, board: bool) -> None:
     """Show a model's layers, sharpness, spiking size and back-end cost.
 
-    MODEL is a .keras file or a saved SpikingNetwork.
+    MODEL is a .keras file or a saved SpikingNetwork. Loihi's cost is its partition onto
+    cores; SpiNNaker's is the core plan of the on-chip populations (neurons per core,
+    cores, longest synapse row), or with --board sPyNNaker's placement on a virtual board.
 
     \b
-    Example:
+    Examples:
       whetstone inspect sharp.keras
+      whetstone inspect sharp.keras --board --json
     """
-    from whetstone import backends as registry
-
     keras_model, net = load_model_or_network(model)
     report: dict = {"file": model, "layers": [], "converts": not isinstance(net, Exception)}
     if keras_model is not None:
@@ -620,20 +710,13 @@ def inspect(out: Output, model: str, block_shapes: dict) -> None:
         out.document(report)
         if not out.as_json:
             out.echo(f"\nDoes not convert: {net}")
-            out.echo(f"Hint: whetstone sharpen {model} --data DATASET -o SHARP.keras")
+            if "not fully sharpened" in str(net):
+                out.echo(f"Hint: whetstone sharpen {model} --data DATASET -o SHARP.keras")
         return
     report["stages"] = _stage_rows(net)
     report["totals"] = {"neurons": net.num_neurons, "synapses": net.num_synapses}
     report["latency"] = net.latency
-    report["resources"] = {}
-    for name in registry.names():
-        backend = registry.get(name)
-        if hasattr(backend, "resources") and backend.is_available():
-            try:
-                options = _backend_options(name, block_shapes) if name == "loihi" else {}
-                report["resources"][name] = backend.resources(net, **options)
-            except Exception as error:  # a cost estimate must not hide the rest
-                report["resources"][name] = {"error": str(error)}
+    report["resources"] = _resources(net, block_shapes, board)
     out.table(report["stages"], f"\nSpikingNetwork ({net.input_encoding} input encoding)")
     if not out.as_json:
         out.echo(
@@ -644,6 +727,39 @@ def inspect(out: Output, model: str, block_shapes: dict) -> None:
             summary = ", ".join(f"{k}={v}" for k, v in resources.items() if _scalar(v))
             out.echo(f"{name}: {summary}")
     out.document(report)
+
+
+def _resources(net, block_shapes: dict, board: bool) -> dict:
+    """Each available back end's cost of ``net``; SpiNNaker's core plan unless ``board``."""
+    from whetstone import backends as registry
+
+    report = {}
+    for name in registry.names():
+        backend = registry.get(name)
+        if not (hasattr(backend, "resources") and backend.is_available()):
+            continue
+        try:  # a cost estimate must not hide the rest
+            if name == "spinnaker" and not board:
+                report[name] = _core_plan(net)
+            else:
+                options = _backend_options(name, block_shapes) if name == "loihi" else {}
+                report[name] = backend.resources(net, **options)
+        except Exception as error:
+            report[name] = {"error": str(error)}
+    return report
+
+
+def _core_plan(net) -> dict:
+    """SpiNNaker's on-chip populations, without sPyNNaker: cores of each, in a second."""
+    from whetstone.backends.spinnaker import build_plan, core_plan
+
+    plan = core_plan(build_plan(net))
+    return {
+        "population_cores": sum(entry["cores"] for entry in plan),
+        "longest_row": max((entry["longest_row"] for entry in plan), default=0),
+        "mapped": "core plan (--board: placement on a virtual board)",
+        "populations": plan,
+    }
 
 
 def _scalar(value) -> bool:
@@ -1097,7 +1213,7 @@ def sharpen(
         steps * batches if plain else steps,
         per="batch" if plain else "epoch",
         stop_when_sharp=True,
-        verbose=int(out.keras_verbose > 0),
+        verbose=int(not (out.quiet or out.as_json)),
         hone_epochs=hone_epochs,
         hone_learning_rate=hone_learning_rate,
     )
@@ -1107,8 +1223,8 @@ def sharpen(
         y if sparse else keras.utils.to_categorical(y, classes),
         epochs=epochs,
         batch_size=batch_size,
-        callbacks=[sharpener],
-        verbose=out.keras_verbose,
+        callbacks=[sharpener, *out.epoch_lines(epochs)],
+        verbose=0,
     )
     predictions = keras_model.predict(x_test, batch_size=batch_size, verbose=0).argmax(axis=1)
     accuracy = float((predictions == y_test).mean())
