@@ -27,15 +27,14 @@ def _accuracy(predictions, y) -> float:
 
 
 def _backend_figures(result, y) -> dict:
-    info = result.info
-    keys = ("agreement", "differing", "differing_not_ties", "output_spikes_differing")
-    keys += ("output_spikes_differing_not_ties", "tie_images", "ties", "images_per_second")
-    keys += ("build_seconds", "latency")
-    out = {"accuracy": _accuracy(result.predictions, y), "images": len(y)}
-    out.update({k: info[k] for k in keys if k in info})
+    """Accuracy, the agreement record (``compare_reference=True``), speed and spike counts."""
+    out = {"accuracy": _accuracy(result.predictions, y), **result.agreement}
+    out["images_per_second"] = result.images_per_second
+    out["build_seconds"] = result.build_seconds
+    out["latency"] = result.info["latency"]
     out["spike_counts"] = [int(c) for c in result.spike_counts]
     out["spike_counts_equal_reference"] = bool(
-        np.array_equal(result.spike_counts, info["reference_spike_counts"])
+        np.array_equal(result.spike_counts, result.info["reference_spike_counts"])
     )
     return out
 

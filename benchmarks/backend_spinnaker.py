@@ -54,8 +54,8 @@ def evaluate(name: str, data_dir, n: int) -> dict:
             "disagreements_on_tie_samples": int((differ & reference.tie_mask).sum()),
             "accuracy": float((nest.predictions == y).mean()),
             "images_per_second": n / seconds,
-            "build_seconds": nest.info["build_s"],
-            "simulate_seconds": nest.info["run_s"],
+            "build_seconds": nest.build_seconds,
+            "simulate_seconds": nest.run_seconds,
         },
         "reference": {
             "accuracy": float((reference.predictions == y).mean()),

@@ -59,7 +59,7 @@ def _register_layers(load_keras) -> None:
         importlib.import_module("whetstone.spike_budget")  # a Keras object saved with models
 
 
-if "keras" in sys.modules:  # Keras is loaded anyway: register the layers now
+if sys.modules.get("keras") is not None:  # Keras is loaded: register the layers now
     importlib.import_module("whetstone.layers")
     importlib.import_module("whetstone.spike_budget")
 else:  # register them as soon as anything imports Keras

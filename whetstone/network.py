@@ -31,6 +31,7 @@ import h5py
 import numpy as np
 
 from whetstone import files
+from whetstone.geometry import axes, axis_index, output_length, preactivation, same_padding
 
 __all__ = [
     "FORMAT_VERSION",
@@ -61,42 +62,15 @@ class NetworkFileError(ValueError):
 # ---------------------------------------------------------------- window geometry
 
 
-def same_padding(n: int, k: int, s: int = 1, d: int = 1) -> tuple[int, int]:
-    """Keras's 'same' padding (before, after) of one axis; the extra one goes after.
-
-    Example:
-        >>> same_padding(28, 3), same_padding(5, 2, 2)
-        ((1, 1), (0, 1))
-    """
-    total = max((math.ceil(n / s) - 1) * s + (k - 1) * d + 1 - n, 0)
-    return total // 2, total - total // 2
-
-
-def output_length(n: int, k: int, s: int = 1, d: int = 1, padding: str = "valid") -> int:
-    """Output length of one axis of a window operation (convolution or pooling).
-
-    Example:
-        >>> output_length(28, 3), output_length(28, 3, padding="same"), output_length(5, 2, 2)
-        (26, 28, 2)
-    """
-    if padding == "same":
-        return math.ceil(n / s)
-    return max((n - (k - 1) * d - 1) // s + 1, 0)
-
-
 def _axis_taps(n: int, k: int, s: int, d: int, padding: str) -> np.ndarray:
     """(outputs, k) boolean: which taps of each output position fall inside the input."""
-    before = same_padding(n, k, s, d)[0] if padding == "same" else 0
-    starts = np.arange(output_length(n, k, s, d, padding)) * s - before
-    index = starts[:, None] + np.arange(k)[None, :] * d
+    index = axis_index(n, k, s, d, padding)
     return (index >= 0) & (index < n)
 
 
 def _axis_fan_out(n: int, k: int, s: int, d: int, padding: str) -> np.ndarray:
     """(n,) how many output positions of one axis read each input position."""
-    before = same_padding(n, k, s, d)[0] if padding == "same" else 0
-    starts = np.arange(output_length(n, k, s, d, padding)) * s - before
-    index = (starts[:, None] + np.arange(k)[None, :] * d).ravel()
+    index = axis_index(n, k, s, d, padding).ravel()
     return np.bincount(index[(index >= 0) & (index < n)], minlength=n)
 
 
@@ -245,11 +219,6 @@ class Stage:
             return tuple(self.weights.shape[:-2])
         return self.pool_size if self.kind == "pool" else ()
 
-    def _axes(self) -> list[tuple[int, int, int, int]]:
-        return list(
-            zip(self.input_shape[:-1], self.window, self.strides, self.dilation, strict=True)
-        )
-
     def _synapses_per_pair(self) -> int:
         """Connections per in-bounds tap (all channel pairs for conv, one per channel for pool)."""
         c_in, c_out = self.input_shape[-1], self.output_shape[-1]
@@ -261,7 +230,7 @@ class Stage:
         if self.kind == "dense":
             return self.in_size * self.num_neurons
         taps = math.prod(
-            int(_axis_taps(n, k, s, d, self.padding).sum()) for n, k, s, d in self._axes()
+            int(_axis_taps(n, k, s, d, self.padding).sum()) for n, k, s, d in axes(self)
         )
         return taps * self._synapses_per_pair()
 
@@ -272,7 +241,7 @@ class Stage:
             return self.in_size
         taps = math.prod(
             int(_axis_taps(n, k, s, d, self.padding).sum(axis=1).max(initial=0))
-            for n, k, s, d in self._axes()
+            for n, k, s, d in axes(self)
         )
         return taps * (self.input_shape[-1] if self.kind == "conv" else 1)
 
@@ -287,7 +256,7 @@ class Stage:
         if self.kind == "dense":
             return np.full(self.input_shape, self.num_neurons, dtype=np.int64)
         counts = np.ones((), dtype=np.int64)
-        for n, k, s, d in self._axes():
+        for n, k, s, d in axes(self):
             counts = np.multiply.outer(counts, _axis_fan_out(n, k, s, d, self.padding))
         per_channel = self.output_shape[-1] if self.kind == "conv" else 1
         return np.repeat(counts[..., None] * per_channel, self.input_shape[-1], axis=-1)
@@ -501,6 +470,108 @@ class SpikingNetwork:
     def latency(self) -> int:
         """Steps from an input to its output spikes: one per stage."""
         return len(self.stages)
+
+    # -- what every back end asks: host encoder, stages on chip, input, output
+
+    @property
+    def host_stage(self) -> Stage | None:
+        """The stage that runs on the host as the encoder (``input_encoding="host"``), else None."""
+        return self.stages[0] if self.input_encoding == "host" else None
+
+    @property
+    def chip_stages(self) -> list[Stage]:
+        """The stages that run on the chip: all but the host encoder."""
+        return self.stages[1:] if self.input_encoding == "host" else list(self.stages)
+
+    def on_chip(self, where: str) -> list[Stage]:
+        """:attr:`chip_stages`, or a clear error naming ``where`` when there are none.
+
+        Example:
+            >>> stage = Stage("e", "dense", (1,), (2,), np.ones((1, 2), "float32"))
+            >>> SpikingNetwork((1,), [stage]).on_chip("loihi export")
+            Traceback (most recent call last):
+            ValueError: loihi export: this network's one stage is the host encoder ...
+        """
+        if not self.chip_stages:
+            raise ValueError(
+                f"{where}: this network's one stage is the host encoder "
+                "(input_encoding='host'), so nothing would run on the chip; use a network with "
+                "more stages, or one converted with input_encoding='binary'."
+            )
+        return self.chip_stages
+
+    @property
+    def encoded_size(self) -> int:
+        """Spikes per input that enter the chip: the host encoder's neurons, or the inputs."""
+        return self.stages[0].num_neurons if self.host_stage else math.prod(self.input_shape)
+
+    def check_input(self, x, where: str = "run") -> np.ndarray:
+        """``x`` as a float32 batch of ``input_shape``, or a clear error naming ``where``.
+
+        Every back end and the simulator check inputs with this, so they all accept the
+        same data: a non-empty batch of finite values (0/1 for a binary network).
+
+        Example:
+            >>> stage = Stage("d", "dense", (2,), (1,), np.ones((2, 1), "float32"))
+            >>> SpikingNetwork((2,), [stage]).check_input([[1, 2]]).dtype
+            dtype('float32')
+        """
+        x = np.asarray(x)
+        size = math.prod(self.input_shape)
+        if x.ndim >= 1 and len(x) == 0:
+            raise ValueError(
+                f"{where}: x is an empty batch (shape {x.shape}); pass at least one input."
+            )
+        if x.ndim < 2 or x[0].size != size:
+            raise ValueError(
+                f"{where}: x must be a batch of inputs of shape (n, *{self.input_shape}), "
+                f"got shape {x.shape}; reshape the inputs to the network's input shape."
+            )
+        x = x.reshape(len(x), *self.input_shape).astype(np.float32, copy=False)
+        if not np.isfinite(x).all():
+            raise ValueError(f"{where}: x holds NaN or Inf values; pass finite inputs.")
+        if self.input_encoding == "binary" and not np.isin(x, (0.0, 1.0)).all():
+            raise ValueError(
+                f"{where}: this network was converted with input_encoding='binary' but x holds "
+                "values other than 0 and 1; binarize the inputs (as in training) or convert "
+                "the model with input_encoding='host'."
+            )
+        return x
+
+    def encode(self, x, where: str = "encode") -> np.ndarray:
+        """``(n, encoded_size)`` uint8 spikes that inputs ``x`` send into the chip.
+
+        The host encoder's spikes ``H(W x + b - theta)`` in the reference's float32
+        arithmetic, or the 0/1 inputs of a binary network.
+
+        Example:
+            >>> w = np.array([[1.0, -1.0]], "float32")
+            >>> net = SpikingNetwork((1,), [Stage("e", "dense", (1,), (2,), w),
+            ...     Stage("d", "dense", (2,), (1,), np.ones((2, 1), "float32"))])
+            >>> net.encode(np.array([[1.0], [-1.0]])).tolist()
+            [[1, 0], [0, 1]]
+        """
+        x = self.check_input(x, where)
+        if self.host_stage is None:
+            return x.reshape(len(x), -1).astype(np.uint8)
+        stage = self.host_stage
+        pre = preactivation(stage, x) - np.float32(stage.threshold)
+        return (pre >= 0).reshape(len(x), -1).astype(np.uint8)
+
+    def decode(self, outputs) -> np.ndarray:
+        """Classes (int64) of output spikes ``(n, *output_shape)`` or ``(n, width)``.
+
+        The decoder's, or the first spiking output neuron when there is none.
+
+        Example:
+            >>> stage = Stage("d", "dense", (1,), (3,), np.ones((1, 3), "float32"))
+            >>> SpikingNetwork((1,), [stage]).decode(np.array([[0, 1, 1], [0, 0, 0]])).tolist()
+            [1, 0]
+        """
+        flat = np.asarray(outputs).reshape(len(outputs), -1)
+        if self.decoder is None:
+            return flat.argmax(axis=1).astype(np.int64)
+        return np.asarray(self.decoder.decode(flat), np.int64)
 
     def summary(self) -> str:
         """A table: per stage kind, shapes, neurons, synapses, fan-in, fan-out; totals.

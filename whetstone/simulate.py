@@ -39,7 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from whetstone.network import ReadoutDecoder, SpikingNetwork, Stage, same_padding
+from whetstone.geometry import im2col, pad, preactivation, taps
+from whetstone.network import ReadoutDecoder, SpikingNetwork, Stage
 
 __all__ = ["TIE_TOLERANCE", "SimulationResult", "preactivation", "run", "stage_spikes"]
 
@@ -103,41 +104,8 @@ class SimulationResult:
 # ---------------------------------------------------------------- stage arithmetic
 
 
-def _pad(x: np.ndarray, window, strides, dilation, padding: str) -> np.ndarray:
-    if padding != "same":
-        return x
-    pads = [
-        same_padding(n, k, s, d)
-        for n, k, s, d in zip(x.shape[1:-1], window, strides, dilation, strict=True)
-    ]
-    return np.pad(x, [(0, 0), *pads, (0, 0)])
-
-
-def _taps(x: np.ndarray, stage: Stage):
-    """The padded input and, per window tap, the strided view it contributes."""
-    x = _pad(x, stage.window, stage.strides, stage.dilation, stage.padding)
-    out = stage.output_shape[:-1]
-    for tap in itertools.product(*(range(k) for k in stage.window)):
-        axes = zip(tap, stage.dilation, out, stage.strides, strict=True)
-        yield x[(slice(None), *(slice(t * d, t * d + (m - 1) * s + 1, s) for t, d, m, s in axes))]
-
-
-def _im2col(x: np.ndarray, stage: Stage, dtype) -> np.ndarray:
-    """The ``(positions, taps * c_in)`` im2col matrix of ``x`` in ``dtype`` (cast while gathered).
-
-    The columns are gathered tap by tap (each a strided slice with the channels
-    contiguous), in the kernel's own (taps..., c_in) order.
-    """
-    taps = math.prod(stage.window)
-    c_in = x.shape[-1]
-    cols = np.empty((len(x), *stage.output_shape[:-1], taps, c_in), dtype)
-    for t, view in enumerate(_taps(x, stage)):
-        cols[..., t, :] = view
-    return cols.reshape(-1, taps * c_in)
-
-
 def _im2col_runs(x: np.ndarray, stage: Stage, dtype) -> np.ndarray:
-    """:func:`_im2col` (the same matrix), copying the last axis's taps and channels as one run.
+    """``geometry.im2col`` (the same matrix), copying the last axis's taps and channels at once.
 
     Several times faster with several channels; the plain gather otherwise (one channel,
     dilation along the last axis, an empty output).
@@ -145,8 +113,8 @@ def _im2col_runs(x: np.ndarray, stage: Stage, dtype) -> np.ndarray:
     c_in, k, s = x.shape[-1], stage.window[-1], stage.strides[-1]
     out = stage.output_shape[:-1]
     if c_in == 1 or stage.dilation[-1] != 1 or 0 in out:
-        return _im2col(x, stage, dtype)
-    x = _pad(x, stage.window, stage.strides, stage.dilation, stage.padding)
+        return im2col(x, stage, dtype)
+    x = pad(x, stage)
     cols = np.empty((len(x), *out, math.prod(stage.window[:-1]), k, c_in), dtype)
     for t, tap in enumerate(itertools.product(*(range(n) for n in stage.window[:-1]))):
         axes = zip(tap, stage.dilation[:-1], out[:-1], stage.strides[:-1], strict=True)
@@ -154,37 +122,6 @@ def _im2col_runs(x: np.ndarray, stage: Stage, dtype) -> np.ndarray:
         windows = sliding_window_view(view, k, axis=-2)[..., : (out[-1] - 1) * s + 1 : s, :, :]
         cols[..., t, :, :] = np.swapaxes(windows, -1, -2)
     return cols.reshape(-1, math.prod(stage.window) * c_in)
-
-
-def _conv(x: np.ndarray, stage: Stage, kernel: np.ndarray) -> np.ndarray:
-    """Convolution as im2col + one matmul (Keras's cross-correlation, 'same' convention)."""
-    return _im2col(x, stage, x.dtype) @ kernel.reshape(-1, kernel.shape[-1])
-
-
-def preactivation(stage: Stage, s: np.ndarray, dtype="float32") -> np.ndarray:
-    """``W s + b`` of one stage for a batch ``s`` of shape ``(B, *input_shape)``.
-
-    Example:
-        >>> from whetstone.network import Stage
-        >>> pool = Stage("p", "pool", (4, 1), (2, 1), pool_size=(2,), strides=(2,))
-        >>> preactivation(pool, np.array([[[1], [1], [0], [1]]], "float32")).ravel().tolist()
-        [2.0, 1.0]
-    """
-    s = s.reshape(len(s), *stage.input_shape).astype(dtype, copy=False)
-    if stage.kind == "pool":  # sum-pool (zero padding); the step at 0.5 makes it an OR
-        views = _taps(s, stage)
-        pre = next(views).copy()
-        for view in views:
-            pre += view
-        return pre
-    weights = stage.weights.astype(dtype, copy=False)
-    pre = s.reshape(len(s), -1) @ weights if stage.kind == "dense" else _conv(s, stage, weights)
-    pre = pre.reshape(len(s), *stage.output_shape)
-    if stage.bias is not None:
-        pre += stage.bias.astype(dtype, copy=False).reshape(
-            stage.bias.shape if stage.kind != "dense" else stage.output_shape
-        )
-    return pre
 
 
 def _step(stage: Stage, s: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -290,7 +227,7 @@ def _fast_diff(stage: Stage, s: np.ndarray, dtype) -> np.ndarray:
     """
     s = s.reshape(len(s), *stage.input_shape)
     if stage.kind == "pool":  # sums of 0/1: exact in any order
-        views = _taps(s, stage)
+        views = taps(s, stage)
         diff = next(views).astype(dtype)
         for view in views:
             diff += view
@@ -317,7 +254,7 @@ def _fast_step(stage: Stage, s: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarr
     the window.
     """
     if stage.kind == "pool" and stage.threshold == 0.5 and s.dtype == bool:
-        views = _taps(s.reshape(len(s), *stage.input_shape), stage)
+        views = taps(s.reshape(len(s), *stage.input_shape), stage)
         spikes = next(views).copy()
         for view in views:
             spikes |= view
@@ -395,51 +332,26 @@ _PATHS = {"fast": _run_fast, "batch": _run_batch, "timestep": _run_timestep}
 
 
 def decode(net: SpikingNetwork, outputs: np.ndarray) -> np.ndarray:
-    """Host decoding of output spikes ``(n, *net.output_shape)`` into classes.
-
-    The network's decoder, or the first spiking output neuron when it has none.
-    """
-    return _decode(net, np.asarray(outputs))[0]
+    """The network's own decoding (:meth:`SpikingNetwork.decode`); kept for old callers."""
+    return net.decode(outputs)
 
 
 def _decode(net: SpikingNetwork, outputs: np.ndarray):
+    """Predictions, decoder scores (or None) and the samples whose two best scores tie."""
     flat = outputs.reshape(len(outputs), -1)
+    predictions = net.decode(flat)
     if net.decoder is None:
-        return flat.argmax(axis=1), None, np.zeros(len(flat), bool)
+        return predictions, None, np.zeros(len(flat), bool)
     scores = net.decoder.scores(flat)
     if scores.shape[1] < 2:
-        return scores.argmax(axis=1), scores, np.zeros(len(flat), bool)
+        return predictions, scores, np.zeros(len(flat), bool)
     top2 = np.sort(scores, axis=1)[:, -2:]
-    return net.decoder.decode(flat), scores, (top2[:, 1] - top2[:, 0]) < TIE_TOLERANCE
+    return predictions, scores, (top2[:, 1] - top2[:, 0]) < TIE_TOLERANCE
 
 
 def check_input(net: SpikingNetwork, x, where: str = "run") -> np.ndarray:
-    """``x`` as a float32 batch of ``net.input_shape``, or a clear error naming ``where``.
-
-    Every back end checks its inputs with this, so they all accept the same data (and
-    all refuse an empty batch with the same message).
-    """
-    x = np.asarray(x)
-    size = math.prod(net.input_shape)
-    if x.ndim >= 1 and len(x) == 0:
-        raise ValueError(
-            f"{where}: x is an empty batch (shape {x.shape}); pass at least one input."
-        )
-    if x.ndim < 2 or x[0].size != size:
-        raise ValueError(
-            f"{where}: x must be a batch of inputs of shape (n, *{net.input_shape}), "
-            f"got shape {x.shape}; reshape the inputs to the network's input shape."
-        )
-    x = x.reshape(len(x), *net.input_shape).astype(np.float32, copy=False)
-    if not np.isfinite(x).all():
-        raise ValueError(f"{where}: x holds NaN or Inf values.")
-    if net.input_encoding == "binary" and not np.isin(x, (0.0, 1.0)).all():
-        raise ValueError(
-            f"{where}: this network was converted with input_encoding='binary' but x holds "
-            "values other than 0 and 1; binarize the inputs (as in training) or convert "
-            "the model with input_encoding='host'."
-        )
-    return x
+    """The network's own input check (:meth:`SpikingNetwork.check_input`); kept for old callers."""
+    return net.check_input(x, where)
 
 
 def run(
@@ -474,7 +386,7 @@ def run(
         raise ValueError(f"run: dtype must be 'float32' or 'float64', got {dtype!r}.")
     if threads is not None and (not isinstance(threads, (int, np.integer)) or threads < 1):
         raise ValueError(f"run: threads must be None or a whole number >= 1, got {threads!r}.")
-    x = check_input(net, x)
+    x = net.check_input(x)
     tally = _Tally(net, len(x))
     if mode == "fast":
         outputs = _run_fast(net, x, np.dtype(dtype), tally, threads)
@@ -510,7 +422,7 @@ def stage_spikes(net: SpikingNetwork, x, dtype: str = "float32") -> list[np.ndar
         >>> [s.tolist() for s in stage_spikes(SpikingNetwork((1,), stages), [[0.9]])]
         [[[1, 0]], [[1]]]
     """
-    s = check_input(net, x, "stage_spikes")
+    s = net.check_input(x, "stage_spikes")
     spikes = []
     for stage in net.stages:
         s, _ = _step(stage, s, np.dtype(dtype))

@@ -13,9 +13,10 @@ Every folder export (nengo, loihi, spinnaker) holds:
   tie) and, when known, ``y`` (labels).
 
 The gate. Back ends may differ from the reference only on ties (counted, never hidden)
-and on documented precision effects. :func:`agreement` reports the plain agreement and
-the agreement on the images *without* a tie; a run passes when the latter reaches the
-back end's ``min_agreement`` (:func:`default_min_agreement`).
+and on documented precision effects. :func:`agreement` (defined in
+:mod:`whetstone.backends`) reports the plain agreement and the agreement on the images
+*without* a tie; a run passes when the latter reaches the back end's
+``min_agreement`` (:func:`default_min_agreement`).
 
 Example:
     >>> import numpy as np
@@ -33,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from whetstone import simulate
+from whetstone.backends import DEFAULT_MIN_AGREEMENT, agreement, gate_ties
 from whetstone.network import SpikingNetwork
 
 __all__ = [
@@ -41,57 +43,12 @@ __all__ = [
     "default_min_agreement",
     "gate_ties",
     "load_inputs",
+    "load_network",
     "ship",
 ]
 
-DEFAULT_MIN_AGREEMENT = 0.999
-"""The gate of a back end that computes the contract exactly up to ties (Nengo, NEST,
-NIR): at most one image in a thousand may differ where the reference has no tie
-(float64 against the reference's float32 sums can differ just outside the tie band)."""
-
 MANIFEST = "export.json"
 INPUTS = "inputs.npz"
-
-
-def agreement(predictions, reference, ties=None) -> dict:
-    """Agreement of ``predictions`` with the ``reference`` decisions, ties counted apart.
-
-    ``ties``: True per image where the reference met a tie (:func:`gate_ties`);
-    ``agreement_excluding_ties`` is the agreement on the other images (1.0 if none).
-
-    Example:
-        >>> agreement([0, 1], [0, 0])["agreement"]
-        0.5
-    """
-    predictions, reference = np.asarray(predictions), np.asarray(reference)
-    ties = np.zeros(len(reference), bool) if ties is None else np.asarray(ties, bool)
-    same = predictions == reference
-    clear = ~ties
-    return {
-        "images": len(reference),
-        "agreement": float(same.mean()) if len(same) else 1.0,
-        "tie_images": int(ties.sum()),
-        "differing": int((~same).sum()),
-        "differing_not_ties": int((~same & clear).sum()),
-        "agreement_excluding_ties": float(same[clear].mean()) if clear.any() else 1.0,
-    }
-
-
-def gate_ties(reference: simulate.SimulationResult) -> np.ndarray:
-    """``(n,)`` True where the reference met a tie in a stage: the images the gate skips.
-
-    Decoder ties (equal key votes, near-equal readout logits) are not among them: every
-    back end's output spikes go through the same host decoder, so equal spikes decode
-    equally and a decoder tie alone cannot make a back end differ.
-
-    Example:
-        >>> from whetstone.network import Stage, SpikingNetwork
-        >>> stage = Stage("d", "dense", (1,), (1,), np.full((1, 1), 0.5, "float32"))
-        >>> net = SpikingNetwork((1,), [stage], input_encoding="binary")  # theta 0.5
-        >>> gate_ties(simulate.run(net, np.array([[0.0], [1.0]]))).tolist()
-        [False, True]
-    """
-    return np.asarray(reference.sample_ties).reshape(len(reference.predictions), -1).any(axis=1)
 
 
 def default_min_agreement(backend) -> float:
@@ -149,7 +106,7 @@ def ship(folder, net: SpikingNetwork, x, y=None, **arrays) -> dict:
     ``arrays``: more arrays to store (e.g. SpiNNaker's encoded ``spikes``). Returns a
     summary for the manifest.
     """
-    x = simulate.check_input(net, x, "export inputs")
+    x = net.check_input(x, "export inputs")
     reference = simulate.run(net, x)
     ties = gate_ties(reference)
     data = {"x": x, "decisions": reference.predictions, "ties": ties, **arrays}
@@ -160,6 +117,11 @@ def ship(folder, net: SpikingNetwork, x, y=None, **arrays) -> dict:
         data["y"] = y
     np.savez_compressed(Path(folder) / INPUTS, **data)
     return {"inputs": len(x), "tie_images": int(ties.sum())}
+
+
+def load_network(folder) -> SpikingNetwork:
+    """The network a folder export holds (its ``network.h5``)."""
+    return SpikingNetwork.load(Path(folder) / "network.h5")
 
 
 def write_manifest(folder, backend: str, net: SpikingNetwork, min_agreement: float, **more):

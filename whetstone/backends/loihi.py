@@ -12,7 +12,8 @@ builder registered here as a current-based compartment with
   neuron that did not spike has ``0 <= v <= vth < 4096``: ``vmin = 0`` and ``vth`` is
   one weight quantum, 64),
 * ``refract_delay = 1`` (no refractory period; a spike resets ``v`` to 0),
-* ``vth = loihi_vth`` = ``w_max / 255`` (one 8-bit weight step of the stage) and
+* ``vth = vth_scale * w_max / 255`` (one 8-bit weight step of the stage; ``vth_scale``
+  is a ``build``/``run`` option, default 1) and
   ``bias = b - theta + vth``: the chip fires when ``v > vth``, i.e. when
   ``W s + b - theta > 0``,
 * ``synapse=0`` / ``None``: on the integer targets (``"sim"``, ``"loihi"``) the current
@@ -83,10 +84,9 @@ import math
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from whetstone import simulate
-from whetstone.backends import BackendResult, MissingDependencyError, register, require
+from whetstone.backends import BackendResult, MissingDependencyError, exports, register, require
 from whetstone.backends import nengo as nengo_backend
 from whetstone.backends.loihi_partition import (
     LIMITS,
@@ -115,6 +115,8 @@ EMPTY_CURRENT = 4096 / 4095
 """``decay_u`` that nengo-loihi discretises to ``decayU = 4095``: the current empties each step."""
 _INTEGER = contextvars.ContextVar("whetstone_loihi_integer", default=None)
 """While an integer model (``"sim"``, ``"loihi"``) is built: ``{ensemble: grid bias}``."""
+_VTH = contextvars.ContextVar("whetstone_loihi_vth", default=None)
+"""While a model is built: ``{ensemble: compartment threshold}`` (in units of J)."""
 
 
 class LoihiResourceWarning(UserWarning):
@@ -139,10 +141,11 @@ def _nengo_loihi():
 
     @Builder.register(nengo_backend.StepNeuron)
     def build_step_neuron(model, neuron_type, neurons, block):
+        vth = (_VTH.get() or {}).get(neurons.ensemble, 1.0)
         comp = block.compartment
-        comp.configure_relu(vth=neuron_type.loihi_vth, dt=model.dt)  # vmin 0, no refractory
+        comp.configure_relu(vth=vth, dt=model.dt)  # vmin 0, no refractory
         comp.decay_v[:] = 1.0  # full voltage decay: nothing carried to the next step
-        comp.bias[:] += neuron_type.loihi_vth  # fire iff J = W s + b - theta > 0
+        comp.bias[:] += vth  # fire iff J = W s + b - theta > 0
         grid = _INTEGER.get()
         if grid is not None:  # integer chip: nothing of the current carries over
             comp.configure_filter = functools.partial(_empty_current, comp)
@@ -161,13 +164,29 @@ def _empty_current(comp, tau_s, dt=0.001) -> None:
     comp.tau_s = tau_s
 
 
+def _threshold(stage, vth_scale: float = 1.0) -> float:
+    """Compartment threshold: ``vth_scale`` weight quanta (``w_max / 255``) of the stage.
+
+    One quantum keeps the sub-threshold voltage tiny (see the module docstring).
+
+    Example:
+        >>> import numpy as np
+        >>> from whetstone.network import Stage
+        >>> _threshold(Stage("d", "dense", (1,), (1,), np.full((1, 1), 127.5, "float32")), 2.0)
+        1.0
+    """
+    w_max = 1.0 if stage.kind == "pool" else float(abs(stage.weights).max(initial=0.0))
+    return vth_scale * (w_max if w_max > 0 else 1.0) / 255.0
+
+
 def _grid_bias(stage, block_shape) -> Any:
     """(bias, vth) per neuron that make an on-grid stage exact on the integer chip, or None."""
     import numpy as np
 
     from whetstone.quantize import Loihi
 
-    if stage.kind == "pool":
+    per_position = stage.bias is not None and stage.bias.shape != stage.output_shape[-1:]
+    if stage.kind == "pool" or per_position:  # no grid: the plain mapping
         return None
     largest = Loihi.block_max(stage, block_shape).ravel()
     weights, bias = Loihi().grid(stage, block_shape=block_shape)
@@ -202,7 +221,7 @@ def plan(
         >>> [(p.name, p.block_shape, p.cores) for p in plan(net)]
         [('wide', (750,), 2)]
     """
-    stages = net.stages[1:] if net.input_encoding == "host" else net.stages
+    stages = net.chip_stages
     pins = {**json.loads(net.metadata.get(PINS_KEY, "{}")), **(block_shapes or {})}
     names = [stage.name for stage in stages]
     unknown = set(pins) - set(names)
@@ -216,15 +235,16 @@ def plan(
     return parts
 
 
-def _configure(built, parts: list[StagePartition], pop_type: int) -> None:
+def _configure(built, parts: list[StagePartition], pop_type: int, vth_scale: float) -> None:
     nengo_loihi = _nengo_loihi()
     nengo_loihi.add_params(built.network)
     config = built.network.config
     config[built.host].on_chip = False
-    chip = built.source.stages[len(built.source.stages) - len(parts) :]
     built.grid_bias = {}  # used on the integer targets only
-    for part, ens, stage in zip(parts, built.ensembles, chip, strict=True):
+    built.vth = {}
+    for part, ens, stage in zip(parts, built.ensembles, built.source.chip_stages, strict=True):
         config[ens].block_shape = nengo_loihi.BlockShape(part.block_shape, part.shape)
+        built.vth[ens] = _threshold(stage, vth_scale)
         bias = _grid_bias(stage, part.block_shape)
         if bias is not None:
             built.grid_bias[ens] = bias
@@ -293,31 +313,6 @@ def _check_fits(report: dict, target: str) -> None:
     warnings.warn(message, LoihiResourceWarning, stacklevel=3)
 
 
-class _Reporting:
-    """A simulator that reports the images done after each ``run_steps`` (progress bars).
-
-    Example:
-        >>> class Sim:
-        ...     def run_steps(self, steps): pass
-        >>> sim = _Reporting(Sim(), n=5, latency=2, progress=print)
-        >>> sim.run_steps(4); sim.run_steps(4)
-        2
-        5
-    """
-
-    def __init__(self, sim, n: int, latency: int, progress):
-        self._sim, self._n, self._latency, self._progress = sim, n, latency, progress
-        self._steps = 0
-
-    def run_steps(self, steps: int) -> None:
-        self._sim.run_steps(steps)
-        self._steps += steps
-        self._progress(min(self._n, max(0, self._steps - self._latency)))
-
-    def __getattr__(self, name: str):
-        return getattr(self._sim, name)
-
-
 # ---------------------------------------------------------------- back end
 
 
@@ -326,6 +321,9 @@ class LoihiBackend:
     """Nengo-Loihi back end (``get("loihi")``): emulator here, chip with NxSDK."""
 
     extra = EXTRA
+    exact_options: ClassVar[dict] = {
+        "target": "simreal"
+    }  # the float emulator: the contract up to ties
     min_agreement = 0.97
     """The gate of ``verify`` and of an export's ``run.py`` (agreement with the reference
     on images without a tie). Lower than the exact back ends' 0.999 because the chip and
@@ -348,6 +346,7 @@ class LoihiBackend:
         block_shapes: dict | None = None,
         pop_type: int = 32,
         chips: int | None = None,
+        vth_scale: float = 1.0,
         **options,
     ) -> Any:
         """The ``nengo.Network``, configured for nengo-loihi (block shapes: :func:`plan`).
@@ -360,20 +359,16 @@ class LoihiBackend:
             pop_type: population axon type of convolutions (32 or 16).
             chips: chips available (None: any number); more needed raises
                 :class:`LoihiPartitionError`.
+            vth_scale: compartment threshold in weight quanta (``w_max / 255``).
             options: passed to :func:`whetstone.backends.nengo.build_network`.
         """
-        return self._build(net, block_shapes, pop_type, chips, **options).network
+        return self._build(net, block_shapes, pop_type, chips, vth_scale, **options).network
 
-    def _build(self, net, block_shapes=None, pop_type=32, chips=None, **options):
-        if net.input_encoding == "host" and len(net.stages) == 1:
-            raise ValueError(
-                "loihi back end: this network has one stage and it is the host encoder "
-                "(input_encoding='host'), so nothing would run on the chip; use a network "
-                "with more stages, or one converted with input_encoding='binary'."
-            )
+    def _build(self, net, block_shapes=None, pop_type=32, chips=None, vth_scale=1.0, **options):
+        net.on_chip("loihi back end")
         parts = plan(net, block_shapes, pop_type, chips)
         built = nengo_backend.build_network(net, **options)
-        _configure(built, parts, pop_type)
+        _configure(built, parts, pop_type, vth_scale)
         return built
 
     def simulator(self, built, target: str | None = None, hardware_options=None):
@@ -386,6 +381,7 @@ class LoihiBackend:
             # an emptied current: nengo-loihi's decay_magnitude takes log(0) (and gives 1)
             warnings.filterwarnings("ignore", "divide by zero encountered in log", RuntimeWarning)
             token = _INTEGER.set(None if target == "simreal" else getattr(built, "grid_bias", {}))
+            vth = _VTH.set(getattr(built, "vth", {}))
             try:
                 return nengo_loihi.Simulator(
                     built.network,
@@ -395,7 +391,12 @@ class LoihiBackend:
                     hardware_options=hardware_options,
                 )
             finally:
+                _VTH.reset(vth)
                 _INTEGER.reset(token)
+
+    def load(self, path) -> SpikingNetwork:
+        """The network of a folder :meth:`export` wrote (its ``network.h5``)."""
+        return exports.load_network(path)
 
     def resources(self, net: SpikingNetwork, **options) -> dict:
         """Loihi cost of ``net``: cores, compartments, axons, synapse memory, partition.
@@ -415,31 +416,33 @@ class LoihiBackend:
         self,
         net: SpikingNetwork,
         x,
-        target: str | None = None,
+        *,
         compare_reference: bool = False,
+        progress=None,
+        target: str | None = None,
         chunk_steps: int = nengo_backend.CHUNK_STEPS,
         block_shapes: dict | None = None,
         pop_type: int = 32,
         chips: int | None = None,
         hardware_options: dict | None = None,
-        progress=None,
         **options,
     ) -> BackendResult:
         """Stream ``x`` through the network on Loihi (or its emulator).
 
         Args:
             net, x: the network and images of ``net.input_shape``.
+            compare_reference: fill ``agreement`` (:func:`whetstone.backends.compared`).
+            progress: called with the number of images done so far, about ten times
+                (one build, however often it reports).
             target: ``"sim"`` (integer emulator), ``"simreal"`` (float emulator),
                 ``"loihi"`` (hardware); None: hardware if NxSDK is installed.
-            compare_reference: report agreement with ``whetstone.simulate.run``.
             chunk_steps: steps between probe reads.
             block_shapes, pop_type, chips: see :meth:`build`.
             hardware_options: passed to ``nengo_loihi.Simulator`` (``n_chips`` defaults
                 to ``chips`` when that is given).
-            progress: called with the number of images done so far, about ten times
-                (one build, however often it reports).
+            options: passed to :meth:`build` (``vth_scale``, ``seed``).
         """
-        x = simulate.check_input(net, x, "loihi back end")
+        x = net.check_input(x, "loihi back end")
         built = self._build(net, block_shapes, pop_type, chips, **options)
         if chips is not None:
             hardware_options = {"n_chips": chips, **(hardware_options or {})}
@@ -450,27 +453,24 @@ class LoihiBackend:
             _check_fits(report, sim.target)
             started = time.perf_counter()
             offsets = self.offsets(built)
-            if progress is not None:
-                total = len(x) + offsets[-1]
-                chunk_steps = min(chunk_steps, max(1, math.ceil(total / 10)))
-                sim = _Reporting(sim, len(x), offsets[-1], progress)
-            outputs, counts = nengo_backend.stream(built, sim, x, offsets, chunk_steps)
+            outputs, counts = nengo_backend.stream(built, sim, x, offsets, chunk_steps, progress)
             run_s = time.perf_counter() - started
             used = sim.target
         return nengo_backend.result(
             net, x, outputs, counts, compare_reference, build_s, run_s,
-            target=used, latency=self.offsets(built)[-1] + 1, resources=report,
+            target=used, latency=offsets[-1] + 1, resources=report,
         )  # fmt: skip
 
     def export(
         self,
         net: SpikingNetwork,
         path,
+        *,
         force: bool = False,
-        block_shapes: dict | None = None,
-        chips: int | None = None,
         x=None,
         y=None,
+        block_shapes: dict | None = None,
+        chips: int | None = None,
     ) -> Path:
         """A folder with ``network.h5``, ``export.json`` and ``run.py`` (Loihi, or its emulator).
 
@@ -480,11 +480,7 @@ class LoihiBackend:
         ``x`` (labels ``y``): inputs shipped with the reference's decisions, which
         ``python run.py`` runs and checks against :attr:`min_agreement`.
         """
-        if net.input_encoding == "host" and len(net.stages) == 1:
-            raise ValueError(
-                "loihi export: this network's one stage is the host encoder, so nothing "
-                "would run on the chip; export a network with more stages."
-            )
+        net.on_chip("loihi export")
         parts = plan(net, block_shapes, chips=chips)
         if block_shapes:
             pins = {**json.loads(net.metadata.get(PINS_KEY, "{}")), **block_shapes}

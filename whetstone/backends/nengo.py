@@ -9,7 +9,7 @@ Mapping (the same network also runs, unchanged, on Nengo-Loihi: see ``loihi.py``
   variables (``state = {}``), so nothing is carried from one step to the next and the
   unit is the contract's memoryless ``H(W s + b - theta)``. ``amplitude = dt`` makes a
   spike the value 1. On Loihi the type is built as a compartment with full voltage
-  decay and no refractory period (see ``loihi.py``).
+  decay, no refractory period and a threshold of its own (see ``loihi.py``).
 * **Connections.** Dense stages are ``nengo.Dense`` transforms, convolutions are
   ``nengo.Convolution`` (never expanded to matrices), OR-pools are a
   ``nengo.Convolution`` with a ones kernel per channel (identity across channels) and
@@ -18,12 +18,11 @@ Mapping (the same network also runs, unchanged, on Nengo-Loihi: see ``loihi.py``
   is the same as ``synapse=None`` (the chip's own one-step axon delay): one step per
   stage, as the contract says.
 * **Input.** A ``Node`` presents image ``i`` at step ``i`` (one new image per step,
-  pipelined). With ``input_encoding == "host"`` the node is the host encoder: it
-  computes stage 0's ``W x + b - theta`` with ``whetstone.simulate.preactivation``
-  (the reference's own float32 arithmetic) and feeds it to stage 0's step neurons
-  (``synapse=None``); with ``"binary"`` it feeds ``x - 0.5`` to a relay population of
-  step neurons (spikes = the 0/1 input), which drives stage 0. The host-side
-  population runs off chip on Loihi and sends its spikes to the chip.
+  pipelined). It feeds ``s - 0.5`` to a host population of step neurons (``synapse=None``),
+  where ``s = net.encode(x)`` are the spikes that enter the chip: the host encoder's
+  (stage 0, in the reference's own float32 arithmetic) with ``input_encoding == "host"``,
+  the 0/1 inputs with ``"binary"`` (a relay). The host population runs off chip on Loihi
+  and sends its spikes to the chip.
 * **Output.** The last stage's spikes are probed (``synapse=None``) and decoded on the
   host with the network's ``KeyDecoder`` / ``ReadoutDecoder``. Image ``i``'s output
   spikes appear ``net.latency - 1`` steps after it is presented; ``run`` matches them.
@@ -59,10 +58,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from whetstone import files, simulate
-from whetstone.backends import BackendResult, exports, register, require
+from whetstone import files
+from whetstone.backends import BackendResult, compared, exports, register, require
 from whetstone.network import SpikingNetwork, Stage
-from whetstone.simulate import preactivation
 
 __all__ = ["DT", "BuiltNetwork", "NengoBackend", "build_network", "neuron_type"]
 
@@ -82,22 +80,16 @@ def _step_neuron_class() -> type:
     from nengo.params import NumberParam
 
     class StepNeuron(nengo.neurons.NeuronType):
-        """Memoryless threshold unit: ``output = (J >= 0) * amplitude / dt``; no state.
-
-        ``loihi_vth`` is the compartment threshold used on Loihi (in units of J);
-        the Nengo reference simulator ignores it.
-        """
+        """Memoryless threshold unit: ``output = (J >= 0) * amplitude / dt``; no state."""
 
         state: ClassVar[dict] = {}
         spiking = True
         negative = False
         amplitude = NumberParam("amplitude", low=0, low_open=True)
-        loihi_vth = NumberParam("loihi_vth", low=0, low_open=True)
 
-        def __init__(self, amplitude=DT, loihi_vth=1.0, initial_state=None):
+        def __init__(self, amplitude=DT, initial_state=None):
             super().__init__(initial_state)
             self.amplitude = amplitude
-            self.loihi_vth = loihi_vth
 
         def gain_bias(self, max_rates, intercepts):
             raise NotImplementedError(
@@ -117,7 +109,7 @@ def _step_neuron_class() -> type:
     return StepNeuron
 
 
-def neuron_type(amplitude: float = DT, loihi_vth: float = 1.0):
+def neuron_type(amplitude: float = DT):
     """A :class:`StepNeuron` instance (the class is created on first use).
 
     Example:
@@ -126,7 +118,7 @@ def neuron_type(amplitude: float = DT, loihi_vth: float = 1.0):
         >>> neuron_type().step(0.001, np.array([-0.1, 0.0, 0.2]), out); out.tolist()
         [0.0, 1.0, 1.0]
     """
-    return _step_neuron_class()(amplitude=amplitude, loihi_vth=loihi_vth)
+    return _step_neuron_class()(amplitude=amplitude)
 
 
 def __getattr__(name: str):
@@ -173,13 +165,8 @@ class BuiltNetwork:
     transforms: dict = field(default_factory=dict)  # ensemble -> nengo.Convolution feeding it
 
     def node_rows(self, x: np.ndarray) -> np.ndarray:
-        """Input node values for a batch: stage 0's ``W x + b - theta`` or ``x - 0.5``."""
-        net = self.source
-        if net.input_encoding == "host":
-            stage = net.stages[0]
-            diff = preactivation(stage, x) - np.float32(stage.threshold)
-            return diff.reshape(len(x), -1)
-        return x.reshape(len(x), -1).astype(np.float64) - 0.5
+        """Input node values for a batch: ``s - 0.5`` for the spikes ``s`` that enter the chip."""
+        return self.source.encode(x, "nengo back end") - 0.5
 
 
 def _transform(nengo, stage: Stage):
@@ -207,28 +194,16 @@ def _transform(nengo, stage: Stage):
     )
 
 
-def _ensemble(nengo, stage: Stage, vth_scale: float):
-    bias = stage.full_bias().astype(np.float64).ravel() - stage.threshold
-    n = stage.num_neurons
-    w_max = 1.0 if stage.kind == "pool" else float(np.abs(stage.weights).max(initial=0.0))
-    # Loihi threshold: one weight quantum (w_max / 255) keeps sub-threshold voltage tiny.
-    vth = vth_scale * (w_max if w_max > 0 else 1.0) / 255.0
-    return nengo.Ensemble(
-        n,
-        1,
-        neuron_type=neuron_type(loihi_vth=vth),
-        gain=np.ones(n),
-        bias=bias,
-        label=stage.name,
-    )
+def _ensemble(nengo, n: int, bias: np.ndarray, label: str):
+    """``n`` step neurons driven through ``.neurons`` with gain 1: ``J = input + bias``."""
+    return nengo.Ensemble(n, 1, neuron_type=neuron_type(), gain=np.ones(n), bias=bias, label=label)
 
 
-def build_network(net: SpikingNetwork, *, vth_scale: float = 1.0, seed: int = 0) -> BuiltNetwork:
+def build_network(net: SpikingNetwork, *, seed: int = 0) -> BuiltNetwork:
     """Build the ``nengo.Network`` of ``net`` (used by the nengo and loihi back ends).
 
     Args:
         net: the network.
-        vth_scale: Loihi compartment threshold in weight quanta (``w_max / 255``).
         seed: the Nengo network's seed (nothing here is random; it fixes the build).
 
     Example:
@@ -240,22 +215,19 @@ def build_network(net: SpikingNetwork, *, vth_scale: float = 1.0, seed: int = 0)
         ([], 2)
     """
     nengo = require("nengo", "nengo")
-    host_mode = net.input_encoding == "host"
-    presenter = _Presenter(net.stages[0].num_neurons if host_mode else math.prod(net.input_shape))
+    host_mode = net.host_stage is not None
+    presenter = _Presenter(net.encoded_size)
     with nengo.Network(label=net.metadata.get("name", "whetstone"), seed=seed) as network:
         node = nengo.Node(presenter, size_out=presenter.width, label="input")
-        # the host population's input already is W x + b - theta (or x - 0.5): bias 0
+        # the host population's input is s - 0.5 for the spikes s entering the chip: bias 0
         n = presenter.width
-        label = net.stages[0].name if host_mode else "relay"
-        host = nengo.Ensemble(
-            n, 1, neuron_type=neuron_type(), gain=np.ones(n), bias=np.zeros(n), label=label
-        )
-        chip_stages = net.stages[1:] if host_mode else net.stages
+        host = _ensemble(nengo, n, np.zeros(n), net.stages[0].name if host_mode else "relay")
         nengo.Connection(node, host.neurons, synapse=None)
         probes = [nengo.Probe(host.neurons, synapse=None)] if host_mode else []
         pre, ensembles, transforms = host, [], {}
-        for index, stage in enumerate(chip_stages):
-            ens = _ensemble(nengo, stage, vth_scale)
+        for index, stage in enumerate(net.chip_stages):
+            bias = stage.full_bias().astype(np.float64).ravel() - stage.threshold
+            ens = _ensemble(nengo, stage.num_neurons, bias, stage.name)
             transform = _transform(nengo, stage)
             # relay -> stage 0 in binary mode: no delay (the relay is the input itself)
             synapse = None if (not host_mode and index == 0) else 0
@@ -279,14 +251,18 @@ def stream(
     x: np.ndarray,
     offsets: list[int],
     chunk_steps: int = CHUNK_STEPS,
+    progress=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Present ``x`` one image per step; output spikes per image and spikes per stage.
 
     ``offsets[k]`` is how many steps after an image is presented probe ``k`` shows
-    that image's spikes; the last probe is the output.
+    that image's spikes; the last probe is the output. ``progress`` (optional) is
+    called with the number of images whose output is out, about ten times.
     """
     n = len(x)
     total = n + max(offsets)
+    if progress is not None:
+        chunk_steps = min(chunk_steps, max(1, math.ceil(total / 10)))
     counts = np.zeros(len(built.probes), np.int64)
     outputs = np.zeros((n, built.probes[-1].target.size_out), np.uint8)
     for start in range(0, total, chunk_steps):
@@ -302,6 +278,8 @@ def stream(
             if k == len(built.probes) - 1:
                 outputs[images[mine]] = data[mine]
         sim.clear_probes()
+        if progress is not None:
+            progress(min(n, max(0, start + steps - offsets[-1])))
     return outputs, counts
 
 
@@ -313,34 +291,9 @@ def stage_counts(net: SpikingNetwork, counts: np.ndarray) -> np.ndarray:
 def result(net: SpikingNetwork, x, outputs, counts, compare_reference: bool, build_s: float,
            run_s: float, **info) -> BackendResult:  # fmt: skip
     """The ``BackendResult`` of a streamed run (shared by the Nengo and Loihi back ends)."""
-    predictions = simulate.decode(net, outputs)
-    info = {
-        "build_seconds": build_s,
-        "run_seconds": run_s,
-        "images_per_second": len(x) / run_s if run_s else float("inf"),
-        **info,
-    }
-    if compare_reference:
-        info.update(compare(net, x, predictions, outputs))
-    return BackendResult(predictions, outputs, stage_counts(net, counts), info)
-
-
-def compare(net: SpikingNetwork, x: np.ndarray, predictions: np.ndarray, spikes) -> dict:
-    """Agreement with ``whetstone.simulate.run`` and the reference's ties."""
-    ref = simulate.run(net, x)
-    differ = ref.predictions != predictions
-    spike_differ = (ref.output_spikes.reshape(len(x), -1) != spikes).any(axis=1)
-    return {
-        "reference_predictions": ref.predictions,
-        "agreement": float(1.0 - differ.mean()) if len(x) else 1.0,
-        "differing": int(differ.sum()),
-        "differing_not_ties": int((differ & ~ref.tie_mask).sum()),
-        "output_spikes_differing": int(spike_differ.sum()),
-        "output_spikes_differing_not_ties": int((spike_differ & ~ref.tie_mask).sum()),
-        "tie_images": int(ref.tie_mask.sum()),
-        "ties": int(ref.ties.sum() + ref.decoder_ties),
-        "reference_spike_counts": ref.spike_counts,
-    }
+    counts = stage_counts(net, counts)
+    done = BackendResult(net.decode(outputs), outputs, counts, info, build_s, run_s)
+    return compared(net, x, done) if compare_reference else done
 
 
 # ---------------------------------------------------------------- export
@@ -381,6 +334,7 @@ class NengoBackend:
     extra = "nengo"
 
     def is_available(self) -> bool:
+        """Whether Nengo is installed."""
         try:
             require("nengo", self.extra)
         except ImportError:
@@ -399,7 +353,9 @@ class NengoBackend:
         self,
         net: SpikingNetwork,
         x,
+        *,
         compare_reference: bool = False,
+        progress=None,
         chunk_steps: int = CHUNK_STEPS,
         **options,
     ) -> BackendResult:
@@ -407,13 +363,14 @@ class NengoBackend:
 
         Args:
             net: the network; x: images of ``net.input_shape``.
-            compare_reference: also run ``whetstone.simulate.run`` and report
-                agreement and ties in ``info``.
+            compare_reference: also run ``whetstone.simulate.run`` and fill
+                ``agreement`` (see :func:`whetstone.backends.compared`).
+            progress: called with the number of images done, about ten times.
             chunk_steps: steps between probe reads (memory vs overhead).
             options: passed to :func:`build_network`.
         """
         nengo = require("nengo", self.extra)
-        x = simulate.check_input(net, x, "nengo back end")
+        x = net.check_input(x, "nengo back end")
         built = build_network(net, **options)
         started = time.perf_counter()
         # No decoder cache: nothing is written to ~/.cache/nengo (the network solves nothing).
@@ -421,16 +378,39 @@ class NengoBackend:
         with nengo.Simulator(built.network, dt=DT, model=model, progress_bar=False) as sim:
             build_s = time.perf_counter() - started
             started = time.perf_counter()
-            outputs, counts = stream(built, sim, x, self.offsets(built), chunk_steps)
+            offsets = self.offsets(built)
+            outputs, counts = stream(built, sim, x, offsets, chunk_steps, progress)
         run_s = time.perf_counter() - started
         return result(net, x, outputs, counts, compare_reference, build_s, run_s,
-                      latency=self.offsets(built)[-1] + 1, dt=DT)  # fmt: skip
+                      latency=offsets[-1] + 1, dt=DT)  # fmt: skip
 
-    def export(self, net: SpikingNetwork, path, force: bool = False, x=None, y=None) -> Path:
+    def export(self, net: SpikingNetwork, path, *, force: bool = False, x=None, y=None) -> Path:
         """A folder with ``network.h5``, ``export.json`` and ``run.py`` (runs on Nengo).
 
         ``x`` (labels ``y``): inputs shipped with the reference's decisions, which
         ``python run.py`` runs and checks. An existing ``path`` is replaced only with
         ``force=True``.
         """
-        return export_folder(net, path, "nengo", force, x, y, exports.default_min_agreement(self))
+        return export_folder(net, path, "nengo", force, x, y, self.min_agreement)
+
+    def load(self, path) -> SpikingNetwork:
+        """The network of a folder :meth:`export` wrote (its ``network.h5``)."""
+        return exports.load_network(path)
+
+    def resources(self, net: SpikingNetwork) -> dict:
+        """Ensembles, neurons and synapses of the Nengo network (the host population apart).
+
+        Example:
+            >>> from whetstone.network import Stage, SpikingNetwork
+            >>> encoder = Stage("e", "dense", (3,), (2,), np.ones((3, 2), "float32"))
+            >>> stage = Stage("d", "dense", (2,), (2,), np.ones((2, 2), "float32"))
+            >>> NengoBackend().resources(SpikingNetwork((3,), [encoder, stage]))
+            {'ensembles': 1, 'neurons': 2, 'synapses': 4, 'host_neurons': 2}
+        """
+        chip = net.chip_stages
+        return {
+            "ensembles": len(chip),
+            "neurons": sum(stage.num_neurons for stage in chip),
+            "synapses": sum(stage.num_synapses for stage in chip),
+            "host_neurons": net.encoded_size,
+        }

@@ -80,11 +80,12 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 
-from whetstone.backends import BackendResult, register
+from whetstone.backends import BackendResult, compared, register
 from whetstone.backends.nir.layout import DT, UnsupportedGraphError, _nir, nir_input
 from whetstone.backends.nir.read import from_graph, load
 from whetstone.backends.nir.write import export, to_graph
@@ -129,25 +130,68 @@ class NIRBackend:
         return to_graph(net, dt)
 
     def export(
-        self, net: SpikingNetwork, path: str | os.PathLike, dt: float = DT, force: bool = False
+        self,
+        net: SpikingNetwork,
+        path: str | os.PathLike,
+        *,
+        force: bool = False,
+        x=None,
+        y=None,
+        dt: float = DT,
     ) -> Path:
-        """Write ``net`` as a NIR file (atomically; replaces a file only with ``force=True``)."""
+        """Write ``net`` as a NIR file (atomically; replaces a file only with ``force=True``).
+
+        A NIR export is one graph file: it ships no inputs, so ``x`` and ``y`` must be None.
+        """
+        if x is not None or y is not None:
+            raise ValueError(
+                "nir export writes one .nir graph file and ships no inputs; drop x and y "
+                "(or export to a folder back end: nengo, loihi, spinnaker)."
+            )
         return export(net, path, dt, force)
 
     def load(self, path: str | os.PathLike) -> SpikingNetwork:
         """Read a NIR file as a SpikingNetwork."""
         return load(path)
 
-    def run(self, net: SpikingNetwork, x: np.ndarray, dt: float = DT) -> BackendResult:
+    def resources(self, net: SpikingNetwork, dt: float = DT) -> dict:
+        """Nodes, edges and parameters of the graph (the whole network, host encoder too).
+
+        Example:
+            >>> from whetstone.network import Stage, SpikingNetwork
+            >>> net = SpikingNetwork((2,), [Stage("d", "dense", (2,), (1,), np.ones((2, 1)))])
+            >>> NIRBackend().resources(net)                   # doctest: +SKIP
+            {'nodes': 4, 'edges': 3, 'parameters': 7}
+        """
+        graph = to_graph(net, dt)
+        arrays = [v for node in graph.nodes.values() for v in vars(node).values()]
+        parameters = sum(np.size(a) for a in arrays if isinstance(a, np.ndarray) and a.ndim)
+        return {"nodes": len(graph.nodes), "edges": len(graph.edges), "parameters": parameters}
+
+    def run(
+        self,
+        net: SpikingNetwork,
+        x: np.ndarray,
+        *,
+        compare_reference: bool = False,
+        progress=None,
+        dt: float = DT,
+    ) -> BackendResult:
         """Write the graph, read it back, import it and run the reference simulator."""
         from whetstone.simulate import run
 
         nir = _nir()
+        x = net.check_input(x, "nir back end")
+        started = time.perf_counter()
         buffer = io.BytesIO()
         nir.write(buffer, to_graph(net, dt))
         buffer.seek(0)
-        result = run(from_graph(nir.read(buffer)), x)
-        return BackendResult(
+        imported = from_graph(nir.read(buffer))
+        built = time.perf_counter()
+        result = run(imported, x)
+        if progress is not None:
+            progress(len(x))
+        done = BackendResult(
             predictions=result.predictions,
             output_spikes=result.output_spikes.reshape(len(result.predictions), -1),
             spike_counts=result.spike_counts,
@@ -157,4 +201,7 @@ class NIRBackend:
                 "ties": result.ties,
                 "latency": result.latency,
             },
+            build_seconds=built - started,
+            run_seconds=time.perf_counter() - built,
         )
+        return compared(net, x, done) if compare_reference else done

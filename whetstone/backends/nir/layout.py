@@ -17,7 +17,8 @@ import re
 import numpy as np
 
 from whetstone.backends import require
-from whetstone.network import SpikingNetwork, Stage, output_length, same_padding
+from whetstone.geometry import axes, output_length, paddings, same_padding
+from whetstone.network import SpikingNetwork, Stage
 
 DT = 1e-4
 """Default timestep (seconds) the graph is memoryless at: ``tau`` of every LIF node.
@@ -85,12 +86,6 @@ def _node_names(net: SpikingNetwork) -> list[str]:
 # ---------------------------------------------------------------- window padding, writing
 
 
-def _paddings(stage: Stage) -> list[tuple[int, int]]:
-    if stage.padding != "same":
-        return [(0, 0)] * len(stage.window)
-    return [same_padding(n, k, s, d) for n, k, s, d in stage._axes()]
-
-
 def _axis_plan(n, k, s, d, pads, size):
     """Zero taps ``(before, after)`` and symmetric padding that give one axis of a
     window of ``k`` taps with Keras pads ``pads`` as a window of ``size`` taps."""
@@ -107,15 +102,15 @@ def _square_plan(stage: Stage) -> list[tuple[int, int, int]]:
     """Per axis: zero taps before, after, and the symmetric padding. NIR's padding is
     symmetric and nir 1.0's Conv2d type inference reads the kernel height as its
     width too, so the kernel is made square (exact: extra taps are zeros)."""
-    axes = [(*axis, pads) for axis, pads in zip(stage._axes(), _paddings(stage), strict=True)]
+    windows = [(*axis, pads) for axis, pads in zip(axes(stage), paddings(stage), strict=True)]
     low = max(stage.window)
     for size in range(low, low + 4):
-        sizes = [size if len(axes) == 2 else k for _, k, _, _, _ in axes]
-        plan = [_axis_plan(*axis, m) for axis, m in zip(axes, sizes, strict=True)]
+        sizes = [size if len(windows) == 2 else k for _, k, _, _, _ in windows]
+        plan = [_axis_plan(*axis, m) for axis, m in zip(windows, sizes, strict=True)]
         if all(plan):
             return plan
     raise ValueError(
-        f"stage {stage.name!r}: window {stage.window} with padding {_paddings(stage)}, strides "
+        f"stage {stage.name!r}: window {stage.window} with padding {paddings(stage)}, strides "
         f"{stage.strides} and dilation {stage.dilation} has no NIR equivalent: NIR pads "
         "symmetrically and nir 1.0 needs square kernels (it infers a Conv2d's width from the "
         "kernel height), and zero taps cannot make up the difference here. Use a square "

@@ -27,9 +27,9 @@ from whetstone.backends.nir.layout import (
     _flat_order,
     _nir,
     _node_names,
-    _paddings,
     _square_plan,
 )
+from whetstone.geometry import paddings
 from whetstone.network import KeyDecoder, ReadoutDecoder, SpikingNetwork, Stage
 
 __all__ = ["export", "to_graph"]
@@ -56,7 +56,7 @@ def _window_node(stage: Stage):
     nir = _nir()
     channels = stage.output_shape[-1]
     if stage.kind == "pool":
-        pads = _paddings(stage)
+        pads = paddings(stage)
         plain = all(b == a for b, a in pads) and set(stage.dilation) == {1}
         if plain and len(stage.window) == 2:
             node = nir.SumPool2d(

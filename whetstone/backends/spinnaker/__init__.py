@@ -65,12 +65,20 @@ from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
-from whetstone import files, simulate
-from whetstone.backends import BackendResult, MissingDependencyError, exports, register
+from whetstone import files
+from whetstone.backends import (
+    BackendResult,
+    MissingDependencyError,
+    compared,
+    exports,
+    register,
+)
 from whetstone.backends.spinnaker.fixed_point import (
     _layer_step,
     _quantised_layers,
@@ -85,8 +93,6 @@ from whetstone.backends.spinnaker.plan import (
     ROW_LIMIT,
     Layer,
     MappingError,
-    _source_size,
-    _source_spikes,
     build_plan,
     connections,
     core_plan,
@@ -96,6 +102,7 @@ from whetstone.backends.spinnaker.plan import (
 from whetstone.backends.spinnaker.pynn import (
     OFFSET,
     TAU_M,
+    WHERE,
     _assemble,
     _import_simulator,
     _map,
@@ -112,6 +119,7 @@ __all__ = [
     "TAU_M",
     "Layer",
     "MappingError",
+    "PyNNNetwork",
     "SpiNNakerBackend",
     "build_plan",
     "connections",
@@ -125,11 +133,23 @@ __all__ = [
 ]
 
 
+@dataclass
+class PyNNNetwork:
+    """What :meth:`SpiNNakerBackend.build` gives: the PyNN network in its simulator."""
+
+    sim: Any  # the pyNN.nest or pyNN.spiNNaker module, set up
+    source: Any  # the SpikeSourceArray population of the encoded inputs
+    populations: list  # one PyNN Population per on-chip stage, recording spikes
+
+
 @register("spinnaker")
 class SpiNNakerBackend:
     """Build, run and export a SpikingNetwork as PyNN for sPyNNaker, NEST or Brian2."""
 
     extra = "spinnaker"
+    exact_options: ClassVar[dict] = {
+        "simulator": "nest"
+    }  # the virtual board's fixed point rounds weights
 
     def is_available(self, simulator: str = "spinnaker") -> bool:
         """Whether PyNN and ``simulator`` are installed."""
@@ -139,20 +159,27 @@ class SpiNNakerBackend:
             return False
         return True
 
-    def build(self, net: SpikingNetwork, simulator: str = "nest", x=None, **options):
-        """Set up ``simulator`` and create the network; returns ``(sim, source, populations)``.
+    def build(self, net: SpikingNetwork, simulator: str = "nest", x=None, **options) -> PyNNNetwork:
+        """Set up ``simulator`` and create the network in it (see :class:`PyNNNetwork`).
 
-        The caller runs ``sim.run(...)`` and ends with ``sim.end()``. ``x`` (optional)
-        gives the inputs played in by the ``SpikeSourceArray``.
+        The caller runs ``built.sim.run(...)`` and ends with ``built.sim.end()``. ``x``
+        (optional) gives the inputs played in by the ``SpikeSourceArray``.
         """
         sim = _import_simulator(simulator)
         plan = build_plan(net)
-        spikes = _source_spikes(net, np.zeros((0, *net.input_shape)) if x is None else x)
+        spikes = np.zeros((0, net.encoded_size), np.uint8) if x is None else net.encode(x, WHERE)
         _setup(sim, simulator)
-        return (sim, *_assemble(sim, simulator, net, plan, spikes, options))
+        return PyNNNetwork(sim, *_assemble(sim, simulator, net, plan, spikes, options))
 
     def run(
-        self, net: SpikingNetwork, x, simulator: str = "nest", progress=None, **options
+        self,
+        net: SpikingNetwork,
+        x,
+        *,
+        compare_reference: bool = False,
+        progress=None,
+        simulator: str = "nest",
+        **options,
     ) -> BackendResult:
         """Run inputs ``x`` (one per step, pipelined); predictions matched to inputs.
 
@@ -166,13 +193,18 @@ class SpiNNakerBackend:
 
         ``progress`` (optional): called with the number of images done so far while
         one network is simulated in a few steps (a progress bar needs no rebuilds).
+        ``compare_reference``: fill ``agreement`` (:func:`whetstone.backends.compared`).
         """
-        x = simulate.check_input(net, x, "spinnaker back end")
+        x = net.check_input(x, WHERE)
+        result = self._run(net, x, simulator, progress, options)
+        return compared(net, x, result) if compare_reference else result
+
+    def _run(self, net, x, simulator, progress, options) -> BackendResult:
         plan = build_plan(net)
         if simulator == "spinnaker":
             return self._run_virtual(net, x, plan, options)
         sim = _import_simulator(simulator)
-        spikes = _source_spikes(net, x)
+        spikes = net.encode(x, WHERE)
         started = time.perf_counter()
         _setup(sim, simulator)
         try:
@@ -185,16 +217,17 @@ class SpiNNakerBackend:
             ]
         finally:
             sim.end()
-        return self._result(net, matrices, simulator, build_s=built - started, run_s=ran - built)
+        result = self._result(net, matrices, simulator)
+        result.build_seconds, result.run_seconds = built - started, ran - built
+        return result
 
     def _result(self, net, matrices, simulator, **info) -> BackendResult:
         outputs = matrices[-1].reshape(len(matrices[-1]), *net.output_shape)
-        predictions = simulate.decode(net, outputs)
         counts = [m.sum(dtype=np.int64) for m in matrices]
         if net.input_encoding == "binary":
             counts = counts[1:]
         return BackendResult(
-            predictions=np.asarray(predictions, np.int64),
+            predictions=net.decode(outputs),
             output_spikes=matrices[-1],
             spike_counts=np.asarray(counts, np.int64),
             info={"simulator": simulator, **info},
@@ -202,10 +235,13 @@ class SpiNNakerBackend:
 
     def _run_virtual(self, net, x, plan, options) -> BackendResult:
         mapping = _map(net, plan, x, options)
-        matrices = [_source_spikes(net, x)]
+        started = time.perf_counter()
+        matrices = [net.encode(x, WHERE)]
         for layer in _quantised_layers(plan):
             matrices.append(_layer_step(layer, matrices[-1]))
         result = self._result(net, matrices, "spinnaker", mapping=mapping)
+        result.build_seconds = mapping["seconds"]
+        result.run_seconds = time.perf_counter() - started
         result.info["predictions_from"] = "fixed-point model (virtual board: nothing executed)"
         result.info["quantisation"] = quantisation(net)
         return result
@@ -222,6 +258,10 @@ class SpiNNakerBackend:
         report = _map(net, build_plan(net), x, options)
         self._warn_precision(net, options.get("precision_warning", 0.01))
         return report
+
+    def load(self, path) -> SpikingNetwork:
+        """The network of a folder :meth:`export` wrote (its ``network.h5``)."""
+        return exports.load_network(path)
 
     def resources(self, net: SpikingNetwork, **options) -> dict:
         """The back ends' common name for :meth:`map` (``whetstone inspect`` shows it)."""
@@ -244,11 +284,12 @@ class SpiNNakerBackend:
         self,
         net: SpikingNetwork,
         path,
-        x=None,
+        *,
         force: bool = False,
-        overwrite: bool = False,
+        x=None,
         y=None,
         neurons_per_core: int | None = None,
+        overwrite: bool = False,
     ) -> Path:
         """Write a folder with ``run.py`` (standalone PyNN) and ``network.npz`` atomically.
 
@@ -260,12 +301,8 @@ class SpiNNakerBackend:
         check; see :mod:`whetstone.backends.exports`). An existing ``path`` is replaced
         only with ``force=True`` (``overwrite`` is its old name).
         """
+        net.on_chip("spinnaker export")
         plan = build_plan(net)
-        if not plan:
-            raise ValueError(
-                "spinnaker export: nothing of this network runs on chip (its one stage is the "
-                "host encoder); export a network with more stages."
-            )
         cores = core_plan(plan, neurons_per_core)
         with files.staged(path, force or overwrite, folder=True) as staging:
             _write_export(net, staging, x, y=y, cores=cores)
@@ -297,11 +334,11 @@ def _write_export(net: SpikingNetwork, folder: Path, x, y=None, cores=None) -> N
         arrays["key"] = decoder.key
     elif decoder is not None:
         arrays["readout_weights"], arrays["readout_bias"] = decoder.weights, decoder.bias
-    arrays["source_size"] = np.array(_source_size(net))
+    arrays["source_size"] = np.array(net.encoded_size)
     np.savez_compressed(folder / "network.npz", **arrays)
     shipped = {}
     if x is not None:
-        shipped = exports.ship(folder, net, x, y, spikes=_source_spikes(net, x))
+        shipped = exports.ship(folder, net, x, y, spikes=net.encode(x, WHERE))
     net.save(folder / "network.h5")
     exports.write_manifest(
         folder, "spinnaker", net, exports.default_min_agreement(get_backend()),

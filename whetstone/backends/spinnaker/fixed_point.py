@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from whetstone import simulate
-from whetstone.backends.spinnaker.plan import Layer, _source_spikes, build_plan
+from whetstone.backends.spinnaker.plan import Layer, build_plan
 from whetstone.network import SpikingNetwork
 
 __all__ = ["fixed_point_run", "quantisation"]
@@ -65,11 +65,10 @@ def fixed_point_run(net: SpikingNetwork, x) -> tuple[np.ndarray, np.ndarray]:
     Exact for what the chip computes: stored weights are multiples of ``2**(shift-15)``
     and their sums stay below the ring buffer's range, so the float64 sums are exact.
     """
-    spikes = _source_spikes(net, x)
+    spikes = net.encode(x, "spinnaker back end")
     for layer in _quantised_layers(build_plan(net)):
         spikes = _layer_step(layer, spikes)
-    predictions = simulate.decode(net, spikes.reshape(len(spikes), *net.output_shape))
-    return np.asarray(predictions, np.int64), spikes
+    return net.decode(spikes), spikes
 
 
 def quantisation(net: SpikingNetwork, x=None, loss: float = 0.05) -> dict:

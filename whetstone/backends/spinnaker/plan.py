@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from whetstone import simulate
-from whetstone.network import SpikingNetwork, Stage, output_length, same_padding
+from whetstone.geometry import axes, axis_index
+from whetstone.network import SpikingNetwork, Stage
 
 __all__ = [
     "NEURONS_PER_CORE",
@@ -55,22 +55,12 @@ class MappingError(RuntimeError, ValueError):
 # ---------------------------------------------------------------- connection lists
 
 
-def _axis_index(n: int, k: int, s: int, d: int, padding: str) -> np.ndarray:
-    """(outputs, k) input index of each tap of each output position (may be outside)."""
-    before = same_padding(n, k, s, d)[0] if padding == "same" else 0
-    starts = np.arange(output_length(n, k, s, d, padding)) * s - before
-    return starts[:, None] + np.arange(k)[None, :] * d
-
-
 def _window_pairs(stage: Stage) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flat input position, output position and tap of every in-bounds window tap."""
-    spatial = stage.input_shape[:-1]
-    rank = len(spatial)
+    rank = len(stage.window)
     pre, post, tap, valid = 0, 0, 0, True
-    for axis, (n, k, s, d) in enumerate(
-        zip(spatial, stage.window, stage.strides, stage.dilation, strict=True)
-    ):
-        index = _axis_index(n, k, s, d, stage.padding)  # (outputs, k)
+    for axis, (n, k, s, d) in enumerate(axes(stage)):
+        index = axis_index(n, k, s, d, stage.padding)  # (outputs, k)
         shape = [1] * (2 * rank)
         shape[2 * axis : 2 * axis + 2] = index.shape
         outputs, taps = np.indices(index.shape)
@@ -144,14 +134,10 @@ class Layer:
         )
 
 
-def _first_on_chip(net: SpikingNetwork) -> int:
-    return 1 if net.input_encoding == "host" else 0
-
-
 def build_plan(net: SpikingNetwork) -> list[Layer]:
     """The on-chip populations of ``net`` (stage 0 stays on the host when encoded there)."""
     layers = []
-    for stage in net.stages[_first_on_chip(net) :]:
+    for stage in net.chip_stages:
         rows = connections(stage)
         negative = rows[:, 2] < 0
         inh = rows[negative]
@@ -160,16 +146,6 @@ def build_plan(net: SpikingNetwork) -> list[Layer]:
         thresholds = np.float64(stage.threshold) - bias
         layers.append(Layer(stage.name, stage.num_neurons, thresholds, rows[~negative], inh))
     return layers
-
-
-def _source_spikes(net: SpikingNetwork, x: np.ndarray) -> np.ndarray:
-    """``(n, width)`` spikes that enter the first on-chip population."""
-    x = simulate.check_input(net, x, "spinnaker back end")
-    if net.input_encoding == "binary":
-        return x.reshape(len(x), -1).astype(np.uint8)
-    stage = net.stages[0]
-    pre = simulate.preactivation(stage, x) - np.float32(stage.threshold)
-    return (pre >= 0).reshape(len(x), -1).astype(np.uint8)
 
 
 def encode(net: SpikingNetwork, x) -> np.ndarray:
@@ -185,12 +161,7 @@ def encode(net: SpikingNetwork, x) -> np.ndarray:
         >>> encode(net, np.array([[1.0], [-1.0]])).tolist()
         [[1, 0], [0, 1]]
     """
-    return _source_spikes(net, x)
-
-
-def _source_size(net: SpikingNetwork) -> int:
-    """Number of source neurons (host-encoder outputs or binary inputs)."""
-    return net.stages[0].num_neurons if net.input_encoding == "host" else net.stages[0].in_size
+    return net.encode(x, "spinnaker back end")
 
 
 # ---------------------------------------------------------------- mapping report

@@ -26,13 +26,13 @@ from whetstone.backends.spinnaker.plan import (
     ROW_LIMIT,
     Layer,
     MappingError,
-    _source_size,
-    _source_spikes,
     core_plan,
 )
 from whetstone.network import SpikingNetwork
 
 __all__ = ["TAU_M", "spinnaker_config"]
+
+WHERE = "spinnaker back end"
 
 TAU_M = 2.0**-10
 """Membrane time constant (ms) and capacitance (nF): ``exp(-1 / TAU_M)`` is 0."""
@@ -265,7 +265,7 @@ def _board(machine, xy: tuple[int, int]) -> tuple[int, int]:
 def _map(net: SpikingNetwork, plan, x, options: dict) -> dict:
     sim = _import_simulator("spinnaker")
     # without inputs, one spike per source neuron: sPyNNaker sizes its buffers from these
-    spikes = np.ones((1, _source_size(net)), np.uint8) if x is None else _source_spikes(net, x)
+    spikes = np.ones((1, net.encoded_size), np.uint8) if x is None else net.encode(x, WHERE)
     cores = core_plan(plan, options.get("neurons_per_core"))
     started = time.perf_counter()
     with spinnaker_config(options.get("width"), options.get("height")):

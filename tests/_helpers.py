@@ -1,0 +1,211 @@
+"""Shared test helpers: stage builders, the one random-network strategy, trained models.
+
+Test modules import these (``from _helpers import networks``: pytest puts ``tests/`` on
+``sys.path``); they never import each other or the ``benchmarks`` package.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import strategies as st
+
+from whetstone.network import KeyDecoder, ReadoutDecoder, SpikingNetwork, Stage, output_length
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = Path(os.environ.get("WHETSTONE_MODEL_CACHE", ROOT / "benchmarks" / "results" / "models"))
+
+
+# ---------------------------------------------------------------- stages
+
+
+def dense_stage(rng, name, n_in, n_out, threshold=0.5) -> Stage:
+    """A dense stage with normal weights and bias."""
+    weights = rng.normal(0, 0.5, (n_in, n_out)).astype("float32")
+    bias = rng.normal(0, 0.3, n_out).astype("float32")
+    return Stage(name, "dense", (n_in,), (n_out,), weights, bias, threshold)
+
+
+def conv_stage(rng, name, shape, channels, kernel, stride, padding, threshold=0.5) -> Stage:
+    """A square 2-D conv stage with normal kernel and per-channel bias."""
+    out = tuple(output_length(n, kernel, stride, 1, padding) for n in shape[:-1])
+    weights = rng.normal(0, 0.6, (kernel, kernel, shape[-1], channels)).astype("float32")
+    bias = rng.normal(0, 0.3, channels).astype("float32")
+    return Stage(name, "conv", shape, (*out, channels), weights, bias, threshold,
+                 strides=(stride, stride), padding=padding)  # fmt: skip
+
+
+def pool_stage(name, shape, size, stride, padding) -> Stage:
+    """A square 2-D OR-pool."""
+    out = tuple(output_length(n, size, stride, 1, padding) for n in shape[:-1])
+    return Stage(name, "pool", shape, (*out, shape[-1]), pool_size=(size, size),
+                 strides=(stride, stride), padding=padding)  # fmt: skip
+
+
+KEY = KeyDecoder(np.random.default_rng(99).integers(0, 2, (10, 100)))
+
+
+def keras_io_convnet(rng, encoding="host") -> SpikingNetwork:
+    """The keras.io MNIST convnet: Conv2D 32 and 64 (3x3), max-pooling, a dense key head."""
+    stages = [
+        conv_stage(rng, "conv_1", (28, 28, 1), 32, 3, 1, "valid"),
+        pool_stage("pool_1", (26, 26, 32), 2, 2, "valid"),
+        conv_stage(rng, "conv_2", (13, 13, 32), 64, 3, 1, "valid"),
+        pool_stage("pool_2", (11, 11, 64), 2, 2, "valid"),
+        dense_stage(rng, "dense", 5 * 5 * 64, 100),
+    ]
+    return SpikingNetwork((28, 28, 1), stages, KEY, encoding)
+
+
+def small_convnet(rng, encoding="host") -> SpikingNetwork:
+    """conv 'same' -> OR-pool -> strided conv -> dense -> key (8x8x1 inputs)."""
+    conv1 = Stage("c1", "conv", (8, 8, 1), (8, 8, 3), rng.normal(size=(3, 3, 1, 3)).astype("f4"),
+                  rng.normal(size=3).astype("f4") * 0.3, padding="same")  # fmt: skip
+    pool = Stage("p", "pool", (8, 8, 3), (4, 4, 3), pool_size=(2, 2), strides=(2, 2))
+    conv2 = Stage("c2", "conv", (4, 4, 3), (2, 2, 4), rng.normal(size=(2, 2, 3, 4)).astype("f4"),
+                  rng.normal(size=4).astype("f4"), strides=(2, 2))  # fmt: skip
+    w = rng.normal(size=(16, 6)).astype("float32")
+    dense = Stage("d", "dense", (16,), (6,), w, rng.normal(size=6).astype("float32"))
+    key = KeyDecoder(rng.integers(0, 2, (3, 6)))
+    return SpikingNetwork((8, 8, 1), [conv1, pool, conv2, dense], key, input_encoding=encoding)
+
+
+# ---------------------------------------------------------------- the random-network strategy
+
+
+def _values(rng, shape, grid: bool) -> np.ndarray:
+    """Normal float32 values, or multiples of 1/4 (their sums hit thresholds: ties)."""
+    values = rng.normal(0, 0.6, shape)
+    return (np.round(values * 4) / 4 if grid else values).astype(np.float32)
+
+
+geometry = st.tuples(
+    st.integers(1, 2),  # rank
+    st.lists(st.integers(1, 9), min_size=2, max_size=2),  # sizes
+    st.integers(1, 3),  # kernel
+    st.integers(1, 3),  # stride
+    st.integers(1, 2),  # dilation
+    st.sampled_from(["valid", "same"]),
+    st.integers(1, 3),  # c_in
+    st.integers(1, 3),  # c_out
+)
+"""One window geometry: rank, input sizes, kernel, stride, dilation, padding, channels."""
+
+
+@st.composite
+def networks(
+    draw,
+    ranks=(0, 1, 2),
+    dilation: bool = True,
+    square: bool = False,
+    sizes=(3, 7),
+    windows=(1, 3),
+    channels=(1, 3),
+    units=(1, 8),
+    window_stages=(0, 3),
+    encodings=("host", "binary"),
+    decoders=("none", "key", "readout", "softmax"),
+    thresholds=(0.5, 0.0, 1.0, -0.25),
+    position_bias: bool = True,
+    on_chip: bool = False,
+) -> SpikingNetwork:
+    """Random chains: conv / OR-pool stages on a rank-1 or rank-2 input, then dense stages.
+
+    Weights are normal or on a 1/4 grid (exact ties). The options restrict the draw to
+    what a back end accepts (e.g. ``dilation=False`` for Nengo, ``ranks=(0, 2)``,
+    ``square=True`` for NIR) and size it; ``on_chip=True`` keeps at least one stage on
+    the chip (a host encoder alone is refused by the chip back ends).
+
+    Example:
+        >>> net = networks(ranks=(0,)).example()                     # doctest: +SKIP
+    """
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    grid = draw(st.booleans())
+    theta = float(np.float32(draw(st.sampled_from(thresholds))))
+    rank = draw(st.sampled_from(ranks))
+    shape = (*(draw(st.integers(*sizes)) for _ in range(rank)), draw(st.integers(*channels)))
+    if rank == 0:
+        shape = (draw(st.integers(1, 12)),)
+    stages = []
+    for i in range(draw(st.integers(*window_stages)) if rank else 0):
+        kind = draw(st.sampled_from(["conv", "conv", "pool"]))
+        window = tuple(draw(st.integers(*windows)) for _ in range(rank))
+        window = (window[0],) * rank if square or draw(st.booleans()) else window
+        strides = tuple(draw(st.integers(1, 2)) for _ in range(rank))
+        dilate = tuple(draw(st.integers(1, 2)) if dilation else 1 for _ in range(rank))
+        padding = draw(st.sampled_from(["valid", "same"]))
+        spatial = [
+            output_length(n, k, s, d, padding)
+            for n, k, s, d in zip(shape[:-1], window, strides, dilate, strict=True)
+        ]
+        if min(spatial) < 1:
+            break
+        geometry = {"strides": strides, "dilation": dilate, "padding": padding}
+        if kind == "pool":
+            out = (*spatial, shape[-1])
+            stage = Stage(f"pool_{i}", "pool", shape, out, pool_size=window, **geometry)
+        else:
+            c_out = draw(st.integers(*channels))
+            out = (*spatial, c_out)
+            biases = [None, "channel", "position"] if position_bias else [None, "channel"]
+            bias = {
+                None: None,
+                "channel": _values(rng, (c_out,), grid),
+                "position": _values(rng, out, grid),
+            }[draw(st.sampled_from(biases))]
+            kernel = _values(rng, (*window, shape[-1], c_out), grid)
+            stage = Stage(f"conv {i}", "conv", shape, out, kernel, bias, theta, **geometry)
+        stages.append(stage)
+        shape = out
+    least = 0 if stages else 1
+    least += on_chip and len(stages) + least < 2
+    for i in range(draw(st.integers(least, max(least, 2)))):
+        n = draw(st.integers(*units))
+        bias = _values(rng, (n,), grid) if draw(st.booleans()) else None
+        w = _values(rng, (int(np.prod(shape)), n), grid)
+        stages.append(Stage(f"dense.{i}", "dense", shape, (n,), w, bias, theta))
+        shape = (n,)
+    width = int(np.prod(shape))
+    decoder = draw(st.sampled_from(decoders))
+    classes = draw(st.integers(2, 4))
+    if decoder == "key":
+        decoder = KeyDecoder(rng.integers(0, 2, size=(classes, width)))
+    elif decoder in ("readout", "softmax"):
+        activation = "softmax" if decoder == "softmax" else "linear"
+        w, b = _values(rng, (width, classes), grid), _values(rng, (classes,), grid)
+        decoder = ReadoutDecoder(w, b, activation)
+    else:
+        decoder = None
+    encoding = draw(st.sampled_from(encodings))
+    if on_chip and len(stages) == 1:
+        encoding = "binary"
+    return SpikingNetwork(stages[0].input_shape, stages, decoder, encoding, {"source": "test"})
+
+
+def inputs(net: SpikingNetwork, n: int = 16, seed: int = 0) -> np.ndarray:
+    """``n`` inputs for ``net``: 0/1 for a binary network, multiples of 1/4 in [-1, 1] else."""
+    rng = np.random.default_rng(seed)
+    if net.input_encoding == "binary":
+        return rng.integers(0, 2, size=(n, *net.input_shape)).astype(np.float32)
+    return rng.integers(-4, 5, size=(n, *net.input_shape)).astype(np.float32) / 4
+
+
+# ---------------------------------------------------------------- trained models
+
+
+def trained_network(name: str, data_dir) -> SpikingNetwork:
+    """The cached sharpened reference model ``name`` (``benchmarks/results/models``), converted.
+
+    Skips when the model has not been trained (``python -m benchmarks.trained NAME``).
+    """
+    import keras
+
+    from whetstone import convert
+
+    path = MODELS / f"{name}.keras"
+    if not path.is_file():
+        pytest.skip(f"{path} not trained; run python -m benchmarks.trained {name}")
+    return convert.to_spiking(keras.models.load_model(path))

@@ -1,0 +1,142 @@
+"""The one conformance test every registered back end passes (the Backend contract).
+
+On random networks it computes what the reference simulator computes (ties, counted by
+the reference, are the only allowed difference); it refuses an empty batch, a wrong
+shape and NaN with a ValueError that says so; its export loads back as the same
+network. A back end whose extra is not installed is skipped, never silently passed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from _helpers import inputs, networks
+from hypothesis import HealthCheck, assume, given, settings
+
+from whetstone import backends, simulate
+from whetstone.files import TargetExistsError
+from whetstone.network import SpikingNetwork, Stage
+
+EXAMPLES = {"nengo": 8, "nir": 15, "loihi": 3, "spinnaker": 3}
+"""Random networks per back end (the emulators and NEST take seconds per network)."""
+
+# what every back end accepts: flat or 2-D inputs, square windows, no dilation
+CONTRACT = networks(ranks=(0, 2), dilation=False, square=True, on_chip=True, sizes=(3, 6))
+
+
+def _backend(name: str):
+    backend = backends.get(name)
+    if not backend.is_available():
+        pytest.skip(f"{name}: its extra ({backend.extra}) is not installed")
+    return backend
+
+
+def _small_net() -> SpikingNetwork:
+    rng = np.random.default_rng(0)
+    encoder = Stage("e", "dense", (4,), (5,), rng.normal(size=(4, 5)).astype("float32"))
+    hidden = Stage("h", "dense", (5,), (3,), rng.normal(size=(5, 3)).astype("float32"))
+    return SpikingNetwork((4,), [encoder, hidden])
+
+
+def test_every_back_end_is_registered_from_its_own_file():
+    assert backends.names() == ["loihi", "nengo", "nir", "spinnaker"]
+    for name in backends.names():
+        backend = backends.get(name)
+        assert backend.name == name
+        for method in ("build", "run", "export", "resources", "load", "is_available"):
+            assert callable(getattr(backend, method)), (name, method)
+
+
+@pytest.mark.parametrize("name", backends.names())
+def test_equals_the_reference_on_random_networks(name):
+    backend = _backend(name)
+
+    @settings(max_examples=EXAMPLES[name], deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+    @given(CONTRACT)
+    def check(net):
+        if name == "nir":  # NIR pads symmetrically: some windows have no NIR form
+            try:
+                backend.build(net)
+            except ValueError as error:
+                assert "has no NIR equivalent" in str(error)
+                assume(False)
+        x = inputs(net, n=12)
+        result = backend.run(net, x, compare_reference=True, **backend.exact_options)
+        reference = simulate.run(net, x)
+        assert result.predictions.shape == (len(x),)
+        assert result.output_spikes.shape == (len(x), int(np.prod(net.output_shape)))
+        record = result.agreement
+        assert record["images"] == len(x)
+        assert record["output_spikes_differing_not_ties"] == 0, record
+        assert record["differing_not_ties"] == 0, record
+        clear = ~backends.gate_ties(reference)
+        np.testing.assert_array_equal(
+            result.output_spikes[clear], reference.output_spikes.reshape(len(x), -1)[clear]
+        )
+        assert result.build_seconds >= 0 and result.run_seconds >= 0
+
+    check()
+
+
+@pytest.mark.parametrize("name", backends.names())
+@pytest.mark.parametrize(
+    ("x", "message"),
+    [
+        (np.zeros((0, 4), np.float32), "empty batch"),
+        (np.zeros((3, 5), np.float32), "shape"),
+        (np.full((2, 4), np.nan, np.float32), "NaN"),
+    ],
+    ids=["empty", "wrong-shape", "nan"],
+)
+def test_refuses_bad_inputs(name, x, message):
+    backend = _backend(name)
+    with pytest.raises(ValueError, match=message):
+        backend.run(_small_net(), x, **backend.exact_options)
+
+
+@pytest.mark.parametrize("name", backends.names())
+def test_export_loads_back_as_the_same_network(name, tmp_path):
+    backend = _backend(name)
+    net = _small_net()
+    path = backend.export(net, tmp_path / f"{name}.out")
+    assert backend.load(path) == net
+    with pytest.raises(TargetExistsError):
+        backend.export(net, path)
+    resources = backend.resources(net)
+    assert isinstance(resources, dict) and resources
+
+
+def test_network_simulator_and_nengo_need_no_tensorflow_or_keras(tmp_path):
+    """A saved network runs on the simulator and Nengo with TF and Keras unimportable."""
+    pytest.importorskip("nengo")
+    net = _small_net()
+    net.save(tmp_path / "net.h5")
+    x = np.random.default_rng(1).normal(size=(20, 4)).astype("float32")
+    np.save(tmp_path / "x.npy", x)
+    expected = simulate.run(net, x).predictions
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["tensorflow"] = sys.modules["keras"] = None  # import of either fails
+        import numpy as np
+        from whetstone.network import SpikingNetwork
+        from whetstone import simulate
+        from whetstone.backends import get
+        net = SpikingNetwork.load({str(tmp_path / "net.h5")!r})
+        x = np.load({str(tmp_path / "x.npy")!r})
+        reference = simulate.run(net, x).predictions
+        nengo = get("nengo").run(net, x).predictions
+        assert not [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras")
+                    and sys.modules[m] is not None]
+        print(",".join(map(str, reference)), ",".join(map(str, nengo)))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    reference, nengo = done.stdout.split()
+    assert reference == nengo == ",".join(map(str, expected))
