@@ -490,7 +490,8 @@ def _weight_rows(result: dict) -> list[list]:
         rows.append([result["model"], r["weight_target"] or "none", r["epochs"],
                      pct(r["keras_accuracy"]), f"{r['accuracy_change_points']:+.2f}",
                      f"{pct(rounded['loihi'])} / {pct(rounded['spinnaker'])}",
-                     _agree(r["loihi_sim"], n), _agree(r["spinnaker_fixed_point"], n),
+                     _agree(r["loihi_sim"], r["loihi_sim"].get("images", n)),
+                     _agree(r["spinnaker_fixed_point"], n),
                      _agree(nest, nest["images"]) if nest else "-"])  # fmt: skip
     return rows
 

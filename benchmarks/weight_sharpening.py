@@ -49,11 +49,13 @@ WEIGHT_STEPS = 5
 """Epochs from weight sharpness 0 to 1; the recipe's remaining honing epochs stay on grid."""
 VARIANTS = (None, "loihi", "spinnaker")
 CONV = "conv_mnist"
-CONV_EPOCHS = 3
+CONV_EPOCHS = 2
 """Honing epochs of the conv_mnist fine-tune (with and without weight sharpening)."""
-CONV_WEIGHT_STEPS = 2
-"""conv_mnist: epochs from weight sharpness 0 to 1; the last fine-tune epoch is on the grid."""
+CONV_WEIGHT_STEPS = 1
+"""conv_mnist: weight sharpness 0 in the first epoch, 1 (on the grid) from its end on."""
 NEST_IMAGES = 300
+LOIHI_IMAGES = {None: 1000, "spinnaker": 1000}
+"""conv_mnist: Loihi emulator images per variant (default: the whole test set)."""
 
 
 def agreement(predictions: np.ndarray, keras_pred: np.ndarray, ties: np.ndarray) -> dict:
@@ -144,8 +146,11 @@ def nest(model, x_test: np.ndarray, keras_pred: np.ndarray, n: int) -> dict:
     }
 
 
-def evaluate(model, x_test: np.ndarray, y_test: np.ndarray) -> dict:
-    """Keras, reference, Loihi integer emulator and SpiNNaker fixed point on the test set."""
+def evaluate(
+    model, x_test: np.ndarray, y_test: np.ndarray, loihi_images: int | None = None
+) -> dict:
+    """Keras, reference, Loihi integer emulator (first ``loihi_images``, default all) and
+    SpiNNaker fixed point on the test set."""
     import whetstone as ws
     from whetstone.backends import spinnaker
 
@@ -157,7 +162,8 @@ def evaluate(model, x_test: np.ndarray, y_test: np.ndarray) -> dict:
                              .predictions == y_test).mean()), 6)
         for target in ("loihi", "spinnaker")
     }  # fmt: skip
-    loihi = ws.backends.get("loihi").run(net, x_test, target="sim").predictions
+    n = len(x_test) if loihi_images is None else min(loihi_images, len(x_test))
+    loihi = ws.backends.get("loihi").run(net, x_test[:n], target="sim").predictions
     fixed, _ = spinnaker.fixed_point_run(net, x_test)
     return {
         "keras_accuracy": round(float((keras_pred == y_test).mean()), 6),
@@ -165,9 +171,10 @@ def evaluate(model, x_test: np.ndarray, y_test: np.ndarray) -> dict:
         "rounded_after_training_accuracy": rounded,
         "reference": agreement(reference.predictions, keras_pred, reference.tie_mask),
         "loihi_sim": {
-            "accuracy": round(float((loihi == y_test).mean()), 6),
+            "images": n,
+            "accuracy": round(float((loihi == y_test[:n]).mean()), 6),
             "off_grid": ws.quantize.off_grid(net, "loihi"),
-            **agreement(loihi, keras_pred, reference.tie_mask),
+            **agreement(loihi, keras_pred[:n], reference.tie_mask[:n]),
         },
         "spinnaker_fixed_point": {
             "accuracy": round(float((fixed == y_test).mean()), 6),
@@ -211,18 +218,18 @@ def measure(data_dir, dataset: str | None = None, quick: bool = False) -> dict:
     }
 
 
-def measure_conv(data_dir, quick: bool = False) -> dict:
-    """Fine-tune the committed conv_mnist without and with weight sharpening; evaluate."""
+def measure_conv(
+    data_dir, quick: bool = False, n_train: int | None = None, loihi_images: int | None = None
+) -> dict:
+    """Fine-tune the committed conv_mnist without and with weight sharpening; evaluate.
+
+    ``n_train``: the first training images (default all); ``loihi_images``: the Loihi
+    emulator's images for every variant (default ``LOIHI_IMAGES``: the whole test set for
+    the Loihi-trained model)."""
     import whetstone as ws
 
     recipe = trained.RECIPES[CONV]
-    epochs, weight_steps, n_train, n_test, n_nest = (
-        CONV_EPOCHS,
-        CONV_WEIGHT_STEPS,
-        None,
-        None,
-        NEST_IMAGES,
-    )
+    epochs, weight_steps, n_test, n_nest = CONV_EPOCHS, CONV_WEIGHT_STEPS, None, NEST_IMAGES
     if quick:
         epochs, weight_steps = 2, 1
         n_train, n_test, n_nest = trained.QUICK_IMAGES[0], 200, 20
@@ -237,7 +244,8 @@ def measure_conv(data_dir, quick: bool = False) -> dict:
     runs = []
     for target in VARIANTS:
         model, info = fine_tune(data_dir, data, target, weight_steps, epochs)
-        figures = evaluate(model, *data[1])
+        n_loihi = loihi_images or LOIHI_IMAGES.get(target, n_test)
+        figures = evaluate(model, *data[1], loihi_images=n_loihi)
         keras_pred = model.predict(data[1][0], verbose=0, batch_size=1000).argmax(axis=1)
         figures["nest"] = nest(model, data[1][0], keras_pred, n_nest)
         runs.append({**info, **figures})
@@ -282,15 +290,26 @@ def measure_conv(data_dir, quick: bool = False) -> dict:
 @click.option("--quick", is_flag=True, help="smoke run: a few hundred images, 3 epochs")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="results folder (default: benchmarks/results; needed with --quick)")  # fmt: skip
+@click.option("--train-images", type=int, default=None,
+              help="conv_mnist: fine-tune on the first N training images")  # fmt: skip
+@click.option("--loihi-images", type=int, default=None,
+              help="conv_mnist: Loihi emulator images per variant")  # fmt: skip
 def main(
-    data_dir: str, model_name: str, dataset: str | None, quick: bool, out: Path | None
+    data_dir: str,
+    model_name: str,
+    dataset: str | None,
+    quick: bool,
+    out: Path | None,
+    train_images: int | None,
+    loihi_images: int | None,
 ) -> None:
     """Train with and without weight sharpening; write weight_sharpening[_conv_mnist].json."""
     if quick and out is None:
         raise click.UsageError("--quick needs --out: smoke results never replace committed ones.")
     started = time.perf_counter()
     if model_name == CONV:
-        result, name = measure_conv(data_dir, quick), f"weight_sharpening_{CONV}"
+        result = measure_conv(data_dir, quick, train_images, loihi_images)
+        name = f"weight_sharpening_{CONV}"
     else:
         result, name = measure(data_dir, dataset, quick), "weight_sharpening"
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
