@@ -219,17 +219,21 @@ def measure(data_dir, dataset: str | None = None, quick: bool = False) -> dict:
 
 
 def measure_conv(
-    data_dir, quick: bool = False, n_train: int | None = None, loihi_images: int | None = None
+    data_dir,
+    quick: bool = False,
+    n_train: int | None = None,
+    loihi_images: int | None = None,
+    n_test: int | None = None,
 ) -> dict:
     """Fine-tune the committed conv_mnist without and with weight sharpening; evaluate.
 
-    ``n_train``: the first training images (default all); ``loihi_images``: the Loihi
-    emulator's images for every variant (default ``LOIHI_IMAGES``: the whole test set for
-    the Loihi-trained model)."""
+    ``n_train``, ``n_test``: the first training and test images (default all);
+    ``loihi_images``: the Loihi emulator's images for every variant (default
+    ``LOIHI_IMAGES``: the whole test set for the Loihi-trained model)."""
     import whetstone as ws
 
     recipe = trained.RECIPES[CONV]
-    epochs, weight_steps, n_test, n_nest = CONV_EPOCHS, CONV_WEIGHT_STEPS, None, NEST_IMAGES
+    epochs, weight_steps, n_nest = CONV_EPOCHS, CONV_WEIGHT_STEPS, NEST_IMAGES
     if quick:
         epochs, weight_steps = 2, 1
         n_train, n_test, n_nest = trained.QUICK_IMAGES[0], 200, 20
@@ -294,6 +298,8 @@ def measure_conv(
               help="conv_mnist: fine-tune on the first N training images")  # fmt: skip
 @click.option("--loihi-images", type=int, default=None,
               help="conv_mnist: Loihi emulator images per variant")  # fmt: skip
+@click.option("--test-images", type=int, default=None,
+              help="conv_mnist: evaluate on the first N test images")  # fmt: skip
 def main(
     data_dir: str,
     model_name: str,
@@ -302,13 +308,14 @@ def main(
     out: Path | None,
     train_images: int | None,
     loihi_images: int | None,
+    test_images: int | None,
 ) -> None:
     """Train with and without weight sharpening; write weight_sharpening[_conv_mnist].json."""
     if quick and out is None:
         raise click.UsageError("--quick needs --out: smoke results never replace committed ones.")
     started = time.perf_counter()
     if model_name == CONV:
-        result = measure_conv(data_dir, quick, train_images, loihi_images)
+        result = measure_conv(data_dir, quick, train_images, loihi_images, test_images)
         name = f"weight_sharpening_{CONV}"
     else:
         result, name = measure(data_dir, dataset, quick), "weight_sharpening"
