@@ -395,3 +395,15 @@ def test_training_progress_is_one_short_line_per_epoch(files, tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.startswith("epoch")]
     assert [line.split()[1] for line in lines] == ["1/2", "2/2"]
     assert all(len(line) < 80 for line in lines) and "sharpness_" not in result.stderr
+
+
+def test_export_nir_variant_one_step(files, tmp_path):
+    nir = pytest.importorskip("nir")
+    result = invoke("export", files["sharp"], "--to", "nir", "--nir-variant", "one_step",
+                    "-o", tmp_path / "one.nir")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lif = [n for n in nir.read(tmp_path / "one.nir").nodes.values() if type(n).__name__ == "LIF"]
+    assert lif and all(float(n.r.flat[0]) == 2.0 for n in lif)
+    wrong = invoke("export", files["sharp"], "--to", "nengo", "--nir-variant", "one_step",
+                   "-o", tmp_path / "folder")  # fmt: skip
+    assert wrong.exit_code == 2 and "--to nir" in wrong.output

@@ -844,11 +844,17 @@ EXPORT_IMAGES = 100
     help=f"Ship the first N inputs [default: all of --inputs, {EXPORT_IMAGES} of --data].",
 )
 @BLOCK_SHAPE
+@click.option(
+    "--nir-variant", type=click.Choice(["memoryless", "one_step"]), default=None,
+    help="NIR: how neurons and OR-pools are written: memoryless (default; whetstone, "
+    "snnTorch) or one_step (snnTorch, Sinabs, SpikingJelly: exact in one step from rest).",
+)  # fmt: skip
 @reporting_options
 @click.pass_obj
 def export(
-    out: Output, model, target, output, force, inputs_file, dataset, data_dir, limit, block_shapes
-) -> None:
+    out: Output, model, target, output, force, inputs_file, dataset, data_dir, limit, block_shapes,
+    nir_variant,
+) -> None:  # fmt: skip
     """Write the back end's deployable artifact for MODEL.
 
     The artifact is written beside OUTPUT and moved into place when complete, so a
@@ -861,6 +867,7 @@ def export(
     \b
     Examples:
       whetstone export sharp.keras --to nir -o sharp.nir
+      whetstone export sharp.keras --to nir --nir-variant one_step -o sharp_sinabs.nir
       whetstone export sharp.keras --to loihi -o loihi_run --data mnist -n 200
       python loihi_run/run.py                  # on the emulator here, the chip with NxSDK
       whetstone export sharp.keras --to spinnaker -o spinnaker_run --inputs test.npz
@@ -876,6 +883,10 @@ def export(
     keras_model, net = load_model_or_network(model)
     net = require_network(keras_model, net, model)
     options = _backend_options(target, block_shapes)
+    if nir_variant and target != "nir":
+        raise click.UsageError(f"--nir-variant applies to --to nir, not --to {target}.")
+    if nir_variant:
+        options["variant"] = nir_variant
     shipped = _shipped_inputs(out, net, inputs_file, dataset, data_dir, limit, model)
     registry.get(target).export(net, target_path, force=force, **options, **shipped)
     out.say(f"wrote {target_path}")

@@ -88,11 +88,12 @@ import numpy as np
 from whetstone.backends import BackendResult, compared, register
 from whetstone.backends.nir.layout import DT, UnsupportedGraphError, _nir, nir_input
 from whetstone.backends.nir.read import from_graph, load
-from whetstone.backends.nir.write import export, to_graph
+from whetstone.backends.nir.write import VARIANTS, export, to_graph
 from whetstone.network import SpikingNetwork
 
 __all__ = [
     "DT",
+    "VARIANTS",
     "NIRBackend",
     "UnsupportedGraphError",
     "export",
@@ -138,17 +139,19 @@ class NIRBackend:
         x=None,
         y=None,
         dt: float = DT,
+        variant: str = "memoryless",
     ) -> Path:
         """Write ``net`` as a NIR file (atomically; replaces a file only with ``force=True``).
 
         A NIR export is one graph file: it ships no inputs, so ``x`` and ``y`` must be None.
+        ``variant``: one of :data:`VARIANTS` (``one_step`` for Sinabs and SpikingJelly).
         """
         if x is not None or y is not None:
             raise ValueError(
                 "nir export writes one .nir graph file and ships no inputs; drop x and y "
                 "(or export to a folder back end: nengo, loihi, spinnaker)."
             )
-        return export(net, path, dt, force)
+        return export(net, path, dt, force, variant)
 
     def load(self, path: str | os.PathLike) -> SpikingNetwork:
         """Read a NIR file as a SpikingNetwork."""

@@ -32,7 +32,16 @@ from whetstone.backends.nir.layout import (
 from whetstone.geometry import paddings
 from whetstone.network import KeyDecoder, ReadoutDecoder, SpikingNetwork, Stage
 
-__all__ = ["export", "to_graph"]
+__all__ = ["VARIANTS", "export", "to_graph"]
+
+VARIANTS = ("memoryless", "one_step")
+"""How neurons and OR-pools are written (see ``docs/backends/nir-readers.md``).
+
+``memoryless``: LIF with ``tau = dt``, ``r = 1`` (no state: exact at any number of
+steps; read by whetstone and snnTorch), OR-pools as ``SumPool2d``. ``one_step``: LIF with
+``tau = 2 dt``, ``r = 2`` and OR-pools as convolutions: exact in the first step from rest,
+as snnTorch, Sinabs and SpikingJelly read it (SpikingJelly refuses ``tau <= dt`` and has
+no ``SumPool2d``); whetstone's own reader reads only ``memoryless``."""
 
 
 def _conv_node(stage: Stage, kernel: np.ndarray, bias: np.ndarray):
@@ -51,13 +60,14 @@ def _conv_node(stage: Stage, kernel: np.ndarray, bias: np.ndarray):
     return nir.Conv2d(spatial, weight, stage.strides, pad, stage.dilation, 1, bias)
 
 
-def _window_node(stage: Stage):
+def _window_node(stage: Stage, variant: str = "memoryless"):
     """The NIR node of a conv or pool stage and the ``v_leak`` its neurons need."""
     nir = _nir()
     channels = stage.output_shape[-1]
     if stage.kind == "pool":
         pads = paddings(stage)
         plain = all(b == a for b, a in pads) and set(stage.dilation) == {1}
+        plain = plain and variant == "memoryless"
         if plain and len(stage.window) == 2:
             node = nir.SumPool2d(
                 np.array(stage.pool_size), np.array(stage.strides), np.array([b for b, _ in pads])
@@ -72,12 +82,13 @@ def _window_node(stage: Stage):
     return _conv_node(stage, stage.weights, bias), leak
 
 
-def _neuron_node(stage: Stage, shape: tuple[int, ...], dt: float, leak):
+def _neuron_node(stage: Stage, shape: tuple[int, ...], dt: float, leak, steps: int = 1):
+    """LIF with ``tau = steps dt``, ``r = steps``: ``v = (1 - 1/steps) v + I``."""
     nir = _nir()
     below = np.nextafter(np.float32(stage.threshold), np.float32(-np.inf))
     return nir.LIF(
-        tau=np.full(shape, dt, np.float64),
-        r=np.ones(shape, np.float64),
+        tau=np.full(shape, steps * dt, np.float64),
+        r=np.full(shape, steps, np.float64),
         v_leak=np.zeros(shape, np.float32) if leak is None else leak.astype(np.float32),
         v_threshold=np.full(shape, below, np.float32),
         v_reset=np.zeros(shape, np.float32),
@@ -132,12 +143,13 @@ def _version(package: str) -> str:
         return "unknown"
 
 
-def to_graph(net: SpikingNetwork, dt: float = DT):
+def to_graph(net: SpikingNetwork, dt: float = DT, variant: str = "memoryless"):
     """The ``nir.NIRGraph`` of ``net`` (see the module docstring for the mapping).
 
     Args:
         net: the network.
         dt: the timestep (s) at which the LIF neurons are memoryless (``tau = dt``).
+        variant: one of :data:`VARIANTS`.
 
     Example:
         >>> from whetstone.network import Stage, SpikingNetwork
@@ -145,8 +157,11 @@ def to_graph(net: SpikingNetwork, dt: float = DT):
         >>> sorted(to_graph(net).nodes)                   # doctest: +SKIP
         ['d', 'd_lif', 'input', 'output']
     """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}.")
     nir = _nir()
     names = _node_names(net)
+    steps = 1 if variant == "memoryless" else 2
     spatial = None if net.stages[0].kind == "dense" else net.stages[0].input_shape
     shape = _first(spatial) if spatial else (net.stages[0].in_size,)
     chain = [("input", nir.Input(np.array(shape)))]
@@ -166,9 +181,9 @@ def to_graph(net: SpikingNetwork, dt: float = DT):
                     f"{'flat vector' if spatial is None else spatial}; NIR has no Reshape node, "
                     "so this network cannot be exported (remove the Reshape)."
                 )
-            op, leak = _window_node(stage)
+            op, leak = _window_node(stage, variant)
             spatial, shape = stage.output_shape, _first(stage.output_shape)
-        chain += [(name, op), (f"{name}_lif", _neuron_node(stage, shape, dt, leak))]
+        chain += [(name, op), (f"{name}_lif", _neuron_node(stage, shape, dt, leak, steps))]
     if net.decoder is not None:
         weights, bias = _decoder_matrix(net.decoder)
         if spatial is not None:
@@ -181,7 +196,9 @@ def to_graph(net: SpikingNetwork, dt: float = DT):
         "source": f"whetstone {__version__}",
         "nir_version": _version("nir"),
         "dt": float(dt),
-        "neuron": "LIF with tau = dt, r = 1: memoryless when stepped at dt (forward Euler)",
+        "neuron": "LIF with tau = dt, r = 1: memoryless when stepped at dt (forward Euler)"
+        if steps == 1
+        else "LIF with tau = 2 dt, r = 2: exact in the first step from rest (variant one_step)",
         "threshold": "v_threshold = nextafter(float32(theta), -inf): v > v_threshold "
         "is v >= theta in float32",
         "whetstone": _hints(net, names, dt),
@@ -191,10 +208,15 @@ def to_graph(net: SpikingNetwork, dt: float = DT):
 
 
 def export(
-    net: SpikingNetwork, path: str | os.PathLike, dt: float = DT, force: bool = False
+    net: SpikingNetwork,
+    path: str | os.PathLike,
+    dt: float = DT,
+    force: bool = False,
+    variant: str = "memoryless",
 ) -> Path:
     """Write ``net`` as a NIR file atomically (see :mod:`whetstone.files`); a failed
     export leaves nothing behind, and an existing file is replaced only with ``force=True``.
+    ``variant``: one of :data:`VARIANTS`.
 
     Example:
         >>> export(net, "model.nir")                      # doctest: +SKIP
@@ -203,5 +225,5 @@ def export(
     nir = _nir()
     files.check_target(path, force)
     buffer = io.BytesIO()  # h5py never sees the disk: a full disk is a clean error
-    nir.write(buffer, to_graph(net, dt))
+    nir.write(buffer, to_graph(net, dt, variant))
     return files.write_bytes(path, buffer.getvalue(), force)
