@@ -238,7 +238,9 @@ def peer_table(results: Path, rows: list[dict]) -> str:
 
 
 def accuracy_vs_timesteps_plot(results: Path, rows: list[dict], path: Path) -> Path | None:
-    """NengoDL's accuracy per timestep (each rate scale) with whetstone's point."""
+    """NengoDL's accuracy per timestep (each rate scale) with whetstone's point: a grid of
+    one panel per model, every y-axis 0-100% (no curve cut off), the legend in a panel
+    of its own."""
     peer = load(results, "peer_nengodl")
     if not peer:
         return None
@@ -248,33 +250,34 @@ def accuracy_vs_timesteps_plot(results: Path, rows: list[dict], path: Path) -> P
     import matplotlib.pyplot as plt
 
     models = list(peer["models"])
-    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4), squeeze=False)
-    for ax, name in zip(axes[0], models, strict=True):
+    columns = min(3, len(models) + 1)
+    grid = -(-(len(models) + 1) // columns)
+    fig, axes = plt.subplots(grid, columns, figsize=(4.2 * columns, 3.4 * grid),
+                             squeeze=False, sharey=True)  # fmt: skip
+    colors = plt.get_cmap("viridis")
+    for ax, name in zip(axes.flat, models, strict=False):
         p = peer["models"][name]
-        for scale, figures in p["scales"].items():
+        scales = list(p["scales"])
+        for i, (scale, figures) in enumerate(p["scales"].items()):
             accuracy = [100 * a for a in figures["accuracy"]]
-            ax.plot(p["timesteps"], accuracy, label=f"NengoDL, rate x{float(scale):g}")
+            ax.plot(p["timesteps"], accuracy, color=colors(i / max(1, len(scales) - 1)),
+                    label=f"NengoDL, rate x{float(scale):g}")  # fmt: skip
         ax.axhline(100 * p["ann_accuracy"], color="grey", ls=":", label="NengoDL's ANN")
         r = _ours(rows, name)
         if r:
-            ax.plot(
-                [r["timesteps"]],
-                [100 * r["reference_accuracy"]],
-                "k*",
-                ms=14,
-                label="whetstone (one spike per neuron)",
-            )
-            ax.axhline(
-                100 * r["baseline_accuracy"],
-                color="k",
-                ls="--",
-                lw=0.8,
-                label="whetstone's ANN (never sharpened)",
-            )
-        ax.set(xscale="log", xlabel="timesteps", ylabel="test accuracy (%)", title=name)
-        ax.set_ylim(max(0, 100 * p["ann_accuracy"] - 30), 100)
+            ax.plot([r["timesteps"]], [100 * r["reference_accuracy"]], "r*", ms=13,
+                    label="whetstone (one spike per neuron)")  # fmt: skip
+            ax.axhline(100 * r["baseline_accuracy"], color="k", ls="--", lw=0.8,
+                       label="whetstone's ANN (never sharpened)")  # fmt: skip
+        ax.set(xscale="log", ylim=(0, 100), title=name, xlabel="timesteps")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="lower right")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test accuracy (%)")
+    legend = axes.flat[len(models)]
+    legend.axis("off")
+    legend.legend(*axes.flat[0].get_legend_handles_labels(), loc="center", fontsize=9)
+    for ax in list(axes.flat)[len(models) + 1 :]:
+        ax.axis("off")
     return _save(fig, path)
 
 
@@ -554,6 +557,8 @@ def spike_budget_section(results: Path) -> list[str]:
         "images. Loihi energy per image from `whetstone.energy` (pipelined: one update per "
         f"on-chip neuron per image): {budget['energy_costs']['source']}."
     )
+    if budget.get("partial"):
+        text += f" **Partial run**: {budget['partial']}."
     title = "## Spike budget: accuracy against synaptic operations and energy"
     image = f"![spike budget]({path.parent.name}/{path.name})"
     return [title, "", text, "", _table(header, rows), "", image, ""]
