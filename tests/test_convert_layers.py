@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from test_convert import assert_agrees, randomize, refused
 
-from whetstone import backends, convert, simulate
+from whetstone import backends, convert, sharpness, simulate
 from whetstone.convert import ConversionError, to_spiking
 from whetstone.layers import SpikingBRelu
 
@@ -160,6 +160,7 @@ def test_batch_norm_offsets_before_padding_and_pooling():
     )  # fmt: skip
     randomize(model, np.random.default_rng(4))
     x = np.random.default_rng(5).random((300, 8, 8, 1)).astype("float32")
+    assert (model.get_layer("bn_spikes").gamma.numpy() < 0).any()
     net, result = assert_agrees(model, x)
     assert [s.kind for s in net.stages] == ["conv", "conv"]
     assert result.spike_counts.min() > 0
@@ -290,12 +291,20 @@ def train_briefly(model, data_dir, n=3000, epochs=4):
 
     (x, y), (x_test, y_test) = datasets.load("mnist", data_dir)
     keras.utils.set_random_seed(0)
-    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    batches = n // 64  # a layer per 2/3 epoch from epoch 1 on: sharp before the last epoch
-    sharpener = SimpleSharpener(start_epoch=1, steps=2 * batches // 3, per="batch", verbose=0)
-    model.fit(x[:n, ..., None], y[:n], epochs=epochs, batch_size=64, callbacks=[sharpener],
-              verbose=0)  # fmt: skip
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    batches = n // 64  # bottom-up from epoch 1 on, sharp before the last epoch (honing)
+    steps = (epochs - 2) * batches // 3
+    sharpener = SimpleSharpener(start_epoch=1, steps=steps, per="batch", verbose=0)
+    model.fit(
+        x[:n, ..., None], y[:n], epochs=epochs, batch_size=64, callbacks=[sharpener], verbose=0
+    )
+    assert sharpener.fully_sharp
     return x_test[:1000, ..., None], y_test[:1000]
+
+
+def mixed_signs(shape, dtype=None):
+    """Gammas of -1 on every third channel and 1 elsewhere (training keeps the signs)."""
+    return keras.ops.convert_to_tensor(np.where(np.arange(shape[0]) % 3 == 0, -1.0, 1.0), dtype)
 
 
 def mnist_models():
@@ -305,15 +314,18 @@ def mnist_models():
             L.ZeroPadding2D(((0, 1), (0, 1))),
             L.Conv2D(8, 3, strides=2),
             L.BatchNormalization(),
-            act(),
-            L.BatchNormalization(name="bn_spikes"),
-            L.MaxPooling2D(2),  # of normalised spikes (some gammas made negative below)
+            SpikingBRelu(),
+            L.BatchNormalization(name="bn_spikes", gamma_initializer=mixed_signs),
+            L.MaxPooling2D(2),  # of normalised spikes: OR-pool and, where gamma < 0, AND-pool
             L.ZeroPadding2D(1),
             L.DepthwiseConv2D(3, depth_multiplier=2),
-            act(),
+            L.BatchNormalization(),
+            SpikingBRelu(),
+            L.ZeroPadding2D(((0, 1), (0, 1))),
             L.AveragePooling2D(2),
             L.SeparableConv2D(16, 3, padding="same"),
-            act(),
+            L.BatchNormalization(),
+            SpikingBRelu(),
             L.Flatten(),
             L.Dense(10, activation="softmax"),
         ],
@@ -326,8 +338,7 @@ def mnist_models():
 def test_new_layers_on_real_mnist_equal_keras_nengo_and_nir(data_dir, tmp_path):
     (model,) = mnist_models()
     x, y = train_briefly(model, data_dir)
-    gamma = model.get_layer("bn_spikes").gamma
-    gamma.assign(gamma.numpy() * np.where(np.arange(8) % 3 == 0, -1.0, 1.0))  # AND channels
+    assert (model.get_layer("bn_spikes").gamma.numpy() < 0).any()
     net, result = assert_agrees(model, x)
     kinds = [(s.kind, s.input_shape) for s in net.stages]
     assert kinds == [
@@ -335,12 +346,34 @@ def test_new_layers_on_real_mnist_equal_keras_nengo_and_nir(data_dir, tmp_path):
     ]  # fmt: skip
     keras_predictions = model.predict(x, verbose=0).argmax(axis=1)
     assert (result.predictions == keras_predictions).mean() >= 0.999
-    assert (keras_predictions == y).mean() > 0.8, "trained too briefly to mean anything"
+    assert (keras_predictions == y).mean() > 0.5, "trained too briefly to mean anything"
     nir = backends.get("nir")
     back = nir.load(nir.export(net, tmp_path / "folds.nir"))
     trip = simulate.run(back, x)
     np.testing.assert_array_equal(trip.output_spikes, result.output_spikes)
     np.testing.assert_array_equal(trip.predictions, result.predictions)
-    nengo = backends.get("nengo").run(net, x[:60])
-    ok = ~result.tie_mask[:60]
-    np.testing.assert_array_equal(nengo.predictions[ok], result.predictions[:60][ok])
+    nengo = backends.get("nengo").run(net, x[:30])
+    ok = ~result.tie_mask[:30]
+    np.testing.assert_array_equal(nengo.predictions[ok], result.predictions[:30][ok])
+
+
+@pytest.mark.slow  # 260 s on two loaded cores (Nengo builds the convolutions)
+def test_new_layer_kinds_agree_on_nengo_and_nir(data_dir, tmp_path):
+    """Untrained (random BatchNorm, sharp) version of the MNIST model: every stage kind the
+    new folds make (padded and strided conv, AND/OR-pool conv, depthwise, composed
+    separable) runs the same on the reference, the NIR round trip and Nengo."""
+    from whetstone import datasets
+
+    (model,) = mnist_models()
+    randomize(model, np.random.default_rng(8))
+    sharpness.set_model_sharpness(model, 1.0)
+    _, (x, _) = datasets.load("mnist", data_dir)
+    x = x[:20, ..., None]
+    net, reference = assert_agrees(model, x)
+    assert reference.spike_counts.min() > 0
+    nir = backends.get("nir")
+    trip = simulate.run(nir.load(nir.export(net, tmp_path / "folds.nir")), x)
+    np.testing.assert_array_equal(trip.output_spikes, reference.output_spikes)
+    nengo = backends.get("nengo").run(net, x)
+    ok = ~reference.tie_mask
+    np.testing.assert_array_equal(nengo.predictions[ok], reference.predictions[ok])
