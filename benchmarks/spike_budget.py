@@ -2,8 +2,9 @@
 
 The committed sharpened conv_mnist (``benchmarks.trained.sharpened_model``) is
 fine-tuned for ``EPOCHS`` honing epochs (the recipe's honing learning rate, seed 0) with a
-``whetstone.spike_budget.SpikeBudget`` of each strength in ``STRENGTHS`` on every spiking
-layer; strength 0 is the same fine-tune without a budget, so the curve separates what the
+``whetstone.spike_budget.SpikeBudget`` of each strength in ``STRENGTHS`` on the OR-pools
+whose spikes feed an on-chip convolution or dense layer (``budget_layers``; BatchNorm folded
+first); strength 0 is the same fine-tune without a budget, so the curve separates what the
 budget does from what the extra epochs do. Each model is converted and run on the full
 test set by the reference simulator, which counts synaptic operations and spikes; the
 Loihi energy per inference comes from ``whetstone.energy`` (pipelined, one neuron update
@@ -36,13 +37,28 @@ from benchmarks.common import RESULTS, write_result
 MODEL = "conv_mnist"
 STRENGTHS = (0.0, 2.0, 8.0, 32.0)
 """Budget strengths (loss per unit of firing rate above the budget rate); 0: no budget."""
-LAYERS = ("pool_1",)
-"""Where the budget goes: pool_1's spikes each reach 288 synapses of conv_2, almost every
-synaptic operation of the network (the others reach the OR-pools, one synapse each)."""
+LAYERS = None
+"""Where the budget goes (None: :func:`budget_layers` of the model). On the 16-32 filter
+conv_mnist that is pool_1, whose spikes each reach 288 synapses of conv_2: almost every
+synaptic operation (the others reach the OR-pools, one synapse each)."""
 RATE = 0.0
 """The budget rate: every spike costs."""
 EPOCHS = 2
 SEED = 0
+
+
+def budget_layers(net) -> list[str]:
+    """The OR-pools whose spikes feed an on-chip Dense/Conv stage (wide fan-out).
+
+    Example:
+        >>> from types import SimpleNamespace as S
+        >>> net = S(stages=[S(name="conv_1", kind="conv"), S(name="pool_1", kind="pool"),
+        ...                 S(name="conv_2", kind="conv"), S(name="pool_2", kind="pool")])
+        >>> budget_layers(net)
+        ['pool_1']
+    """
+    pairs = zip(net.stages, net.stages[1:], strict=False)
+    return [stage.name for stage, after in pairs if stage.kind == "pool" and after.kind != "pool"]
 
 
 def reduction(before: float, after: float) -> float:
@@ -62,7 +78,8 @@ def fine_tune(data_dir, data, strength: float, epochs: int, batch_size: int, lay
     (x, y), _ = data
     keras.utils.set_random_seed(SEED)
     model = ws.quantize.fold_batch_norm(trained.sharpened_model(MODEL, data_dir))
-    set_spike_budget(model, strength, RATE, list(layers))
+    layers = budget_layers(ws.convert.to_spiking(model)) if layers is None else list(layers)
+    set_spike_budget(model, strength, RATE, layers)
     optimizer = keras.optimizers.get(
         {"class_name": recipe.optimizer, "config": {"learning_rate": recipe.hone_learning_rate}}
     )
@@ -144,7 +161,7 @@ def measure(data_dir, dataset: str | None = None, quick: bool = False) -> dict:
             "optimizer": recipe.optimizer,
             "batch_size": recipe.batch_size,
             "budget_rate": RATE,
-            "budget_layers": list(LAYERS),
+            "budget_layers": LAYERS or budget_layers(ws.convert.to_spiking(committed)),
             "batch_norm": "folded into the convolutions before fine-tuning",
         },
         "energy_costs": dataclasses.asdict(ws.energy.LOIHI),
