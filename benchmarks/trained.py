@@ -24,6 +24,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras
+import numpy as np
 
 import whetstone as ws
 
@@ -54,6 +55,7 @@ class Recipe:
     hone_epochs: int = 0
     hone_learning_rate: float | None = None
     options: tuple[tuple[str, object], ...] = ()  # more keyword arguments of the builder
+    shift: int = 0  # training images shifted by up to this many pixels (augmentation)
 
     def build_model(self) -> keras.Model:
         """The untrained model of this recipe."""
@@ -68,13 +70,17 @@ RECIPES = {
         head="readout", hone_epochs=15, hone_learning_rate=1e-4,
     ),
     # Two spiking conv layers, two sharpening steps each at epoch ends, then honing.
+    # 32/64 filters and a 256-wide spiking layer (the 16/32 net underfit: 98.9% on its
+    # training set), images shifted by up to 2 pixels, honed 10 epochs.
     "conv_mnist": Recipe(
-        "mnist", "conv_mnist", "adam", 1e-3, 20, 3, 2,
-        head="readout", hone_epochs=8, hone_learning_rate=1e-4,
+        "mnist", "conv_mnist", "adam", 1e-3, 40, 8, 2,
+        head="readout", hone_epochs=10, hone_learning_rate=1e-4,
+        options=(("filters", (32, 64)), ("hidden", (256,))), shift=2,
     ),
     "conv_fashion": Recipe(
-        "fashion-mnist", "conv_mnist", "adam", 1e-3, 20, 4, 2,
-        head="readout", hone_epochs=8, hone_learning_rate=1e-4,
+        "fashion-mnist", "conv_mnist", "adam", 1e-3, 40, 8, 2,
+        head="readout", hone_epochs=10, hone_learning_rate=1e-4,
+        options=(("filters", (32, 64)), ("hidden", (256,))), shift=2,
     ),
     "vgg_cifar10": Recipe("cifar10", "vgg_cifar10", "adam", 1e-3, 36, 12, 3),
 }  # fmt: skip
@@ -100,6 +106,41 @@ def quick_recipe(recipe: Recipe) -> Recipe:
     return dataclasses.replace(
         recipe, epochs=1, start_epoch=0, steps=1, per="batch", batch_size=64, hone_epochs=0
     )
+
+
+class ShiftedImages(keras.utils.PyDataset):
+    """Batches of ``(x, y)`` with every image shifted by up to ``shift`` pixels in each
+    direction (zero fill), drawn anew each epoch: the augmentation of the conv recipes.
+
+    Example:
+        >>> import numpy as np
+        >>> batches = ShiftedImages(np.ones((4, 5, 5)), np.eye(4), batch_size=2, shift=1)
+        >>> [b.shape for b in batches[0]]
+        [(2, 5, 5), (2, 4)]
+    """
+
+    def __init__(self, x, y, batch_size: int, shift: int, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.x, self.y, self.batch_size, self.shift = x, y, batch_size, shift
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(x))
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.batch_size)
+
+    def __getitem__(self, index: int):
+        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        return self._shifted(self.x[rows]), self.y[rows]
+
+    def on_epoch_end(self) -> None:
+        self.order = self.rng.permutation(len(self.x))
+
+    def _shifted(self, images):
+        s = self.shift
+        padded = np.pad(images, [(0, 0), (s, s), (s, s)] + [(0, 0)] * (images.ndim - 3))
+        dy, dx = self.rng.integers(0, 2 * s + 1, size=(2, len(images)))
+        h, w = images.shape[1:3]
+        return np.stack([p[i : i + h, j : j + w] for p, i, j in zip(padded, dy, dx, strict=True)])
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -165,11 +206,13 @@ def train(
             )
         )
     started = time.perf_counter()
+    labels = keras.utils.to_categorical(y, 10)
+    inputs = {"x": x, "y": labels, "batch_size": recipe.batch_size}
+    if recipe.shift:
+        inputs = {"x": ShiftedImages(x, labels, recipe.batch_size, recipe.shift, recipe.seed)}
     history = model.fit(
-        x,
-        keras.utils.to_categorical(y, 10),
+        **inputs,
         epochs=epochs or recipe.epochs,
-        batch_size=recipe.batch_size,
         validation_data=(x_test, keras.utils.to_categorical(y_test, 10)),
         callbacks=callbacks,
         verbose=2,
