@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -24,6 +23,7 @@ import click
 import numpy as np
 
 from benchmarks.common import write_result
+from whetstone import backends
 
 # (back end, run options, test images): the slow emulators run on the first images.
 RUNS = (
@@ -36,46 +36,41 @@ RUNS = (
 
 
 def agreement(predictions, reference, tie_mask) -> dict:
-    """How often ``predictions`` equal the reference's, and the differences outside ties."""
-    differ = np.asarray(predictions) != np.asarray(reference)
-    return {
-        "agreement": round(float(1 - differ.mean()), 6),
-        "differing": int(differ.sum()),
-        "differing_not_ties": int((differ & ~np.asarray(tie_mask)).sum()),
-    }
+    """How often ``predictions`` equal the reference's, and the differences outside ties
+    (a summary of :func:`whetstone.backends.agreement`)."""
+    record = backends.agreement(predictions, reference, tie_mask)
+    keys = ("differing", "differing_not_ties")
+    return {"agreement": round(record["agreement"], 6), **{k: record[k] for k in keys}}
 
 
 def measure(model_path: Path, x: np.ndarray, y: np.ndarray, runs=RUNS) -> dict:
-    """Reference and back-end figures of one saved model on ``x``."""
+    """Reference and back-end figures of one saved model on ``x`` (loaded and run once)."""
     import keras
 
-    import whetstone as ws
+    import whetstone  # noqa: F401  (registers the layers)
+    from benchmarks.subject import from_model
 
-    model = keras.models.load_model(model_path)
-    net = ws.convert.to_spiking(model)
-    keras_pred = model.predict(x, verbose=0, batch_size=1000).argmax(axis=1)
-    ref = ws.simulate.run(net, x)
+    loaded = from_model(str(model_path), keras.models.load_model(model_path), x, y)
+    ref = loaded.reference
     figures = {
         "model": str(model_path),
         "test_images": len(x),
-        "timesteps": net.latency,
-        "keras_accuracy": float((keras_pred == y).mean()),
+        "timesteps": loaded.net.latency,
+        "keras_accuracy": float((loaded.keras_predictions == y).mean()),
         "reference": {
             "accuracy": float((ref.predictions == y).mean()),
-            **agreement(ref.predictions, keras_pred, ref.tie_mask),
+            **agreement(ref.predictions, loaded.keras_predictions, ref.tie_mask),
             "tie_images": int(ref.tie_mask.sum()),
         },
         "backends": [],
     }
     for name, options, limit in runs:
-        n = len(x) if limit is None else min(limit, len(x))
-        started = time.perf_counter()
-        result = ws.backends.get(name).run(net, x[:n], **options)
-        seconds = time.perf_counter() - started
-        row = {"backend": name, **options, "images": n}
-        row["accuracy"] = float((result.predictions == y[:n]).mean())
-        row.update(agreement(result.predictions, ref.predictions[:n], ref.tie_mask[:n]))
-        row["images_per_second"] = round(n / seconds, 1)
+        xs, ys, ref_n = loaded.first(limit)
+        result = backends.get(name).run(loaded.net, xs, **options)
+        row = {"backend": name, **options, "images": len(xs)}
+        row["accuracy"] = float((result.predictions == ys).mean())
+        row.update(agreement(result.predictions, ref_n.predictions, ref_n.tie_mask))
+        row["images_per_second"] = round(result.images_per_second, 1)
         figures["backends"].append(row)
         click.echo(f"{name} {options}: {row}", err=True)
     return figures

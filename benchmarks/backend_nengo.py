@@ -7,73 +7,61 @@ simulator's accuracy, agreement and ties, the Loihi emulator's accuracy and agre
 test images, images/s per back end, and the Loihi resource report.
 
 Example:
+    >>> from benchmarks import subject                           # doctest: +SKIP
     >>> from benchmarks.backend_nengo import bench_model         # doctest: +SKIP
-    >>> figures = bench_model("dense_mnist", "../shared/data", loihi_images=1000)
+    >>> figures = bench_model(subject.load("dense_mnist", "../shared/data"), 1000)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
-from benchmarks.trained import RECIPES, sharpened_model
-from whetstone import convert, datasets, simulate
-from whetstone.backends import get
+from benchmarks.subject import Subject
+from whetstone.backends import compare, get
 
 
 def _accuracy(predictions, y) -> float:
     return float((np.asarray(predictions) == y).mean())
 
 
-def _backend_figures(result, y) -> dict:
-    """Accuracy, the agreement record (``compare_reference=True``), speed and spike counts."""
-    out = {"accuracy": _accuracy(result.predictions, y), **result.agreement}
+def _backend_figures(result, y, reference) -> dict:
+    """Accuracy, the agreement record with the reference, speed and spike counts."""
+    out = {"accuracy": _accuracy(result.predictions, y), **compare(reference, result)}
     out["images_per_second"] = result.images_per_second
     out["build_seconds"] = result.build_seconds
     out["latency"] = result.info["latency"]
     out["spike_counts"] = [int(c) for c in result.spike_counts]
     out["spike_counts_equal_reference"] = bool(
-        np.array_equal(result.spike_counts, result.info["reference_spike_counts"])
+        np.array_equal(result.spike_counts, reference.spike_counts)
     )
     return out
 
 
-def bench_model(name: str, data_dir, loihi_images: int, n_test: int | None = None) -> dict:
-    """Figures of model ``name`` on its first ``n_test`` test images (default all)."""
-    model = sharpened_model(name, data_dir)
-    net = convert.to_spiking(model)
-    _, (x, y) = datasets.load(RECIPES[name].dataset, data_dir)
-    x, y = x[:n_test], y[:n_test]
-    keras_accuracy = _accuracy(model.predict(x, verbose=0).argmax(axis=1), y)
-    started = time.perf_counter()
-    ref = simulate.run(net, x)
-    ref_s = time.perf_counter() - started
+def bench_model(subject: Subject, loihi_images: int) -> dict:
+    """Figures of a loaded model: Nengo on all its images, Loihi on the first ``loihi_images``."""
+    net, y, ref = subject.net, subject.y, subject.reference
     report = {
         "summary": net.summary(),
-        "keras_accuracy": keras_accuracy,
+        "keras_accuracy": _accuracy(subject.keras_predictions, y),
         "reference": {
             "accuracy": _accuracy(ref.predictions, y),
             "images": len(y),
             "tie_images": int(ref.tie_mask.sum()),
             "ties": int(ref.ties.sum() + ref.decoder_ties),
-            "images_per_second": len(y) / ref_s,
+            "images_per_second": len(y) / subject.reference_seconds,
         },
     }
-    print(name, "keras", keras_accuracy, "reference", report["reference"], flush=True)
-    nengo_result = get("nengo").run(net, x, compare_reference=True)
-    report["nengo"] = _backend_figures(nengo_result, y)
-    print(name, "nengo", report["nengo"], flush=True)
-    xs, ys = x[:loihi_images], y[:loihi_images]
+    print(subject.name, "keras", report["keras_accuracy"], "reference", report["reference"])
+    report["nengo"] = _backend_figures(get("nengo").run(net, subject.x), y, ref)
+    print(subject.name, "nengo", report["nengo"], flush=True)
+    xs, ys, ref_s = subject.first(loihi_images)
     loihi = get("loihi")
     for target in ("sim", "simreal"):
-        result = loihi.run(net, xs, target=target, compare_reference=True)
-        figures = _backend_figures(result, ys)
-        figures["keras_accuracy_same_images"] = _accuracy(
-            model.predict(xs, verbose=0).argmax(axis=1), ys
-        )
-        figures["reference_accuracy_same_images"] = _accuracy(ref.predictions[:loihi_images], ys)
+        result = loihi.run(net, xs, target=target)
+        figures = _backend_figures(result, ys, ref_s)
+        figures["keras_accuracy_same_images"] = _accuracy(subject.keras_predictions[: len(ys)], ys)
+        figures["reference_accuracy_same_images"] = _accuracy(ref_s.predictions, ys)
         report[f"loihi_{target}"] = figures
         report["loihi_resources"] = result.info["resources"]
-        print(name, target, figures, flush=True)
+        print(subject.name, target, figures, flush=True)
     return report

@@ -91,18 +91,14 @@ def independent_scores(path, x: np.ndarray, steps: int) -> np.ndarray:
 # ---------------------------------------------------------------- benchmark
 
 
-def measure(name: str, data_dir, reader_images: int, n_test: int | None = None) -> dict:
-    """Round trip on the first ``n_test`` test images, snnTorch on ``reader_images``."""
-    from benchmarks.trained import RECIPES, sharpened_model
-    from whetstone import convert, datasets, simulate
+def measure(subject, reader_images: int) -> dict:
+    """Round trip on a loaded model's test images, snnTorch on the first ``reader_images``."""
+    from whetstone import simulate
     from whetstone.backends import nir as nir_backend
 
-    net = convert.to_spiking(sharpened_model(name, data_dir))
-    _, (x_test, y_test) = datasets.load(RECIPES[name].dataset, data_dir)
-    x_test, y_test = x_test[:n_test], y_test[:n_test]
-    reference = simulate.run(net, x_test)
+    net, x_test, y_test, reference = subject.net, subject.x, subject.y, subject.reference
     with tempfile.TemporaryDirectory() as folder:
-        path = nir_backend.export(net, Path(folder) / f"{name}.nir")
+        path = nir_backend.export(net, Path(folder) / f"{subject.name}.nir")
         started = time.perf_counter()
         loaded = nir_backend.load(path)
         trip = simulate.run(loaded, x_test)

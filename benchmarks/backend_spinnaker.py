@@ -7,35 +7,26 @@ Per model: agreement of PyNN/NEST predictions (and output spikes) with
 cores and chips from sPyNNaker's mapping on a virtual SpiNN-5 board, and images/s.
 
 Example:
+    >>> from benchmarks import subject                           # doctest: +SKIP
     >>> from benchmarks.backend_spinnaker import evaluate      # doctest: +SKIP
-    >>> figures = evaluate("dense_mnist", "../shared/data", n=100)
+    >>> figures = evaluate(subject.load("dense_mnist", "../shared/data"), n=100)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import time
 import warnings
 
-import whetstone as ws
-from benchmarks.trained import RECIPES, sharpened_model
-from whetstone import simulate
-from whetstone.backends import spinnaker
+from benchmarks.subject import Subject
+from whetstone.backends import agreement, compare, spinnaker
 
 
-def evaluate(name: str, data_dir, n: int) -> dict:
-    """All figures of one reference model."""
-    import whetstone.convert
-
-    net = whetstone.convert.to_spiking(sharpened_model(name, data_dir))
-    _, (x_test, y_test) = ws.datasets.load(RECIPES[name].dataset, data_dir)
-    x, y = x_test[:n], y_test[:n]
-    reference = simulate.run(net, x)
+def evaluate(subject: Subject, n: int) -> dict:
+    """All figures of one loaded model on its first ``n`` test images."""
+    net = subject.net
+    x, y, reference = subject.first(n)
     backend = spinnaker.get_backend()
-    started = time.perf_counter()
     nest = backend.run(net, x, simulator="nest")
-    seconds = time.perf_counter() - started
-    differ = nest.predictions != reference.predictions
-    spikes_differ = (nest.output_spikes != reference.output_spikes.reshape(n, -1)).any(axis=1)
+    record = compare(reference, nest)
     fixed, _ = spinnaker.fixed_point_run(net, x)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -43,17 +34,17 @@ def evaluate(name: str, data_dir, n: int) -> dict:
     quant = spinnaker.quantisation(net, x)
     quant.pop("changed_samples", None)
     return {
-        "model": name,
-        "images": n,
+        "model": subject.name,
+        "images": len(x),
         "neurons": net.num_neurons,
         "synapses": net.num_synapses,
         "nest": {
-            "prediction_agreement": float(1 - differ.mean()),
-            "output_spike_agreement": float(1 - spikes_differ.mean()),
-            "disagreements": int(differ.sum()),
-            "disagreements_on_tie_samples": int((differ & reference.tie_mask).sum()),
+            "prediction_agreement": record["agreement"],
+            "output_spike_agreement": 1 - record["output_spikes_differing"] / len(x),
+            "disagreements": record["differing"],
+            "disagreements_on_tie_samples": record["differing"] - record["differing_not_ties"],
             "accuracy": float((nest.predictions == y).mean()),
-            "images_per_second": n / seconds,
+            "images_per_second": len(x) / (nest.build_seconds + nest.run_seconds),
             "build_seconds": nest.build_seconds,
             "simulate_seconds": nest.run_seconds,
         },
@@ -64,7 +55,9 @@ def evaluate(name: str, data_dir, n: int) -> dict:
         },
         "spinnaker_fixed_point": {
             "accuracy": float((fixed == y).mean()),
-            "prediction_agreement_with_reference": float((fixed == reference.predictions).mean()),
+            "prediction_agreement_with_reference": agreement(fixed, reference.predictions)[
+                "agreement"
+            ],
             "quantisation": quant,
             "precision_warning": [str(w.message) for w in caught],
         },

@@ -17,7 +17,14 @@ from __future__ import annotations
 
 import time
 
-from benchmarks import backend_nengo, backend_nir, backend_spinnaker, simulator_throughput, trained
+from benchmarks import (
+    backend_nengo,
+    backend_nir,
+    backend_spinnaker,
+    simulator_throughput,
+    subject,
+    trained,
+)
 
 SUITES = {
     "mnist": ("dense_mnist", "conv_mnist"),
@@ -77,14 +84,11 @@ def evaluate(name: str, data_dir, quick: bool = False) -> dict:
         name, data_dir, repeats=1 if quick else 3, n_test=n_test
     )
     print(name, "reference simulator done", flush=True)
-    figures["nengo"] = backend_nengo.bench_model(
-        name, data_dir, subset("loihi", name, quick), n_test=n_test
-    )
-    figures["spinnaker"] = backend_spinnaker.evaluate(name, data_dir, subset("nest", name, quick))
+    loaded = subject.load(name, data_dir, n_test)  # model, data and reference run: once
+    figures["nengo"] = backend_nengo.bench_model(loaded, subset("loihi", name, quick))
+    figures["spinnaker"] = backend_spinnaker.evaluate(loaded, subset("nest", name, quick))
     print(name, "PyNN/NEST done", flush=True)
-    figures["nir"] = backend_nir.measure(
-        name, data_dir, subset("snntorch", name, quick), n_test=n_test
-    )
+    figures["nir"] = backend_nir.measure(loaded, subset("snntorch", name, quick))
     figures["wall_seconds"] = round(time.perf_counter() - started, 1)
     return figures
 

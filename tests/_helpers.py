@@ -45,7 +45,8 @@ def pool_stage(name, shape, size, stride, padding) -> Stage:
                  strides=(stride, stride), padding=padding)  # fmt: skip
 
 
-KEY = KeyDecoder(np.random.default_rng(99).integers(0, 2, (10, 100)))
+KEY = KeyDecoder(np.repeat(np.eye(10), 10, axis=1))
+"""A 10-class key of 100 neurons, ten per class."""
 
 
 def keras_io_convnet(rng, encoding="host") -> SpikingNetwork:
@@ -185,6 +186,13 @@ def networks(
     return SpikingNetwork(stages[0].input_shape, stages, decoder, encoding, {"source": "test"})
 
 
+@st.composite
+def cases(draw, n=(1, 12), **options) -> tuple[SpikingNetwork, np.ndarray]:
+    """A random network (:func:`networks` with ``options``) and a batch of its inputs."""
+    net = draw(networks(**options))
+    return net, inputs(net, draw(st.integers(*n)), draw(st.integers(0, 2**16)))
+
+
 def inputs(net: SpikingNetwork, n: int = 16, seed: int = 0) -> np.ndarray:
     """``n`` inputs for ``net``: 0/1 for a binary network, multiples of 1/4 in [-1, 1] else."""
     rng = np.random.default_rng(seed)
@@ -196,16 +204,23 @@ def inputs(net: SpikingNetwork, n: int = 16, seed: int = 0) -> np.ndarray:
 # ---------------------------------------------------------------- trained models
 
 
-def trained_network(name: str, data_dir) -> SpikingNetwork:
-    """The cached sharpened reference model ``name`` (``benchmarks/results/models``), converted.
+def trained_model(name: str):
+    """The cached sharpened reference model ``name`` (``benchmarks/results/models``).
 
     Skips when the model has not been trained (``python -m benchmarks.trained NAME``).
     """
     import keras
 
-    from whetstone import convert
+    import whetstone  # noqa: F401  (registers the layers)
 
     path = MODELS / f"{name}.keras"
     if not path.is_file():
         pytest.skip(f"{path} not trained; run python -m benchmarks.trained {name}")
-    return convert.to_spiking(keras.models.load_model(path))
+    return keras.models.load_model(path)
+
+
+def trained_network(name: str) -> SpikingNetwork:
+    """:func:`trained_model` converted to a SpikingNetwork."""
+    from whetstone import convert
+
+    return convert.to_spiking(trained_model(name))

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
-from test_backend_nengo import _conv_stage, _dense_stage, _pool_stage, networks
+from _helpers import conv_stage, dense_stage, pool_stage, trained_model
 
 import whetstone.backends as backends
 from whetstone import simulate
@@ -24,23 +23,13 @@ def _differ_not_ties(result, net, x):
     return int((differ & ~ref.tie_mask).sum())
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(networks())
-def test_float_emulator_equals_reference(case):
-    """target='simreal': the compartment dynamics alone (no discretisation) are exact."""
-    net, x = case
-    assume(net.input_encoding == "binary" or len(net.stages) > 1)  # else nothing on chip
-    result = loihi.run(net, x, target="simreal")
-    assert _differ_not_ties(result, net, x) == 0
-
-
 def _grid_network(rng, encoding="binary"):
     """Integer weights, half-integer biases: far from ties even after 8-bit discretisation."""
-    conv = _conv_stage(rng, "c", (6, 6, 1), 3, 3, 1, "same", 0.5)
+    conv = conv_stage(rng, "c", (6, 6, 1), 3, 3, 1, "same", 0.5)
     conv.weights[:] = rng.integers(-2, 3, conv.weights.shape)
     conv.bias[:] = rng.integers(-1, 2, conv.bias.shape)
-    pool = _pool_stage("p", (6, 6, 3), 2, 2, "valid")
-    dense = _dense_stage(rng, "d", 27, 6, 0.5)
+    pool = pool_stage("p", (6, 6, 3), 2, 2, "valid")
+    dense = dense_stage(rng, "d", 27, 6, 0.5)
     dense.weights[:] = rng.integers(-2, 3, dense.weights.shape)
     dense.bias[:] = rng.integers(-1, 2, dense.bias.shape)
     return SpikingNetwork((6, 6, 1), [conv, pool, dense], KeyDecoder(np.eye(6)[:3]), encoding)
@@ -86,13 +75,13 @@ def test_resources_counted():
 
 def test_too_many_cores_warns_with_numbers_and_advice():
     rng = np.random.default_rng(2)
-    net = SpikingNetwork((4,), [_dense_stage(rng, "d", 4, 130, 0.5)], input_encoding="binary")
+    net = SpikingNetwork((4,), [dense_stage(rng, "d", 4, 130, 0.5)], input_encoding="binary")
     with pytest.warns(LoihiResourceWarning, match=r"cores 130 > 128.*block_shapes"):
         loihi.run(net, np.ones((1, 4)), target="sim", block_shapes={"d": (1,)})
 
 
 def test_nothing_on_chip_is_refused():
-    net = SpikingNetwork((4,), [_dense_stage(np.random.default_rng(6), "d", 4, 3, 0.5)])
+    net = SpikingNetwork((4,), [dense_stage(np.random.default_rng(6), "d", 4, 3, 0.5)])
     with pytest.raises(ValueError, match="nothing would run on the chip"):
         loihi.run(net, np.ones((1, 4)))
 
@@ -123,10 +112,9 @@ def test_registry():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["dense_mnist", "conv_mnist"])
 def test_real_mnist_subset(name, data_dir):
-    from benchmarks.trained import sharpened_model
     from whetstone import convert, datasets
 
-    model = sharpened_model(name, data_dir)
+    model = trained_model(name)
     net = convert.to_spiking(model)
     _, (x, y) = datasets.load("mnist", data_dir)
     x, y = x[:200], y[:200]

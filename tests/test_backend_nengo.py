@@ -4,78 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from _helpers import conv_stage, dense_stage, pool_stage, trained_network
 
 import whetstone.backends as backends
 from whetstone import simulate
-from whetstone.network import KeyDecoder, ReadoutDecoder, SpikingNetwork, Stage, output_length
+from whetstone.network import KeyDecoder, SpikingNetwork
 
 nengo_backend = backends.get("nengo")
-
-
-# ---------------------------------------------------------------- random networks
-
-
-def _conv_stage(rng, name, shape, channels, kernel, stride, padding, threshold):
-    out = tuple(output_length(n, kernel, stride, 1, padding) for n in shape[:-1])
-    weights = rng.normal(0, 0.6, (kernel, kernel, shape[-1], channels)).astype("float32")
-    bias = rng.normal(0, 0.3, channels).astype("float32")
-    return Stage(name, "conv", shape, (*out, channels), weights, bias, threshold,
-                 strides=(stride, stride), padding=padding)  # fmt: skip
-
-
-def _pool_stage(name, shape, size, stride, padding):
-    out = tuple(output_length(n, size, stride, 1, padding) for n in shape[:-1])
-    return Stage(name, "pool", shape, (*out, shape[-1]), pool_size=(size, size),
-                 strides=(stride, stride), padding=padding)  # fmt: skip
-
-
-def _dense_stage(rng, name, n_in, n_out, threshold):
-    weights = rng.normal(0, 0.5, (n_in, n_out)).astype("float32")
-    bias = rng.normal(0, 0.3, n_out).astype("float32")
-    return Stage(name, "dense", (n_in,), (n_out,), weights, bias, threshold)
-
-
-@st.composite
-def networks(draw):
-    """Random small networks: optional conv/pool front, dense layers, a decoder."""
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    encoding = draw(st.sampled_from(["host", "binary"]))
-    threshold = draw(st.sampled_from([0.5, 0.0]))
-    stages = []
-    shape = (draw(st.integers(4, 7)), draw(st.integers(4, 7)), draw(st.integers(1, 2)))
-    input_shape = shape
-    for i in range(draw(st.integers(0, 2))):
-        kind = draw(st.sampled_from(["conv", "pool"])) if i else "conv"
-        padding = draw(st.sampled_from(["valid", "same"]))
-        if kind == "conv":
-            stage = _conv_stage(rng, f"c{i}", shape, draw(st.integers(1, 3)),
-                                draw(st.integers(1, 3)), draw(st.integers(1, 2)), padding,
-                                threshold)  # fmt: skip
-        else:
-            stage = _pool_stage(f"p{i}", shape, draw(st.integers(1, 2)), draw(st.integers(1, 2)),
-                                padding)  # fmt: skip
-        if min(stage.output_shape) == 0:
-            break
-        stages.append(stage)
-        shape = stage.output_shape
-    width = int(np.prod(shape))
-    for i in range(draw(st.integers(1, 2))):
-        n_out = draw(st.integers(2, 12))
-        stages.append(_dense_stage(rng, f"d{i}", width, n_out, threshold))
-        width = n_out
-    if draw(st.booleans()):
-        decoder = KeyDecoder(rng.integers(0, 2, (3, width)))
-    else:
-        decoder = ReadoutDecoder(rng.normal(size=(width, 3)), rng.normal(size=3), "softmax")
-    net = SpikingNetwork(input_shape, stages, decoder, encoding)
-    n = draw(st.integers(1, 12))
-    if encoding == "binary":
-        x = rng.integers(0, 2, (n, *input_shape)).astype("float32")
-    else:
-        x = rng.uniform(0, 1, (n, *input_shape)).astype("float32")
-    return net, x
 
 
 def _assert_matches_reference(net, x):
@@ -90,20 +25,13 @@ def _assert_matches_reference(net, x):
     return result, ref
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(networks())
-def test_random_networks_equal_reference(case):
-    net, x = case
-    _assert_matches_reference(net, x)
-
-
 # ---------------------------------------------------------------- latency and pipeline
 
 
 def test_latency_equals_reference():
     """One image, then blanks: the output appears exactly net.latency - 1 steps later."""
     rng = np.random.default_rng(0)
-    stages = [_dense_stage(rng, f"d{i}", 4, 4, 0.5) for i in range(4)]
+    stages = [dense_stage(rng, f"d{i}", 4, 4, 0.5) for i in range(4)]
     for stage in stages:
         stage.weights[:] = np.eye(4)
         stage.bias[:] = 0
@@ -122,8 +50,8 @@ def test_latency_equals_reference():
 
 def test_pipelined_images_are_matched_to_their_predictions():
     rng = np.random.default_rng(1)
-    net = SpikingNetwork((6,), [_dense_stage(rng, "a", 6, 8, 0.5),
-                                _dense_stage(rng, "b", 8, 5, 0.5)])  # fmt: skip
+    net = SpikingNetwork((6,), [dense_stage(rng, "a", 6, 8, 0.5),
+                                dense_stage(rng, "b", 8, 5, 0.5)])  # fmt: skip
     x = rng.uniform(0, 1, (300, 6)).astype("float32")  # more than one probe chunk
     result, ref = _assert_matches_reference(net, x)
     assert np.array_equal(result.predictions, ref.predictions)
@@ -131,9 +59,9 @@ def test_pipelined_images_are_matched_to_their_predictions():
 
 def test_or_pool_and_conv_are_not_expanded():
     rng = np.random.default_rng(2)
-    conv = _conv_stage(rng, "c", (6, 6, 1), 2, 3, 1, "same", 0.5)
-    pool = _pool_stage("p", (6, 6, 2), 2, 2, "valid")
-    net = SpikingNetwork((6, 6, 1), [conv, pool, _dense_stage(rng, "d", 18, 3, 0.5)],
+    conv = conv_stage(rng, "c", (6, 6, 1), 2, 3, 1, "same", 0.5)
+    pool = pool_stage("p", (6, 6, 2), 2, 2, "valid")
+    net = SpikingNetwork((6, 6, 1), [conv, pool, dense_stage(rng, "d", 18, 3, 0.5)],
                          input_encoding="binary")  # fmt: skip
     built = backends.nengo.build_network(net)
     import nengo
@@ -150,7 +78,7 @@ def test_or_pool_and_conv_are_not_expanded():
 
 def test_wrong_shape_names_expected_and_given():
     rng = np.random.default_rng(3)
-    net = SpikingNetwork((6,), [_dense_stage(rng, "a", 6, 3, 0.5)])
+    net = SpikingNetwork((6,), [dense_stage(rng, "a", 6, 3, 0.5)])
     with pytest.raises(ValueError, match=r"\(6,\).*\(2, 5\)"):
         nengo_backend.run(net, np.zeros((2, 5)))
 
@@ -160,7 +88,7 @@ def test_export_is_atomic_and_runs(tmp_path):
     import sys
 
     rng = np.random.default_rng(4)
-    net = SpikingNetwork((6,), [_dense_stage(rng, "a", 6, 3, 0.5)], KeyDecoder(np.eye(3)))
+    net = SpikingNetwork((6,), [dense_stage(rng, "a", 6, 3, 0.5)], KeyDecoder(np.eye(3)))
     path = nengo_backend.export(net, tmp_path / "model")
     assert sorted(p.name for p in path.iterdir()) == ["export.json", "network.h5", "run.py"]
     assert SpikingNetwork.load(path / "network.h5") == net
@@ -176,7 +104,7 @@ def test_export_is_atomic_and_runs(tmp_path):
 
 def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
     rng = np.random.default_rng(5)
-    net = SpikingNetwork((6,), [_dense_stage(rng, "a", 6, 3, 0.5)])
+    net = SpikingNetwork((6,), [dense_stage(rng, "a", 6, 3, 0.5)])
 
     def broken(self, path):
         raise OSError("disk full")
@@ -198,10 +126,9 @@ def test_registry():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["dense_mnist", "conv_mnist"])
 def test_real_mnist_subset(name, data_dir):
-    from benchmarks.trained import sharpened_model
-    from whetstone import convert, datasets
+    from whetstone import datasets
 
-    net = convert.to_spiking(sharpened_model(name, data_dir))
+    net = trained_network(name)
     _, (x, _) = datasets.load("mnist", data_dir)
     result = nengo_backend.run(net, x[:300], compare_reference=True)
     assert result.info["differing_not_ties"] == 0
@@ -214,7 +141,7 @@ def test_a_batch_that_fills_whole_chunks_runs(name):
     if name == "loihi":
         pytest.importorskip("nengo_loihi")
     rng = np.random.default_rng(5)
-    stages = [_dense_stage(rng, "a", 6, 5, 0.5), _dense_stage(rng, "b", 5, 3, 0.5)]
+    stages = [dense_stage(rng, "a", 6, 5, 0.5), dense_stage(rng, "b", 5, 3, 0.5)]
     net = SpikingNetwork((6,), stages, KeyDecoder(np.eye(3)))
     x = rng.random((8, 6)).astype("float32")
     options = {"target": "simreal"} if name == "loihi" else {}

@@ -17,14 +17,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from _helpers import inputs, networks, trained_network
 from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
 
 from whetstone import backends
 from whetstone.network import (
     KeyDecoder,
     NetworkFileError,
-    ReadoutDecoder,
     SpikingNetwork,
     Stage,
     output_length,
@@ -42,84 +41,6 @@ needs_reader = pytest.mark.skipif(
 
 
 # ---------------------------------------------------------------- random networks
-
-
-def _kernel(rng, shape, integer: bool) -> np.ndarray:
-    if integer:  # small integers: many pre-activations land exactly on the threshold
-        return rng.integers(-2, 3, size=shape).astype(np.float32)
-    return rng.normal(size=shape).astype(np.float32)
-
-
-@st.composite
-def networks(draw) -> SpikingNetwork:
-    """Chains of conv / pool stages (1-D or 2-D) then dense stages, any decoder."""
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    integer = draw(st.booleans())
-    theta = draw(st.sampled_from([0.5, 0.0, 1.0, float(np.float32(0.3)), -0.25]))
-    rank = draw(st.sampled_from([0, 1, 2, 2]))
-    shape = (
-        *draw(st.lists(st.integers(3, 7), min_size=rank, max_size=rank)),
-        draw(st.integers(1, 3)),
-    )
-    if rank == 0:
-        shape = (draw(st.integers(1, 12)),)
-    stages = []
-    for i in range(draw(st.integers(0, 3)) if rank else 0):
-        kind = draw(st.sampled_from(["conv", "conv", "pool"]))
-        window = tuple(draw(st.integers(1, 3)) for _ in range(rank))
-        window = window if draw(st.booleans()) else (window[0],) * rank
-        strides = tuple(draw(st.integers(1, 2)) for _ in range(rank))
-        dilation = tuple(draw(st.integers(1, 2)) for _ in range(rank))
-        padding = draw(st.sampled_from(["valid", "same"]))
-        spatial = [
-            output_length(n, k, s, d, padding)
-            for n, k, s, d in zip(shape[:-1], window, strides, dilation, strict=True)
-        ]
-        if min(spatial) < 1:
-            break
-        geometry = {"strides": strides, "dilation": dilation, "padding": padding}
-        if kind == "pool":
-            out = (*spatial, shape[-1])
-            stage = Stage(f"pool_{i}", "pool", shape, out, pool_size=window, **geometry)
-        else:
-            c_out = draw(st.integers(1, 3))
-            out = (*spatial, c_out)
-            bias = draw(st.sampled_from([None, "channel", "position"]))
-            bias = {
-                None: None,
-                "channel": _kernel(rng, (c_out,), integer),
-                "position": _kernel(rng, out, integer),
-            }[bias]
-            kernel = _kernel(rng, (*window, shape[-1], c_out), integer)
-            stage = Stage(f"conv {i}", "conv", shape, out, kernel, bias, theta, **geometry)
-        stages.append(stage)
-        shape = out
-    for i in range(draw(st.integers(0 if stages else 1, 2))):
-        n = draw(st.integers(1, 6))
-        bias = _kernel(rng, (n,), integer) if draw(st.booleans()) else None
-        w = _kernel(rng, (int(np.prod(shape)), n), integer)
-        stages.append(Stage(f"dense.{i}", "dense", shape, (n,), w, bias, theta))
-        shape = (n,)
-    width = int(np.prod(shape))
-    decoder = draw(st.sampled_from(["none", "key", "readout", "softmax"]))
-    classes = draw(st.integers(2, 4))
-    if decoder == "key":
-        decoder = KeyDecoder(rng.integers(0, 2, size=(classes, width)))
-    elif decoder in ("readout", "softmax"):
-        activation = "softmax" if decoder == "softmax" else "linear"
-        w, b = _kernel(rng, (width, classes), integer), _kernel(rng, (classes,), integer)
-        decoder = ReadoutDecoder(w, b, activation)
-    else:
-        decoder = None
-    encoding = draw(st.sampled_from(["host", "binary"]))
-    return SpikingNetwork(stages[0].input_shape, stages, decoder, encoding, {"source": "test"})
-
-
-def _inputs(net: SpikingNetwork, n: int = 16, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    if net.input_encoding == "binary":
-        return rng.integers(0, 2, size=(n, *net.input_shape)).astype(np.float32)
-    return rng.integers(-4, 5, size=(n, *net.input_shape)).astype(np.float32) / 4
 
 
 def _same_run(a: SpikingNetwork, b: SpikingNetwork, x: np.ndarray) -> None:
@@ -146,7 +67,7 @@ def test_round_trip_is_exact(net):
     with tempfile.TemporaryDirectory() as folder:
         back = wn.load(_export(net, folder))
     assert back == net
-    _same_run(net, back, _inputs(net))
+    _same_run(net, back, inputs(net))
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -160,7 +81,7 @@ def test_graph_alone_simulates_identically(net):
         assume(False)
     del graph.metadata["whetstone"]
     back = wn.from_graph(graph)
-    _same_run(net, back, _inputs(net))
+    _same_run(net, back, inputs(net))
 
 
 def _tie_net() -> SpikingNetwork:
@@ -219,7 +140,7 @@ def test_asymmetric_and_non_square_windows_are_exact(window, strides, dilation):
     assert tuple(graph.nodes["c"].output_type["output"]) == (3, *out)
     back = wn.from_graph(graph)
     assert back == net
-    _same_run(net, back, _inputs(net, 32))
+    _same_run(net, back, inputs(net, 32))
 
 
 def test_key_decoder_is_the_vote():
@@ -371,7 +292,7 @@ def test_snntorch_reproduces_spikes_and_ties(tmp_path):
     """snnTorch's reader, stepped for the latency, gives the reference's key votes,
     exact ties included (they fire, as ``>=`` says)."""
     net = _tie_conv_net()
-    x = _inputs(net, 40, seed=4)
+    x = inputs(net, 40, seed=4)
     reference = run(net, x)
     assert reference.ties.sum() > 0
     path = wn.export(net, tmp_path / "net.nir")
@@ -382,10 +303,9 @@ def test_snntorch_reproduces_spikes_and_ties(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["dense_mnist", "conv_mnist"])
 def test_sharpened_mnist_round_trip_and_reader(name, data_dir, tmp_path):
-    from benchmarks.trained import sharpened_model
-    from whetstone import convert, datasets
+    from whetstone import datasets
 
-    net = convert.to_spiking(sharpened_model(name, data_dir))
+    net = trained_network(name)
     _, (x, _) = datasets.load("mnist", data_dir)
     path = wn.export(net, tmp_path / f"{name}.nir")
     back = wn.load(path)

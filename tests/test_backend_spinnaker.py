@@ -8,29 +8,19 @@ import warnings
 
 import numpy as np
 import pytest
+from _helpers import small_convnet, trained_network
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from whetstone import simulate
 from whetstone.backends import MissingDependencyError, get
 from whetstone.backends import spinnaker as sp
-from whetstone.network import KeyDecoder, SpikingNetwork, Stage, output_length
+from whetstone.network import SpikingNetwork, Stage, output_length
 
 
 def _dense(name, n_in, n_out, rng, scale=1.0):
     w = (rng.normal(size=(n_in, n_out)) * scale).astype("float32")
     return Stage(name, "dense", (n_in,), (n_out,), w, rng.normal(size=n_out).astype("float32"))
-
-
-def _conv_net(rng, encoding="host"):
-    conv1 = Stage("c1", "conv", (8, 8, 1), (8, 8, 3), rng.normal(size=(3, 3, 1, 3)).astype("f4"),
-                  rng.normal(size=3).astype("f4") * 0.3, padding="same")  # fmt: skip
-    pool = Stage("p", "pool", (8, 8, 3), (4, 4, 3), pool_size=(2, 2), strides=(2, 2))
-    conv2 = Stage("c2", "conv", (4, 4, 3), (2, 2, 4), rng.normal(size=(2, 2, 3, 4)).astype("f4"),
-                  rng.normal(size=4).astype("f4"), strides=(2, 2))  # fmt: skip
-    dense = _dense("d", 16, 6, rng)
-    return SpikingNetwork((8, 8, 1), [conv1, pool, conv2, dense], KeyDecoder(
-        rng.integers(0, 2, (3, 6))), input_encoding=encoding)  # fmt: skip
 
 
 def _same_as_reference(net, x, result):
@@ -176,7 +166,7 @@ def test_nest_equals_reference_dense(nest, seed, widths, encoding):
 @pytest.mark.parametrize("encoding", ["host", "binary"])
 def test_nest_equals_reference_conv_pool(nest, encoding):
     rng = np.random.default_rng(3)
-    net = _conv_net(rng, encoding)
+    net = small_convnet(rng, encoding)
     x = rng.normal(size=(40, 8, 8, 1)).astype("float32")
     if encoding == "binary":
         x = (x > 0).astype("float32")
@@ -187,7 +177,7 @@ def test_nest_equals_reference_conv_pool(nest, encoding):
 
 def test_exported_script_runs_on_nest(nest, tmp_path):
     rng = np.random.default_rng(4)
-    net = _conv_net(rng)
+    net = small_convnet(rng)
     x = rng.normal(size=(10, 8, 8, 1)).astype("float32")
     folder = get("spinnaker").export(net, tmp_path / "export", x=x)
     assert sorted(p.name for p in folder.iterdir()) == [
@@ -227,7 +217,7 @@ def test_virtual_board_mapping_reports_cores_and_chips(spynnaker):
 
 def test_virtual_board_run_gives_fixed_point_predictions(spynnaker):
     rng = np.random.default_rng(6)
-    net = _conv_net(rng)
+    net = small_convnet(rng)
     x = rng.normal(size=(20, 8, 8, 1)).astype("float32")
     result = get("spinnaker").run(net, x, simulator="spinnaker")
     np.testing.assert_array_equal(result.predictions, sp.fixed_point_run(net, x)[0])
@@ -248,11 +238,9 @@ def test_unplaceable_network_passes_on_spynnakers_reason(spynnaker):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["dense_mnist", "conv_mnist"])
 def test_real_mnist_nest_agrees_and_maps(nest, spynnaker, data_dir, name):
-    import whetstone.convert
-    from benchmarks.trained import sharpened_model
     from whetstone import datasets
 
-    net = whetstone.convert.to_spiking(sharpened_model(name, data_dir))
+    net = trained_network(name)
     _, (x, y) = datasets.load("mnist", data_dir)
     x, y = x[:1000], y[:1000]
     reference = simulate.run(net, x)

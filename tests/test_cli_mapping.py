@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from _helpers import dense_stage
 from click.testing import CliRunner
-from test_backend_nengo import _dense_stage
 
 from whetstone.backends import spinnaker as sp
 from whetstone.cli import main
@@ -21,8 +21,8 @@ def invoke(*args):
 @pytest.fixture(scope="module")
 def network_file(tmp_path_factory):
     rng = np.random.default_rng(0)
-    stages = [_dense_stage(rng, "enc", 784, 64, 0.5), _dense_stage(rng, "wide", 64, 1200, 0.5),
-              _dense_stage(rng, "out", 1200, 20, 0.5)]  # fmt: skip
+    stages = [dense_stage(rng, "enc", 784, 64, 0.5), dense_stage(rng, "wide", 64, 1200, 0.5),
+              dense_stage(rng, "out", 1200, 20, 0.5)]  # fmt: skip
     path = tmp_path_factory.mktemp("cli_mapping") / "net.h5"
     SpikingNetwork((28, 28), stages, KeyDecoder(np.repeat(np.eye(10), 2, axis=1))).save(path)
     return path

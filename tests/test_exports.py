@@ -11,8 +11,8 @@ import sys
 
 import numpy as np
 import pytest
+from _helpers import dense_stage
 from click.testing import CliRunner
-from test_backend_nengo import _dense_stage
 
 import whetstone.backends as registry
 from whetstone import simulate
@@ -30,8 +30,8 @@ def invoke(*args):
 def model(tmp_path_factory):
     """A tiny host-encoded network on 28x28 images (the demo data's shape), and inputs."""
     rng = np.random.default_rng(0)
-    stages = [_dense_stage(rng, "enc", 784, 24, 0.5), _dense_stage(rng, "hidden", 24, 16, 0.5),
-              _dense_stage(rng, "out", 16, 20, 0.5)]  # fmt: skip
+    stages = [dense_stage(rng, "enc", 784, 24, 0.5), dense_stage(rng, "hidden", 24, 16, 0.5),
+              dense_stage(rng, "out", 16, 20, 0.5)]  # fmt: skip
     net = SpikingNetwork((28, 28), stages, KeyDecoder(np.repeat(np.eye(10), 2, axis=1)))
     folder = tmp_path_factory.mktemp("exports")
     net.save(folder / "net.h5")

@@ -4,43 +4,30 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _helpers import KEY, conv_stage, dense_stage, keras_io_convnet, pool_stage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_backend_nengo import _conv_stage, _dense_stage, _pool_stage
 
 import whetstone.backends as backends
 from whetstone.backends.loihi import LIMITS, LoihiPartitionError, plan
 from whetstone.backends.loihi_partition import partition
-from whetstone.network import KeyDecoder, SpikingNetwork, output_length
+from whetstone.network import SpikingNetwork, output_length
 
 loihi = backends.get("loihi")
 KEYS = ("compartments", "in_axons", "out_axons", "synapse_bits")
-KEY = KeyDecoder(np.repeat(np.eye(10), 10, axis=1))
-
-
-def keras_io_convnet(rng, encoding="host") -> SpikingNetwork:
-    """The keras.io MNIST convnet: Conv2D 32 and 64 (3x3), max-pooling, a dense key head."""
-    stages = [
-        _conv_stage(rng, "conv_1", (28, 28, 1), 32, 3, 1, "valid", 0.5),
-        _pool_stage("pool_1", (26, 26, 32), 2, 2, "valid"),
-        _conv_stage(rng, "conv_2", (13, 13, 32), 64, 3, 1, "valid", 0.5),
-        _pool_stage("pool_2", (11, 11, 64), 2, 2, "valid"),
-        _dense_stage(rng, "dense", 5 * 5 * 64, 100, 0.5),
-    ]
-    return SpikingNetwork((28, 28, 1), stages, KEY, encoding)
 
 
 def vgg_net(rng) -> SpikingNetwork:
     """VGG-style: 32-32-pool-64-64-pool-Dense(256)-key (100 key neurons)."""
     stages = [
-        _conv_stage(rng, "c1", (28, 28, 1), 32, 3, 1, "same", 0.5),
-        _conv_stage(rng, "c2", (28, 28, 32), 32, 3, 1, "same", 0.5),
-        _pool_stage("p1", (28, 28, 32), 2, 2, "valid"),
-        _conv_stage(rng, "c3", (14, 14, 32), 64, 3, 1, "same", 0.5),
-        _conv_stage(rng, "c4", (14, 14, 64), 64, 3, 1, "same", 0.5),
-        _pool_stage("p2", (14, 14, 64), 2, 2, "valid"),
-        _dense_stage(rng, "d1", 7 * 7 * 64, 256, 0.5),
-        _dense_stage(rng, "d2", 256, 100, 0.5),
+        conv_stage(rng, "c1", (28, 28, 1), 32, 3, 1, "same", 0.5),
+        conv_stage(rng, "c2", (28, 28, 32), 32, 3, 1, "same", 0.5),
+        pool_stage("p1", (28, 28, 32), 2, 2, "valid"),
+        conv_stage(rng, "c3", (14, 14, 32), 64, 3, 1, "same", 0.5),
+        conv_stage(rng, "c4", (14, 14, 64), 64, 3, 1, "same", 0.5),
+        pool_stage("p2", (14, 14, 64), 2, 2, "valid"),
+        dense_stage(rng, "d1", 7 * 7 * 64, 256, 0.5),
+        dense_stage(rng, "d2", 256, 100, 0.5),
     ]
     return SpikingNetwork((28, 28, 1), stages, KEY)
 
@@ -59,15 +46,15 @@ def conv_networks(draw):
             break
         if kind == "conv":
             filters = draw(st.integers(1, 48))
-            stage = _conv_stage(rng, f"c{i}", shape, filters, size, stride, padding, 0.5)
+            stage = conv_stage(rng, f"c{i}", shape, filters, size, stride, padding, 0.5)
         else:
-            stage = _pool_stage(f"p{i}", shape, size, stride, padding)
+            stage = pool_stage(f"p{i}", shape, size, stride, padding)
         stages.append(stage)
         shape = stage.output_shape
     n_in = int(np.prod(shape))
     if n_in <= LIMITS["in_axons"]:  # a dense stage takes one input axon per input neuron
         n_out = draw(st.integers(10, 1500))
-        stages.append(_dense_stage(rng, "d", n_in, n_out, 0.5))
+        stages.append(dense_stage(rng, "d", n_in, n_out, 0.5))
     encoding = draw(st.sampled_from(["binary", "host"])) if len(stages) > 1 else "binary"
     return SpikingNetwork(input_shape, stages, None, encoding)
 
@@ -144,7 +131,7 @@ def test_too_many_chips_error_states_needed_and_available():
 
 def test_unplaceable_dense_stage_says_why():
     rng = np.random.default_rng(5)
-    net = SpikingNetwork((5000,), [_dense_stage(rng, "wide_in", 5000, 10, 0.5)], None, "binary")
+    net = SpikingNetwork((5000,), [dense_stage(rng, "wide_in", 5000, 10, 0.5)], None, "binary")
     with pytest.raises(LoihiPartitionError, match=r"'wide_in'.*in_axons 5000 > 4096.*Flatten"):
         partition(net.stages)
 
@@ -161,7 +148,7 @@ def test_export_keeps_pins_and_refuses_what_does_not_fit(tmp_path):
 
 def test_run_with_progress_reports_and_equals_plain_run():
     rng = np.random.default_rng(7)
-    stages = [_dense_stage(rng, "a", 4, 30, 0.5), _dense_stage(rng, "b", 30, 6, 0.5)]
+    stages = [dense_stage(rng, "a", 4, 30, 0.5), dense_stage(rng, "b", 30, 6, 0.5)]
     net = SpikingNetwork((4,), stages, None, "binary")
     x = rng.integers(0, 2, (25, 4)).astype("float32")
     seen = []

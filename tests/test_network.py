@@ -7,8 +7,8 @@ import os
 import h5py
 import numpy as np
 import pytest
+from _helpers import geometry
 from hypothesis import example, given, settings
-from hypothesis import strategies as st
 
 from whetstone import network
 from whetstone.network import (
@@ -43,18 +43,6 @@ def brute_taps(input_shape, window, strides, dilation, padding):
             if all(0 <= ii < n for ii, n in zip(i, spatial, strict=True)):
                 pairs.append((o, i))
     return out, pairs
-
-
-geometry = st.tuples(
-    st.integers(1, 2),  # rank
-    st.lists(st.integers(1, 9), min_size=2, max_size=2),  # sizes
-    st.integers(1, 3),  # kernel
-    st.integers(1, 3),  # stride
-    st.integers(1, 2),  # dilation
-    st.sampled_from(["valid", "same"]),
-    st.integers(1, 3),  # c_in
-    st.integers(1, 3),  # c_out
-)
 
 
 def make_conv(rank, sizes, k, s, d, padding, c_in, c_out):

@@ -10,10 +10,9 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from _helpers import cases, geometry
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_backend_nengo import networks
-from test_network import geometry
 
 from whetstone import simulate
 from whetstone.network import KeyDecoder, ReadoutDecoder, SpikingNetwork, Stage, output_length
@@ -121,7 +120,7 @@ def test_fast_preactivations_are_the_oracle_bits(net, n, seed, dtype):
 
 
 @settings(max_examples=40, deadline=None)
-@given(case=networks())
+@given(case=cases(ranks=(0, 2), dilation=False))
 def test_fast_equals_the_oracle_on_the_back_end_networks(case):
     net, x = case
     with mock.patch.object(simulate, "_CHUNK_VALUES", 200):

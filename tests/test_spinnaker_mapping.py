@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_backend_spinnaker import _conv_net
-from test_loihi_partition import keras_io_convnet
+from _helpers import keras_io_convnet, small_convnet
 
 from whetstone.backends import get
 from whetstone.backends import spinnaker as sp
@@ -49,7 +48,7 @@ def test_mapping_remedy_agrees_with_spynnaker():
 def test_nest_run_with_progress_builds_once(monkeypatch):
     pytest.importorskip("pyNN.nest")
     rng = np.random.default_rng(1)
-    net = _conv_net(rng)
+    net = small_convnet(rng)
     x = rng.normal(size=(12, 8, 8, 1)).astype("float32")
     builds, seen = [], []
     assemble = sp._assemble

@@ -63,6 +63,7 @@ class SimulationResult:
         spike_counts: ``(L,)`` spikes emitted by each stage, summed over the samples.
         ties: ``(L,)`` tie count per stage, summed over the samples.
         sample_ties: ``(n, L)`` tie count per sample and stage.
+        sample_spikes: ``(n, L)`` spikes per sample and stage (``spike_counts`` summed).
         decoder_ties: samples whose two best decoder scores are within the tolerance
             (for a key vote: equal votes, which every decoder resolves to the lowest
             class, so they cannot cause a disagreement; for a readout: near-equal logits).
@@ -85,6 +86,32 @@ class SimulationResult:
     synaptic_operations: np.ndarray
     ann_macs: int
     latency: int
+    sample_spikes: np.ndarray | None = None
+
+    def first(self, n: int) -> SimulationResult:
+        """The result of the first ``n`` samples alone (as if only they had been run).
+
+        Example:
+            >>> from whetstone.network import Stage, SpikingNetwork
+            >>> net = SpikingNetwork((1,), [Stage("d", "dense", (1,), (2,), [[1.0, -1.0]])])
+            >>> run(net, [[1.0], [-1.0], [1.0]]).first(2).spike_counts.tolist()
+            [2]
+        """
+        decoder_tie = _decoder_tie(self.scores[:n]) if self.scores is not None else None
+        return SimulationResult(
+            predictions=self.predictions[:n],
+            output_spikes=self.output_spikes[:n],
+            scores=None if self.scores is None else self.scores[:n],
+            spike_counts=self.sample_spikes[:n].sum(axis=0),
+            ties=self.sample_ties[:n].sum(axis=0),
+            sample_ties=self.sample_ties[:n],
+            decoder_ties=0 if decoder_tie is None else int(decoder_tie.sum()),
+            tie_mask=self.tie_mask[:n],
+            synaptic_operations=self.synaptic_operations[:n],
+            ann_macs=self.ann_macs,
+            latency=self.latency,
+            sample_spikes=self.sample_spikes[:n],
+        )
 
     @property
     def num_samples(self) -> int:
@@ -345,8 +372,15 @@ def _decode(net: SpikingNetwork, outputs: np.ndarray):
     scores = net.decoder.scores(flat)
     if scores.shape[1] < 2:
         return predictions, scores, np.zeros(len(flat), bool)
+    return predictions, scores, _decoder_tie(scores)
+
+
+def _decoder_tie(scores: np.ndarray) -> np.ndarray:
+    """``(n,)`` True where a sample's two best decoder scores are within the tolerance."""
+    if scores.shape[1] < 2:
+        return np.zeros(len(scores), bool)
     top2 = np.sort(scores, axis=1)[:, -2:]
-    return predictions, scores, (top2[:, 1] - top2[:, 0]) < TIE_TOLERANCE
+    return (top2[:, 1] - top2[:, 0]) < TIE_TOLERANCE
 
 
 def check_input(net: SpikingNetwork, x, where: str = "run") -> np.ndarray:
@@ -405,6 +439,7 @@ def run(
         synaptic_operations=tally.synops,
         ann_macs=_ann_macs(net),
         latency=net.latency,
+        sample_spikes=tally.spikes,
     )
 
 
