@@ -37,17 +37,10 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from whetstone.geometry import output_length, preactivation, same_padding
 from whetstone.layers import SoftmaxDecode, Spiking
-from whetstone.network import (
-    KeyDecoder,
-    ReadoutDecoder,
-    SpikingNetwork,
-    Stage,
-    output_length,
-    same_padding,
-)
+from whetstone.network import KeyDecoder, ReadoutDecoder, SpikingNetwork, Stage
 from whetstone.sharpness import get_sharpness
-from whetstone.simulate import preactivation
 
 __all__ = [
     "CONVERTERS",
