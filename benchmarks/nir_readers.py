@@ -216,7 +216,8 @@ def measure(images: int | None = None, data_dir=None, readers=None) -> dict:
     from whetstone.backends import nir as nir_backend
 
     _, (x_test, _) = datasets.load("mnist", data_dir)
-    report = {"models": {}, "variants": list(nir_backend.VARIANTS), "versions": versions()}
+    report = {"models": {}, "variants": list(nir_backend.VARIANTS),
+              "reader_versions": versions()}  # fmt: skip
     with tempfile.TemporaryDirectory() as folder:
         jobs, references = [], {}
         for name, count in MODELS.items():
@@ -303,11 +304,13 @@ def main(argv=None) -> None:
         for name, entry in report["models"].items():
             for variant in report["variants"]:
                 kept["models"][name].setdefault(variant, {}).update(entry[variant])
-        report = {**kept, "versions": report["versions"]}
+        report = {**kept, "reader_versions": report["reader_versions"]}
     report["command"] = "python -m benchmarks.nir_readers" + (
         f" --images {args.images}" if args.images else "")  # fmt: skip
-    Path(args.out).write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
-    print("wrote", args.out)
+    from benchmarks.common import write_result  # not in the readers' environments
+
+    out = Path(args.out)
+    print("wrote", write_result(out.stem, report, folder=out.parent))
 
 
 if __name__ == "__main__":
