@@ -219,3 +219,11 @@ def test_conv_mnist_simulator_equals_keras_on_all_test_images(data_dir):
     figures = compare_on_test_set(model, x_test, y_test)
     assert figures["disagreements_without_tie"] == 0
     assert figures["keras_accuracy"] > 0.85
+
+
+def test_raw_uint8_pixels_are_refused_and_binary_uint8_accepted():
+    stage = Stage("d", "dense", (2,), (1,), np.ones((2, 1), "float32"), np.zeros(1, "float32"))
+    net = SpikingNetwork((2,), [stage])
+    with pytest.raises(ValueError, match=r"uint8 with values up to 255.*x / 255"):
+        run(net, np.array([[0, 255]], np.uint8))
+    assert run(net, np.array([[0, 1]], np.uint8)).output_spikes.tolist() == [[1]]

@@ -527,6 +527,11 @@ class SpikingNetwork:
                 f"{where}: x must be a batch of inputs of shape (n, *{self.input_shape}), "
                 f"got shape {x.shape}; reshape the inputs to the network's input shape."
             )
+        if x.dtype == np.uint8 and x.max() > 1:
+            raise ValueError(
+                f"{where}: x is uint8 with values up to {x.max()}, raw pixels it seems; scale "
+                "them as in training (e.g. x / 255) and pass floats."
+            )
         x = x.reshape(len(x), *self.input_shape).astype(np.float32, copy=False)
         if not np.isfinite(x).all():
             raise ValueError(f"{where}: x holds NaN or Inf values; pass finite inputs.")
