@@ -91,16 +91,7 @@ def train(recipe, data, target: str | None, weight_steps: int):
     ]  # fmt: skip
     if target is not None:
         callbacks.append(WeightSharpener(target, steps=weight_steps, verbose=0))
-    started = time.perf_counter()
-    history = model.fit(x, keras.utils.to_categorical(y, 10), epochs=recipe.epochs,
-                        batch_size=recipe.batch_size, callbacks=callbacks, verbose=2)  # fmt: skip
-    info = {
-        "weight_target": target,
-        "epochs": len(history.history["loss"]),
-        "train_seconds": round(time.perf_counter() - started, 1),
-        "weight_sharpness": history.history.get("weight_sharpness", [None])[-1],
-    }
-    return model, info
+    return model, _fit(model, x, y, recipe.epochs, recipe.batch_size, callbacks, target)
 
 
 def fine_tune(data_dir, data, target: str | None, weight_steps: int, epochs: int, seed: int = 0):
@@ -120,16 +111,22 @@ def fine_tune(data_dir, data, target: str | None, weight_steps: int, epochs: int
     )
     model.compile(optimizer, "categorical_crossentropy", metrics=["accuracy"])
     callbacks = [] if target is None else [WeightSharpener(target, steps=weight_steps, verbose=0)]
+    return model, _fit(model, x, y, epochs, recipe.batch_size, callbacks, target)
+
+
+def _fit(model, x, y, epochs: int, batch_size: int, callbacks, target) -> dict:
+    """Train ``model``; what the result files record of the run."""
+    import keras
+
     started = time.perf_counter()
     history = model.fit(x, keras.utils.to_categorical(y, 10), epochs=epochs,
-                        batch_size=recipe.batch_size, callbacks=callbacks, verbose=2)  # fmt: skip
-    info = {
+                        batch_size=batch_size, callbacks=callbacks, verbose=2)  # fmt: skip
+    return {
         "weight_target": target,
         "epochs": len(history.history["loss"]),
         "train_seconds": round(time.perf_counter() - started, 1),
         "weight_sharpness": history.history.get("weight_sharpness", [None])[-1],
     }
-    return model, info
 
 
 def nest(model, x_test: np.ndarray, keras_pred: np.ndarray, n: int) -> dict:

@@ -55,9 +55,8 @@ Example:
     >>> w = np.array([[1.0, -1.0], [0.5, 0.25]], "float32")
     >>> net = SpikingNetwork((2,), [Stage("d", "dense", (2,), (2,), w)],
     ...                      input_encoding="binary")
-    >>> plan = build_plan(net)
-    >>> plan[0].thresholds.tolist(), plan[0].exc[:, 2].tolist(), plan[0].inh[:, 2].tolist()
-    ([0.5, 0.5], [1.0, 0.5, 0.25], [1.0])
+    >>> len(build_plan(net))  # the populations (see plan.py's example)
+    1
     >>> result = get_backend().run(net, np.eye(2), simulator="nest")  # doctest: +SKIP
 """
 
