@@ -133,10 +133,12 @@ def conv_mnist(
     return keras.Model(inputs, outputs, name=name)
 
 
-def vgg_cifar10(key_width: int = 100, seed: int = 0, head: str = "key") -> keras.Model:
-    """A VGG-style network for CIFAR-10: three blocks of two 3x3 convolutions (32, 64,
-    128 filters) with BatchNorm, SpikingBRelu and max-pooling, Dense(256), then the head
-    (an N-hot key, or a softmax readout).
+def vgg_cifar10(
+    key_width: int = 100, seed: int = 0, head: str = "key", convs_per_block: int = 1
+) -> keras.Model:
+    """A VGG-style network for CIFAR-10: three blocks of ``convs_per_block`` 3x3
+    convolutions (32, 64, 128 filters) with BatchNorm, SpikingBRelu and max-pooling,
+    Dense(256), then the head (an N-hot key, or a softmax readout).
 
     Example:
         >>> vgg_cifar10().get_layer("pool_3").output.shape
@@ -148,7 +150,7 @@ def vgg_cifar10(key_width: int = 100, seed: int = 0, head: str = "key") -> keras
         input_shape=(32, 32, 3),
         filters=(32, 64, 128),
         hidden=(256,),
-        convs_per_block=2,
+        convs_per_block=convs_per_block,
         name="vgg_cifar10",
         head=head,
     )
