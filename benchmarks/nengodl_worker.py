@@ -50,7 +50,11 @@ DATASETS = {
     "conv_fashion": "fashion-mnist",
     "conv_mnist_avgpool": "mnist",
     "conv_fashion_avgpool": "fashion-mnist",
+    "vgg_cifar10": "cifar10",
 }
+CONV_FILTERS = {"vgg_cifar10": (32, 64, 128)}
+"""Filters per conv block (one 3x3 conv each); (32, 64) unless listed: whetstone's models."""
+INPUT_SHAPES = {"vgg_cifar10": (32, 32, 3)}
 
 
 def log(*parts: object) -> None:
@@ -70,9 +74,10 @@ def build_conv(name: str) -> tf.keras.Model:
     """whetstone's conv architecture; ``*_avgpool``: average instead of max pooling."""
     L = tf.keras.layers
     pool = L.AveragePooling2D if name.endswith("_avgpool") else L.MaxPooling2D
-    inputs = tf.keras.Input((28, 28), name="image")
-    x = L.Reshape((28, 28, 1), name="channel")(inputs)
-    for i, filters in enumerate((16, 32)):
+    shape = INPUT_SHAPES.get(name, (28, 28))
+    inputs = tf.keras.Input(shape, name="image")
+    x = L.Reshape((*shape, 1), name="channel")(inputs) if len(shape) == 2 else inputs
+    for i, filters in enumerate(CONV_FILTERS.get(name, (32, 64))):
         x = L.Conv2D(filters, 3, padding="same", name=f"conv_{i + 1}")(x)
         x = L.BatchNormalization(name=f"norm_{i + 1}")(x)
         x = L.ReLU(name=f"relu_{i + 1}")(x)
@@ -92,6 +97,7 @@ RECIPES = {
     "conv_fashion": ("adam", 1e-3, 128),
     "conv_mnist_avgpool": ("adam", 1e-3, 128),
     "conv_fashion_avgpool": ("adam", 1e-3, 128),
+    "vgg_cifar10": ("adam", 1e-3, 128),
 }
 
 
@@ -327,6 +333,7 @@ def bench(name: str, data, config: dict) -> dict:
     return {
         "dataset": dataset,
         "architecture": architecture(model),
+        "filters": None if name == "dense_mnist" else list(CONV_FILTERS.get(name, (32, 64))),
         "optimizer": dict(zip(("name", "learning_rate", "batch_size"), RECIPES[name], strict=True)),
         "epochs": epochs,
         "train_images": len(x),

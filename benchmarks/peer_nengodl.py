@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, write_result
+from benchmarks.common import RESULTS, environment, write_result
 from whetstone import datasets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +47,7 @@ DATASETS = {
     "conv_fashion": "fashion-mnist",
     "conv_mnist_avgpool": "mnist",  # AveragePooling2D in the ANN: what NengoDL converts
     "conv_fashion_avgpool": "fashion-mnist",
+    "vgg_cifar10": "cifar10",
 }
 EPOCHS = {name: 10 if name == "dense_mnist" else 5 for name in DATASETS}
 FULL = {"timesteps": 128, "scales": [1, 10, 100, 1000, 10000], "n_test_conv": 2000}
@@ -171,12 +172,15 @@ def run(
     n_test: int | None = None,
     quick: bool = False,
     env: Path = ENV,
+    timesteps: int | None = None,
+    scales: list[float] | None = None,
 ) -> dict:
     """Run the peer benchmark in the NengoDL env; return the result (not written).
 
     ``epochs`` overrides the per-model epochs, ``n_test`` the number of test images the
     conv models' timestep sweep uses (dense always uses the whole test set). ``quick``:
-    512 training and 128 test images, one epoch, 8 timesteps, two scales.
+    512 training and 128 test images, one epoch, 8 timesteps, two scales. ``timesteps``
+    and ``scales`` override the sweep's (e.g. a shorter sweep for the larger CIFAR-10 net).
     """
     unknown = sorted(set(models) - set(DATASETS))
     if unknown:
@@ -193,8 +197,8 @@ def run(
             "data": str(_write_data(models, data_dir, folder, quick)),
             "models": models,
             "epochs": chosen,
-            "timesteps": settings["timesteps"],
-            "scales": settings["scales"],
+            "timesteps": timesteps or settings["timesteps"],
+            "scales": scales or settings["scales"],
             "n_test_sweep": {m: None if m == "dense_mnist" else n_conv for m in models},
             "minibatch": 64 if quick else 100,
             "spike_images": 8 if quick else 20,
@@ -239,12 +243,31 @@ def run(
     }
 
 
+def merged(result: dict, previous: Path) -> dict:
+    """``result`` with the models of an earlier run at ``previous`` that it did not rerun.
+
+    Every model keeps the settings it ran with (``run``: date, command, configuration),
+    so a run of one model (``--models vgg_cifar10``) adds to the committed comparison.
+    """
+    now = environment()
+    own = {"date": now["date"], "command": now["command"], "config": result["config"]}
+    models = {m: {**r, "run": own} for m, r in result["models"].items()}
+    if previous.exists():
+        old = json.loads(previous.read_text())
+        old_run = {k: old.get(k) for k in ("date", "command", "config")}
+        kept = {m: {"run": old_run, **r} for m, r in old["models"].items() if m not in models}
+        models = {**kept, **models}
+    return {**result, "models": models}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--data", default=os.environ.get("WHETSTONE_DATA", "../shared/data"))
     parser.add_argument("--quick", action="store_true", help="tiny subset, one epoch (smoke)")
     parser.add_argument("--n-test", type=int, help="conv sweep test images (default 2000)")
+    parser.add_argument("--timesteps", type=int, help="sweep length (default 128)")
+    parser.add_argument("--scales", type=float, nargs="+", help="firing-rate scales")
     parser.add_argument("--setup-only", action="store_true", help="only create the peer env")
     parser.add_argument("--out", type=Path, help="result folder (default benchmarks/results)")
     parser.add_argument("--env", type=Path, default=ENV, help="peer env (.venv-nengodl)")
@@ -255,8 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or RESULTS
     if args.quick and out.resolve() == RESULTS.resolve():
         parser.error("--quick needs --out DIR outside benchmarks/results (the full result)")
-    result = run(args.models, args.data, n_test=args.n_test, quick=args.quick, env=args.env)
-    print(write_result("peer_nengodl", result, out))
+    result = run(
+        args.models, args.data, n_test=args.n_test, quick=args.quick, env=args.env,
+        timesteps=args.timesteps, scales=args.scales,
+    )  # fmt: skip
+    print(write_result("peer_nengodl", merged(result, out / "peer_nengodl.json"), out))
     return 0
 
 

@@ -211,9 +211,10 @@ def peer_table(results: Path, rows: list[dict]) -> str:
     for name, p in peer["models"].items():
         best, spikes = p["best"], _spikes_at_1pt(p)
         timed = best.get("images_per_s_at_within_1pt")
+        filters = p.get("filters")
         out.append(
             [
-                name,
+                f"{name} ({'/'.join(map(str, filters))} filters)" if filters else name,
                 f"{pct(p['ann_accuracy'])} ({p['epochs']} epochs)",
                 f"{pct(best['accuracy_at_T'])} (rate x{best['scale_best_at_T']:g}, "
                 f"{p['timesteps'][-1]} steps, {p['n_test_sweep']:,} images)",
@@ -224,6 +225,7 @@ def peer_table(results: Path, rows: list[dict]) -> str:
                 _whetstone_cell(_ours(rows, name)),
             ]
         )
+    stale = [n for n, p in peer["models"].items() if p.get("filters") == [16, 32]]
     header = [
         "model",
         "NengoDL's ANN (ReLU)",
@@ -234,7 +236,12 @@ def peer_table(results: Path, rows: list[dict]) -> str:
         "NengoDL spikes per image there",
         "whetstone",
     ]
-    return _table(header, out)
+    note = (
+        f"\n\nThe 16/32-filter rows ran on the earlier conv architecture, before whetstone's "
+        f"conv models became 32/64 filters + 256; rerun them with `python -m "
+        f"benchmarks.peer_nengodl --models {' '.join(stale)}`."
+    )
+    return _table(header, out) + (note if stale else "")
 
 
 def accuracy_vs_timesteps_plot(results: Path, rows: list[dict], path: Path) -> Path | None:

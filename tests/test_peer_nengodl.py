@@ -58,3 +58,28 @@ def test_quick_run_end_to_end(peer_env, data_dir, tmp_path):
 def test_quick_refuses_to_overwrite_the_full_result():
     with pytest.raises(SystemExit):
         peer_nengodl.main(["--quick"])
+
+
+def test_a_run_of_some_models_keeps_the_others_with_their_own_settings(tmp_path):
+    previous = tmp_path / "peer_nengodl.json"
+    old_config = {"timesteps": 128}
+    previous.write_text(
+        json.dumps(
+            {
+                "date": "2026-01-01T00:00:00Z",
+                "command": "old",
+                "config": old_config,
+                "models": {"dense_mnist": {"ann_accuracy": 0.98}, "conv_mnist": {"x": 1}},
+            }
+        )
+    )
+    new = {"config": {"timesteps": 64}, "models": {"conv_mnist": {"x": 2}}}
+    result = peer_nengodl.merged(new, previous)
+
+    assert list(result["models"]) == ["dense_mnist", "conv_mnist"]
+    assert result["models"]["conv_mnist"]["x"] == 2
+    assert result["models"]["conv_mnist"]["run"]["config"] == {"timesteps": 64}
+    kept = result["models"]["dense_mnist"]
+    assert kept["ann_accuracy"] == 0.98
+    assert kept["run"] == {"date": "2026-01-01T00:00:00Z", "command": "old", "config": old_config}
+    assert peer_nengodl.merged(new, tmp_path / "absent.json")["models"].keys() == {"conv_mnist"}
