@@ -26,6 +26,7 @@ TARGETS = {  # the issue's targets: sharpened accuracy, and the most lost to the
     "dense_mnist": (0.975, 0.004),
     "conv_mnist": (0.993, None),
     "conv_fashion": (0.91, 0.015),
+    "vgg_cifar10": (None, 0.03),
 }
 
 
@@ -156,7 +157,9 @@ def targets_table(rows: list[dict]) -> str:
         out.append(
             [
                 r["model"],
-                f"{pct(r['keras_accuracy'])} (target {pct(target)}): "
+                f"{pct(r['keras_accuracy'])} (no target)"
+                if target is None
+                else f"{pct(r['keras_accuracy'])} (target {pct(target)}): "
                 + ("met" if r["keras_accuracy"] >= target else "not met"),
                 f"{100 * lost:+.2f} points"
                 + (

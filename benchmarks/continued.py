@@ -1,0 +1,115 @@
+"""Longer schedules without retraining: continue a cached reference model and its baseline.
+
+From the committed sharpened model of a recipe (fully sharp, so training it further is
+honing: the exact step forward, the surrogate gradient backward) and from its
+never-sharpened baseline, train ``--epochs`` more epochs with the recipe's augmentation,
+at the honing learning rate (and, for the sharpened model, at any ``--rates`` to compare),
+with a fresh Adam. Records the test accuracy after every epoch, so one run shows whether a
+longer honing phase closes the gap to the ANN trained as long. The committed models are
+not changed.
+
+    python -m benchmarks.continued vgg_cifar10 --epochs 8 --rates 1e-4 --rates 3e-4
+
+Writes ``results/continued_<model>[_<which>][_rate<r>...].json``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import click
+import keras
+
+import whetstone as ws
+from benchmarks import trained
+from benchmarks.common import RESULTS, write_result
+
+
+class TestAccuracy(keras.callbacks.Callback):
+    """Test accuracy (Keras ``predict``) and training seconds after every epoch."""
+
+    def __init__(self, x, y):
+        super().__init__()
+        self.x, self.y, self.accuracy, self.seconds = x, y, [], []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(round(time.perf_counter() - self._start, 1))
+        predicted = self.model.predict(self.x, verbose=0, batch_size=500).argmax(axis=1)
+        self.accuracy.append(float((predicted == self.y).mean()))
+        click.echo(f"  epoch {epoch + 1}: test accuracy {self.accuracy[-1]:.4f}", err=True)
+
+
+def continue_training(model: keras.Model, recipe: trained.Recipe, data, rate: float, epochs: int):
+    """Train ``model`` ``epochs`` more epochs at ``rate``; the per-epoch test accuracy."""
+    (x, y), (x_test, y_test) = data
+    model.compile(keras.optimizers.Adam(rate), "categorical_crossentropy", metrics=["accuracy"])
+    labels = keras.utils.to_categorical(y, 10)
+    batches = trained.ShiftedImages(
+        x, labels, recipe.batch_size, recipe.shift, recipe.seed + 1, recipe.flip
+    )
+    tracker = TestAccuracy(x_test, y_test)
+    model.fit(batches, epochs=epochs, callbacks=[tracker], verbose=0)
+    return {"learning_rate": rate, "test_accuracy": tracker.accuracy, "seconds": tracker.seconds}
+
+
+@click.command()
+@click.argument("model_name")
+@click.option("--data", "data_dir", envvar="WHETSTONE_DATA", default="../shared/data")
+@click.option("--epochs", default=8, show_default=True, help="epochs to continue")
+@click.option("--rates", type=float, multiple=True, help="honing rates (default: the recipe's)")
+@click.option("--which", type=click.Choice(["both", "sharpened", "baseline"]), default="both")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=RESULTS)
+def main(model_name: str, data_dir, epochs: int, rates, which: str, out: Path) -> None:
+    """Continue MODEL_NAME's sharpened and baseline models; write continued_<model>.json."""
+    recipe = trained.RECIPES[model_name]
+    data = ws.datasets.load(recipe.dataset, data_dir)
+    start = {
+        "sharpened": trained.report(model_name)["test_accuracy"],
+        "baseline": trained.report(model_name, sharpen=False)["test_accuracy"],
+    }
+    runs: dict = {"sharpened": [], "baseline": []}
+    if which in ("both", "sharpened"):
+        for rate in rates or (recipe.hone_learning_rate,):
+            click.echo(f"{model_name} sharpened, rate {rate}", err=True)
+            model = trained.sharpened_model(model_name, data_dir)
+            runs["sharpened"].append(continue_training(model, recipe, data, rate, epochs))
+            runs["sharpened"][-1]["fully_sharpened"] = ws.sharpness.is_fully_sharpened(model)
+    if which in ("both", "baseline"):
+        click.echo(f"{model_name} baseline, rate {recipe.hone_learning_rate}", err=True)
+        model = trained.baseline_model(model_name, data_dir)
+        runs["baseline"].append(
+            continue_training(model, recipe, data, recipe.hone_learning_rate, epochs)
+        )
+    name = f"continued_{model_name}" + ("" if which == "both" else f"_{which}")
+    name += "".join(f"_rate{r:g}" for r in rates)
+    result = {
+        "model": model_name,
+        "recipe": recipe.__dict__,
+        "epochs_before": len(trained.report(model_name)["epoch_seconds"]),
+        "epochs_continued": epochs,
+        "optimizer": "Adam, fresh state (the committed models' optimizer state is not kept)",
+        "test_accuracy_before": start,
+        "test_images": len(data[1][1]),
+        "runs": runs,
+        "best_gap_points": _best_gap(runs),
+    }
+    click.echo(f"wrote {write_result(name, result, folder=out)}")
+
+
+def _best_gap(runs: dict) -> float | None:
+    """The ANN's final accuracy minus the best sharpened final accuracy, in points."""
+    if not (runs["sharpened"] and runs["baseline"]):
+        return None  # one side only (--which): compare the two result files
+    best = max(r["test_accuracy"][-1] for r in runs["sharpened"])
+    return round(100 * (runs["baseline"][-1]["test_accuracy"][-1] - best), 2)
+
+
+if __name__ == "__main__":
+    main()
