@@ -1,6 +1,7 @@
 """The whetstone command line: every command and every bad input."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -324,9 +325,9 @@ def test_sharpen_checks_the_output_before_training(files, tmp_path, monkeypatch)
     (tmp_path / "taken.keras").write_text("")
     taken = invoke(*args, tmp_path / "taken.keras")
     assert taken.exit_code == 2 and "pass --force" in taken.output
-    access = whetstone.cli.os.access
+    access = os.access
     monkeypatch.setattr(
-        whetstone.cli.os, "access", lambda path, mode: Path(path) != tmp_path and access(path, mode)
+        os, "access", lambda path, mode: Path(path) != tmp_path and access(path, mode)
     )
     locked = invoke(*args, tmp_path / "s.keras")
     assert locked.exit_code == 2 and "not writable" in locked.output
@@ -365,7 +366,6 @@ def test_verbose_shows_the_traceback(files):
 
 def test_silenced_drops_what_c_code_writes_to_stderr(capfd):
     import logging
-    import os
 
     from whetstone.cli import silenced
 
