@@ -8,6 +8,8 @@ import time
 
 import click
 
+from whetstone.backends import agreement
+
 
 class Output:
     """Where commands report: tables on stdout and progress on stderr, or one JSON document."""
@@ -128,7 +130,7 @@ def result_row(stage: str, predictions, labels, compare_to, timesteps=None) -> d
     return {
         "stage": stage,
         "accuracy": float((predictions == labels).mean()),
-        "agreement": float((predictions == compare_to).mean()),
+        "agreement": agreement(predictions, compare_to)["agreement"],
         "timesteps": timesteps,
     }
 

@@ -383,12 +383,8 @@ def sharpen(
     )
     predictions = keras_model.predict(x_test, batch_size=batch_size, verbose=0).argmax(axis=1)
     accuracy = float((predictions == y_test).mean())
-    staging = target.with_name(f".{target.name}.partial.keras")
-    try:
+    with files.staged(target, force, sources=[model]) as staging:
         keras_model.save(staging)
-        files.replace(staging, target, force)
-    finally:
-        staging.unlink(missing_ok=True)
     values = sharpness.get_sharpness(keras_model)
     rows = [{"layer": name, "sharpness": value} for name, value in values.items()]
     out.table(rows, f"{output}: test accuracy {100 * accuracy:.2f}%")
