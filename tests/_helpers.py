@@ -224,3 +224,97 @@ def trained_network(name: str) -> SpikingNetwork:
     from whetstone import convert
 
     return convert.to_spiking(trained_model(name))
+
+
+# ================================================================ Keras conversion helpers
+# (shared by test_convert.py and test_convert_layers.py; Keras is imported inside each
+# function, so the modules above that know no Keras stay light)
+
+
+def randomize(model, rng, positive_gamma=False):
+    """Random biases and BatchNorm statistics (Keras starts them at 0 and 1)."""
+    import keras
+
+    from whetstone import convert
+
+    L = keras.layers
+    for layer in convert.layer_chain(model):
+        if isinstance(layer, (L.Dense, L.Conv1D, L.Conv2D)) and layer.use_bias:
+            layer.bias.assign(rng.normal(0, 0.5, layer.bias.shape))
+        if isinstance(layer, L.BatchNormalization):
+            n = layer.gamma.shape[0]
+            low = 0.2 if positive_gamma or layer.name.startswith("pos") else -2.0
+            gamma = rng.uniform(low, 2, n) * rng.choice([1, -1] if low < 0 else [1], n)
+            layer.gamma.assign(gamma)
+            layer.beta.assign(rng.normal(0, 1, n))
+            layer.moving_mean.assign(rng.normal(0, 0.5, n))
+            layer.moving_variance.assign(rng.uniform(0.05, 2, n))
+
+
+def last_spikes(model):
+    """The Keras layer whose output is the network's last spikes, or None.
+
+    That is the last spiking layer or max pool of spikes; None when the last stage is a
+    max pool of normalised spikes (its Keras output is ``a OR(s) + b``, not spikes).
+    """
+    import keras
+
+    from whetstone import convert
+    from whetstone.layers import Spiking
+
+    L = keras.layers
+    binary, last = False, None
+    for layer in convert.layer_chain(model):
+        if isinstance(layer, Spiking):
+            binary, last = True, layer
+        elif isinstance(layer, (L.MaxPooling1D, L.MaxPooling2D)):
+            last = layer if binary else None
+        elif not isinstance(layer, (L.Dropout, L.Flatten, L.Reshape)):
+            binary = False
+    return last
+
+
+def keras_reference(model, x):
+    """Keras's last spikes (None if the last stage has no Keras twin) and predicted classes."""
+    import keras
+
+    last = last_spikes(model)
+    outputs = [model.outputs[0]] if last is None else [model.outputs[0], last.output]
+    values = keras.Model(model.inputs, outputs).predict(x, verbose=0, batch_size=256)
+    output = values if last is None else values[0]
+    spikes = None if last is None else values[1].reshape(len(x), -1)
+    return spikes, output.reshape(len(x), -1).argmax(axis=1)
+
+
+def assert_agrees(model, x, input_encoding="host"):
+    """Simulator == Keras on every sample without a tie; fast == timestep everywhere."""
+    from whetstone import simulate
+    from whetstone.convert import to_spiking
+
+    net = to_spiking(model, input_encoding=input_encoding)
+    result = simulate.run(net, x)
+    spikes, predictions = keras_reference(model, x)
+    no_tie = result.sample_ties.sum(axis=1) == 0  # no neuron within 1e-6 of threshold
+    assert no_tie.mean() >= 0.9, f"too many ties: {result.ties}"
+    if spikes is not None:
+        got = result.output_spikes.reshape(len(x), -1)
+        np.testing.assert_array_equal(got[no_tie], spikes[no_tie])
+    ok = ~result.tie_mask  # also no near-equal readout logits
+    np.testing.assert_array_equal(result.predictions[ok], predictions[ok])
+    timestep = simulate.run(net, x, mode="timestep")
+    np.testing.assert_array_equal(timestep.output_spikes, result.output_spikes)
+    np.testing.assert_array_equal(timestep.ties, result.ties)
+    np.testing.assert_array_equal(timestep.spike_counts, result.spike_counts)
+    return net, result
+
+
+def refused(model, *fragments, **kwargs) -> str:
+    """The ConversionError message for ``model``, which must contain every fragment."""
+    from whetstone.convert import ConversionError, to_spiking
+
+    with pytest.raises(ConversionError) as info:
+        to_spiking(model, **kwargs)
+    message = str(info.value)
+    for fragment in fragments:
+        assert fragment in message, message
+    return message

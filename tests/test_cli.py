@@ -1,6 +1,8 @@
 """The whetstone command line: every command and every bad input."""
 
+import errno
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -324,12 +326,34 @@ def test_sharpen_checks_the_output_before_training(files, tmp_path, monkeypatch)
     (tmp_path / "taken.keras").write_text("")
     taken = invoke(*args, tmp_path / "taken.keras")
     assert taken.exit_code == 2 and "pass --force" in taken.output
-    access = whetstone.cli.os.access
+    access = os.access
     monkeypatch.setattr(
-        whetstone.cli.os, "access", lambda path, mode: Path(path) != tmp_path and access(path, mode)
+        os, "access", lambda path, mode: Path(path) != tmp_path and access(path, mode)
     )
     locked = invoke(*args, tmp_path / "s.keras")
     assert locked.exit_code == 2 and "not writable" in locked.output
+
+
+def test_sharpen_saves_through_the_one_write_helper(files, tmp_path, monkeypatch):
+    """A 255-byte name is written; a failed save names the output, never a staging path."""
+    data = tmp_path / "data" / "tiny.npz"
+    data.parent.mkdir()
+    x = np.random.default_rng(0).random((16, 28, 28)).astype("float32")
+    np.savez(data, x=x, y=np.arange(16) % 10)
+    args = ["sharpen", files["soft"], "--data", data, "--epochs", "1", "-q", "-o"]
+    longest = tmp_path / ("s" * 249 + ".keras")
+    assert invoke(*args, longest).exit_code == 0
+    assert [p.name for p in tmp_path.iterdir() if p.is_file()] == [longest.name]
+
+    def full_disk(self, path, *rest, **options):
+        Path(path).write_bytes(b"half a model")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(keras.Model, "save", full_disk)
+    result = invoke(*args, tmp_path / "full.keras")
+    assert_one_line_error(result, 2, str(tmp_path / "full.keras"), "No space left")
+    assert "partial" not in result.output
+    assert [p.name for p in tmp_path.iterdir() if p.is_file()] == [longest.name]
 
 
 def test_sharpen_refuses_a_plain_model_it_cannot_rewrite(tmp_path):
@@ -365,7 +389,6 @@ def test_verbose_shows_the_traceback(files):
 
 def test_silenced_drops_what_c_code_writes_to_stderr(capfd):
     import logging
-    import os
 
     from whetstone.cli import silenced
 

@@ -9,7 +9,6 @@ import textwrap
 from pathlib import Path
 
 import keras
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -75,36 +74,6 @@ def test_help_and_version_import_no_tensorflow():
 def test_subcommand_help_goes_to_stdout():
     result = CliRunner().invoke(main, ["export", "--help"])
     assert result.exit_code == 0 and "export [OPTIONS] MODEL" in result.stdout
-
-
-def test_network_simulator_and_nengo_work_without_keras_or_tensorflow(models):
-    x = np.random.default_rng(0).uniform(0, 1, (5, 28, 28)).astype("float32")
-    np.save(models["net"].with_suffix(".npy"), x)
-    script = textwrap.dedent(f"""
-        import importlib.abc, sys
-
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path, target=None):
-                if name.split(".")[0] in ("keras", "tensorflow"):
-                    raise ImportError(f"blocked: {{name}}")
-
-        sys.meta_path.insert(0, Block())
-        import numpy as np
-        import whetstone
-        import whetstone.backends as backends
-        from whetstone import simulate
-        from whetstone.network import SpikingNetwork
-
-        net = SpikingNetwork.load({str(models["net"])!r})
-        x = np.load({str(models["net"].with_suffix(".npy"))!r})
-        reference = simulate.run(net, x).predictions
-        nengo = backends.get("nengo").run(net, x).predictions
-        assert (reference == nengo).all()
-        print("OK", reference.tolist())
-    """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "OK" in done.stdout
 
 
 def test_no_tensorflow_noise_before_the_one_line_error(models, tmp_path):

@@ -9,9 +9,9 @@ simulator with Keras on real images, then Nengo and the NIR round trip with the 
 import keras
 import numpy as np
 import pytest
+from _helpers import assert_agrees, randomize, refused
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from test_convert import assert_agrees, randomize, refused
 
 from whetstone import backends, convert, sharpness, simulate
 from whetstone.convert import ConversionError, to_spiking
@@ -334,7 +334,7 @@ def mnist_models():
 
 
 @pytest.mark.slow
-def test_new_layers_on_real_mnist_equal_keras_nengo_and_nir(data_dir, tmp_path):
+def test_new_layers_on_real_mnist_equal_keras_and_nir(data_dir, tmp_path):
     (model,) = mnist_models()
     x, _ = train_briefly(model, data_dir)
     assert (model.get_layer("bn_spikes").gamma.numpy() < 0).any()
@@ -354,9 +354,7 @@ def test_new_layers_on_real_mnist_equal_keras_nengo_and_nir(data_dir, tmp_path):
     trip = simulate.run(back, x)
     np.testing.assert_array_equal(trip.output_spikes, result.output_spikes)
     np.testing.assert_array_equal(trip.predictions, result.predictions)
-    nengo = backends.get("nengo").run(net, x[:30])
-    ok = ~result.tie_mask[:30]
-    np.testing.assert_array_equal(nengo.predictions[ok], result.predictions[:30][ok])
+    # Nengo runs the same stage kinds in the next test (its conv build is the slow part).
 
 
 @pytest.mark.slow  # 260 s on two loaded cores (Nengo builds the convolutions)
