@@ -6,10 +6,11 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
+
+from whetstone import files
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PACKAGES = (  # distributions; whetstone itself (distribution whetstone-snn) is added
@@ -57,8 +58,4 @@ def write_result(name: str, result: dict, folder: Path = RESULTS) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
     payload = {"benchmark": name, **environment(), **result}
-    with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as f:
-        json.dump(payload, f, indent=2)
-        f.write("\n")
-    os.replace(f.name, path)
-    return path
+    return files.write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode(), force=True)

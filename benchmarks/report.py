@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import RESULTS
+from whetstone import files
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {  # the targets: sharpened accuracy, and the most lost to the baseline
@@ -626,10 +627,7 @@ def _cli_output(results: Path, name: str) -> str:
 
 
 def _write(path: Path, text: str) -> Path:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
-        f.write(text)
-    os.replace(f.name, path)
-    return path
+    return files.write_bytes(path, text.encode(), force=True)
 
 
 def write_all(results: Path = RESULTS, update_readme: bool = True) -> list[Path]:

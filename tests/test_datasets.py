@@ -67,8 +67,20 @@ def test_read_idx_one_dimensional_labels(tmp_path):
         (bytes([0, 0, 0x0D, 1, 0, 0, 0, 1]) + b"\0" * 4, "bad magic number"),  # float32 IDX
         (b"\0\0", "bad magic number"),
         (b"", "bad magic number"),
+        # 65536**4 bytes: a product that wraps to 0 in int64 must not pass for empty data
+        (bytes([0, 0, 0x08, 4]) + b"\0\1\0\0" * 4, r"header says \(65536, 65536, 65536"),
     ],
-    ids=["short-data", "long-data", "short-header", "cut-header", "magic", "float", "2B", "empty"],
+    ids=[
+        "short-data",
+        "long-data",
+        "short-header",
+        "cut-header",
+        "magic",
+        "float",
+        "2B",
+        "empty",
+        "overflow",
+    ],
 )
 @pytest.mark.parametrize("gz", [False, True], ids=["plain", "gz"])
 def test_read_idx_bad_file_is_value_error_naming_it(tmp_path, raw, message, gz):

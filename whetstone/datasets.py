@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import gzip
+import math
 import os
 from collections.abc import Callable
 from importlib import resources
@@ -82,10 +83,10 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         )
     shape = tuple(int(n) for n in np.frombuffer(raw, ">u4", count=ndim, offset=4))
     data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(shape)):
+    if data.size != math.prod(shape):  # exact: np.prod wraps around on huge headers
         raise ValueError(
             f"{path} is truncated or damaged: header says {shape} "
-            f"({int(np.prod(shape))} bytes), file holds {data.size}."
+            f"({math.prod(shape)} bytes), file holds {data.size}."
         )
     return data.reshape(shape)
 
