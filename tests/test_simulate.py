@@ -5,6 +5,7 @@ import itertools
 import keras
 import numpy as np
 import pytest
+from _helpers import cases
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,8 +13,6 @@ import whetstone.models
 from whetstone import callbacks, convert, datasets
 from whetstone.network import KeyDecoder, ReadoutDecoder, SpikingNetwork, Stage, output_length
 from whetstone.simulate import preactivation, run, stage_spikes
-
-from _helpers import cases
 
 L = keras.layers
 

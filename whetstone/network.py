@@ -525,7 +525,7 @@ class SpikingNetwork:
     def _link(self, index: int, stage: Stage) -> None:
         """Default sources (the stage before) and check that the sources' shapes fit."""
         where = f"stage {stage.name!r}"
-        if index == 0 and stage.sources != (INPUT,) or (index and INPUT in stage.sources):
+        if (index == 0 and stage.sources != (INPUT,)) or (index and INPUT in stage.sources):
             raise ValueError(
                 f"{where}: only stage 0 reads the network input, and it reads nothing else; "
                 f"got sources {stage.sources} for stage {index}."

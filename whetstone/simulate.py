@@ -4,8 +4,8 @@ Stage ``l`` computes ``s_l[t] = H(W_l s_{l-1}[t-1] + b_l - theta_l)`` with
 ``H(x) = 1 if x >= 0`` and memoryless neurons; ``s_{-1}[t]`` is the input presented at
 step ``t``. A stage with several sources (a DAG) reads their spikes concatenated, each
 ``1 + delay`` steps old (``SpikingNetwork.stage_input``); the delays align the paths, so
-every stage sees one input's spikes. Everything is vectorised NumPy in float32 (like Keras). Three paths give the
-same spikes:
+every stage sees one input's spikes. Everything is vectorised NumPy in float32 (like
+Keras). Three paths give the same spikes:
 
 * ``mode="batch"``: the whole stack in one pass per batch (inputs and outputs matched
   trivially), written plainly; the oracle the other paths are tested against;
@@ -259,7 +259,7 @@ def _run_batch(net: SpikingNetwork, x: np.ndarray, dtype, tally: _Tally) -> np.n
         index = slice(start, start + size)
         outputs[index] = _forward(
             net, x[index], lambda stage, s: _step(stage, s, dtype),
-            lambda layer, s, spikes, ties: tally.add(index, layer, s, spikes, ties),
+            lambda layer, s, spikes, ties, i=index: tally.add(i, layer, s, spikes, ties),
         )  # fmt: skip
     return outputs
 
