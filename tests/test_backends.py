@@ -62,16 +62,17 @@ def test_equals_the_reference_on_random_networks(name):
 @pytest.mark.parametrize("name", backends.names())
 def test_equals_the_reference_on_random_dag_networks(name):
     """Random DAGs (skip edges with aligned delays) are exact on every back end too."""
-    _conforms(name, DAG_CONTRACT)
+    _conforms(name, DAG_CONTRACT, dag=True)
 
 
-def _conforms(name: str, strategy) -> None:
+def _conforms(name: str, strategy, dag: bool = False) -> None:
     backend = _backend(name)
 
     @settings(max_examples=EXAMPLES[name], deadline=None, derandomize=True,
               suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
     @given(strategy)
     def check(net):
+        assume(not dag or not net.is_chain)  # a DAG draw may find no room for a skip
         if name == "nir":  # NIR pads symmetrically: some windows have no NIR form
             try:
                 backend.build(net)

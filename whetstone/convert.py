@@ -49,6 +49,7 @@ __all__ = [
     "CONVERTERS",
     "AffineOp",
     "AveragePool",
+    "Branch",
     "Builder",
     "ChannelAffine",
     "ConversionError",

@@ -178,21 +178,23 @@ def resnet_mnist(
     dropout: float = 0.2,
     head: str = "readout",
 ) -> keras.Model:
-    """A small ResNet: a 3x3 conv stem (BatchNorm, SpikingBRelu), then per ``filters``
-    width one residual block (``conv-BN-spike-conv-BN + skip -> Add -> spike``; the skip
-    is a 1x1 conv-BN where the width changes) and a MaxPooling2D(2); Flatten, Dropout and
-    the head (a softmax readout, or an N-hot key). It converts to a DAG SpikingNetwork:
-    each skip edge is delayed one step to meet its block's second convolution.
+    """A small ResNet: a 3x3 conv stem (BatchNorm, SpikingBRelu, MaxPooling2D(2)), then
+    per ``filters`` width one residual block (``conv-BN-spike-conv-BN + skip -> Add ->
+    spike``; the skip is a 1x1 conv-BN where the width changes) and a MaxPooling2D(2);
+    Flatten, Dropout and the head (a softmax readout, or an N-hot key). It converts to a
+    DAG SpikingNetwork: each skip edge is delayed one step to meet its block's second
+    convolution.
 
     Example:
         >>> model = resnet_mnist()
         >>> model.get_layer("block_2_add").output.shape
-        (None, 14, 14, 16)
+        (None, 7, 7, 16)
     """
     _check_head(head)
     inputs, x = _inputs(input_shape, channels=True)
     x = L.Conv2D(filters[0], 3, padding="same", name="stem")(x)
     x = SpikingBRelu(name="stem_spiking")(L.BatchNormalization(name="stem_norm")(x))
+    x = L.MaxPooling2D(2, name="stem_pool")(x)
     for i, n in enumerate(filters):
         x = _residual_block(x, n, f"block_{i + 1}")
         x = L.MaxPooling2D(2, name=f"pool_{i + 1}")(x)
