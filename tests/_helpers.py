@@ -168,6 +168,7 @@ def networks(
         shape = out
     least = 0 if stages else 1
     least += on_chip and len(stages) + least < 2
+    least = max(least, 3 - len(stages)) if dag else least  # room for a skip edge
     for i in range(draw(st.integers(least, max(least, 2)))):
         n = draw(st.integers(*units))
         bias = _values(rng, (n,), grid) if draw(st.booleans()) else None
@@ -195,7 +196,8 @@ def networks(
 
 def _skips(draw, rng, stages: list[Stage], grid: bool) -> list[Stage]:
     """Give dense and conv stages an extra source: an earlier stage whose output fits
-    (same leading dims after reshaping), its channels appended to the stage's input."""
+    (its size a multiple of the stage's leading dims; for a conv, the same spatial shape),
+    its channels appended to (or put before) the stage's input."""
     out = list(stages)
     candidates = [k for k in range(2, len(out)) if out[k].kind != "pool"]
     forced = draw(st.sampled_from(candidates)) if candidates else None
@@ -204,7 +206,10 @@ def _skips(draw, rng, stages: list[Stage], grid: bool) -> list[Stage]:
             continue
         stage = out[k]
         lead = int(np.prod(stage.input_shape[:-1]))
-        fits = [j for j in range(k - 1) if out[j].num_neurons % lead == 0]
+        fits = [  # a conv reads sources of its own spatial shape (as Concatenate gives)
+            j for j in range(k - 1) if out[j].num_neurons % lead == 0
+            and (stage.kind == "dense" or out[j].output_shape[:-1] == stage.input_shape[:-1])
+        ]  # fmt: skip
         if not fits:
             continue
         j = draw(st.sampled_from(fits))

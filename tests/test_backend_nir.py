@@ -84,7 +84,8 @@ def test_graph_alone_simulates_identically(net):
     _same_run(net, back, inputs(net))
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])  # fmt: skip
 @given(networks(dag=True))
 def test_dag_round_trip_is_exact(net):
     """A DAG is written with one linear node per edge into each neuron node (NIR sums
@@ -319,7 +320,7 @@ def test_snntorch_reproduces_spikes_and_ties(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["dense_mnist", "conv_mnist"])
+@pytest.mark.parametrize("name", ["dense_mnist", "conv_mnist", "resnet_mnist"])
 def test_sharpened_mnist_round_trip_and_reader(name, data_dir, tmp_path):
     from whetstone import datasets
 

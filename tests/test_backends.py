@@ -68,8 +68,10 @@ def test_equals_the_reference_on_random_dag_networks(name):
 def _conforms(name: str, strategy, dag: bool = False) -> None:
     backend = _backend(name)
 
+    health = [HealthCheck.too_slow, HealthCheck.filter_too_much]
+
     @settings(max_examples=EXAMPLES[name], deadline=None, derandomize=True,
-              suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+              suppress_health_check=health)  # fmt: skip
     @given(strategy)
     def check(net):
         assume(not dag or not net.is_chain)  # a DAG draw may find no room for a skip

@@ -149,3 +149,29 @@ def test_skip_from_the_model_input_is_refused():
     model = keras.Model(inputs, act()(L.Add()([L.Dense(4)(h), L.Dense(4)(inputs)])))
     with pytest.raises(ConversionError, match="only the first spiking layer may read the input"):
         to_spiking(model)
+
+
+@pytest.mark.slow
+def test_resnet_on_real_mnist_equals_keras_and_back_ends(data_dir):
+    """A briefly trained ResNet (models.resnet_mnist, readout head): the reference equals
+    Keras on 1,000 real test images; Nengo and the NIR round trip equal the reference."""
+    from whetstone import backends, datasets, models
+    from whetstone.callbacks import SimpleSharpener
+
+    (x, y), (x_test, _) = datasets.load("mnist", data_dir)
+    keras.utils.set_random_seed(0)
+    model = models.resnet_mnist(filters=(4, 8))
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    sharpener = SimpleSharpener(start_epoch=1, steps=8, per="batch", verbose=0)
+    model.fit(x[:3000], y[:3000], epochs=3, batch_size=64, callbacks=[sharpener], verbose=0)
+    assert sharpener.fully_sharp
+    net = to_spiking(model)
+    assert not net.is_chain
+    reference = simulate.run(net, x_test[:1000])
+    keras_predictions = model.predict(x_test[:1000], verbose=0).argmax(axis=1)
+    ok = ~reference.tie_mask
+    np.testing.assert_array_equal(reference.predictions[ok], keras_predictions[ok])
+    assert len(set(reference.predictions.tolist())) >= 3  # it learned something
+    for name in ("nengo", "nir"):
+        result = backends.get(name).run(net, x_test[:100], compare_reference=True)
+        assert result.agreement["differing_not_ties"] == 0, (name, result.agreement)

@@ -475,12 +475,18 @@ class SpikingNetwork:
 
     Args:
         input_shape: shape of one input sample (e.g. ``(28, 28)``).
-        stages: the stages in order; each one's input has as many values as the
-            previous one's output (the first one's: ``input_shape``).
+        stages: the stages in order, each after the stages it reads (its ``sources``;
+            by default the one before, the first one the input); a stage's input is its
+            sources' spikes, concatenated along the last axis. Stages with ``sources``
+            or ``delays`` left None get the defaults (copies; the caller's stay as given).
         decoder: :class:`KeyDecoder`, :class:`ReadoutDecoder`, or None (the output
             spikes are the output; class = first spiking neuron).
         input_encoding: ``"host"`` (stage 0 is the host-side encoder) or ``"binary"``.
         metadata: free-form strings (source model, versions, creation time).
+
+    Attributes:
+        depths: per stage, the step at which it fires for an input presented at step 0
+            (``1 + delay`` after each of its sources; the input is at step 0).
 
     Example:
         >>> import numpy as np, tempfile, os
