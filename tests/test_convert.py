@@ -351,7 +351,8 @@ def test_refuses_multiple_inputs_and_branches():
     merged = L.Add(name="merge")([h, SpikingBRelu(1.0)(L.Dense(4, name="side")(x))])
     # two spiking layers reading the input: only the first spiking layer may (branches merge
     # in a DAG now, see test_convert_dag.py)
-    refused(keras.Model(x, merged), "(SpikingBRelu)", "only the first spiking layer may read the input")
+    message = "only the first spiking layer may read the input"
+    refused(keras.Model(x, merged), "(SpikingBRelu)", message)
     x = keras.Input((4,))
     h = L.Dense(4, name="trunk")(x)
     out = SpikingBRelu(1.0)(h)
