@@ -30,6 +30,7 @@ SUITES = {
     "mnist": ("dense_mnist", "conv_mnist"),
     "fashion": ("conv_fashion",),
     "cifar10": ("vgg_cifar10",),
+    "resnet": ("resnet_mnist",),
 }
 
 # Test images on the slow back ends (full runs); the dense model runs everywhere on more.
