@@ -7,9 +7,10 @@ same spikes:
 
 * ``mode="batch"``: the whole stack in one pass per batch (inputs and outputs matched
   trivially), written plainly; the oracle the other paths are tested against;
-* ``mode="fast"`` (default): the same arithmetic on the same chunks, bit for bit (the
-  same matrix products in the same order), with the spikes kept as one byte each,
-  fewer copies, and the chunks optionally spread over threads;
+* ``mode="fast"`` (default): the same arithmetic on the same chunks, bit for bit, with
+  the spikes kept as one byte each: a stage fed by spikes adds only the weights of the
+  active inputs (:mod:`whetstone.events`, in the BLAS's own summation order, so the
+  same sums), and the chunks are optionally spread over threads;
 * ``mode="timestep"``: the pipelined network, a new input every step, each output
   matched to its input by the latency (one step per stage).
 
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from whetstone import events
 from whetstone.geometry import im2col, pad, preactivation, taps
 from whetstone.network import ReadoutDecoder, SpikingNetwork, Stage
 
@@ -260,10 +262,9 @@ def _fast_diff(stage: Stage, s: np.ndarray, dtype) -> np.ndarray:
             diff += view
     else:
         kernel = stage.weights.astype(dtype, copy=False)
-        if stage.kind == "dense":
-            diff = s.reshape(len(s), -1).astype(dtype, copy=False) @ kernel
-        else:
-            diff = _im2col_runs(s, stage, dtype) @ kernel.reshape(-1, kernel.shape[-1])
+        diff = _event_product(stage, s, kernel)
+        if diff is None:
+            diff = _blas_product(stage, s, kernel)
         diff = diff.reshape(len(s), *stage.output_shape)
         if stage.bias is not None:
             diff += stage.bias.astype(dtype, copy=False).reshape(
@@ -271,6 +272,33 @@ def _fast_diff(stage: Stage, s: np.ndarray, dtype) -> np.ndarray:
             )
     diff -= np.asarray(stage.threshold, dtype)
     return diff
+
+
+def _blas_product(stage: Stage, s: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """``W s`` as :func:`preactivation` computes it: one BLAS product (im2col for a conv)."""
+    if stage.kind == "dense":
+        return s.reshape(len(s), -1).astype(kernel.dtype, copy=False) @ kernel
+    return _im2col_runs(s, stage, kernel.dtype) @ kernel.reshape(-1, kernel.shape[-1])
+
+
+def _event_product(stage: Stage, s: np.ndarray, kernel: np.ndarray) -> np.ndarray | None:
+    """``W s`` of spikes ``s`` (bool) adding only the active inputs' weights, or None.
+
+    The bits of the BLAS product of :func:`preactivation` on the same chunk (the
+    :mod:`whetstone.events` kernels, in the BLAS's measured order); None where they do
+    not apply (real inputs, rank above 2, no Numba, a BLAS order they cannot reproduce).
+    """
+    if s.dtype != bool or not events.AVAILABLE or len(stage.window) > 2:
+        return None
+    dense = stage.kind == "dense"
+    rows = len(s) if dense else len(s) * math.prod(stage.output_shape[:-1])
+    inner = kernel.shape[0] if dense else math.prod(kernel.shape[:-1])
+    block = events.blocks(rows, inner, kernel.shape[-1], kernel.dtype.name)
+    if block is None:
+        return None
+    if dense:
+        return events.product(s.reshape(len(s), -1), kernel, block)
+    return events.conv_product(s, stage, kernel, block)
 
 
 def _fast_step(stage: Stage, s: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
