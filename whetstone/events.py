@@ -31,7 +31,7 @@ try:
 except ImportError:  # pragma: no cover - numba is a dependency; kept optional for ports
     numba = None
 
-__all__ = ["AVAILABLE", "blocks", "conv_product", "product"]
+__all__ = ["AVAILABLE", "blocks", "conv_product", "finish", "product", "weighted_counts"]
 
 AVAILABLE = numba is not None
 """Whether the compiled kernels exist (Numba importable)."""
@@ -154,6 +154,60 @@ if AVAILABLE:
                         for b in range(1, nblocks):
                             total = total + acc[b, oy, ox, o]
                         out[i, oy, ox, o] = total
+
+
+if AVAILABLE:
+
+    @numba.njit(nogil=True, cache=True)
+    def _finish_kernel(pre, bias, theta, tolerance, spikes, ties):  # pragma: no cover
+        for i in range(pre.shape[0]):
+            count = 0
+            for j in range(pre.shape[1]):
+                diff = pre[i, j] + bias[j]
+                diff = diff - theta
+                spikes[i, j] = diff >= 0
+                count += abs(diff) < tolerance
+            ties[i] = count
+
+    @numba.njit(nogil=True, cache=True)
+    def _weighted_kernel(s, weights, out):  # pragma: no cover - compiled
+        for i in range(s.shape[0]):
+            total = 0
+            for j in range(s.shape[1]):
+                if s[i, j]:
+                    total += weights[j]
+            out[i] = total
+
+
+def finish(pre: np.ndarray, bias: np.ndarray, theta, tolerance: float):
+    """Spikes ``pre + bias - theta >= 0`` (bool) and per-sample ties (``|.| < tolerance``).
+
+    ``pre`` is ``(n, F)``, ``bias`` ``(F,)``; each sum rounds in ``pre``'s dtype, one add
+    then one subtract, as NumPy's ``pre += bias; pre -= theta`` does.
+
+    Example:
+        >>> pre = np.array([[0.5, 0.25]], "float32")
+        >>> spikes, ties = finish(pre, np.zeros(2, "float32"), 0.5, 1e-6)
+        >>> spikes.tolist(), ties.tolist()
+        ([[True, False]], [1])
+    """
+    dtype = pre.dtype.type
+    spikes = np.empty(pre.shape, bool)
+    ties = np.empty(len(pre), np.int64)
+    _finish_kernel(pre, bias, dtype(theta), dtype(tolerance), spikes, ties)
+    return spikes, ties
+
+
+def weighted_counts(s: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per row of 0/1 ``s`` ``(n, F)``, the sum of the whole ``weights`` of its active entries.
+
+    Example:
+        >>> weighted_counts(np.array([[1, 0, 1]], bool), np.array([2, 5, 3])).tolist()
+        [5.0]
+    """
+    out = np.empty(len(s), np.float64)
+    _weighted_kernel(s, weights, out)
+    return out
 
 
 def product(s: np.ndarray, w: np.ndarray, block: np.ndarray) -> np.ndarray:

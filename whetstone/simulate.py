@@ -174,6 +174,7 @@ class _Tally:
         # float32 holds these integer sums exactly (each is below the synapse count, < 2**24)
         self.fan_out = [stage.fan_out_map().ravel().astype(np.float32) for stage in net.stages]
         self.same_fan_out = [f.size > 0 and f.min() == f.max() for f in self.fan_out]
+        self.whole_fan_out = [f.astype(np.int64) for f in self.fan_out]
         self.spikes = np.zeros((n, len(net.stages)), np.int64)
         self.ties = np.zeros((n, len(net.stages)), np.int64)
         self.synops = np.zeros(n, np.float64)
@@ -195,6 +196,8 @@ class _Tally:
             flat = s_in.reshape(len(s_in), -1)
             if self.same_fan_out[layer]:
                 self.synops[index] += _counts(flat) * float(self.fan_out[layer][0])
+            elif events.AVAILABLE:  # whole numbers: the same sums in any order
+                self.synops[index] += events.weighted_counts(flat, self.whole_fan_out[layer])
             else:
                 self.synops[index] += flat.astype(np.float32) @ self.fan_out[layer]
         self.spikes[index, layer] += _counts(spikes)
@@ -261,17 +264,30 @@ def _fast_diff(stage: Stage, s: np.ndarray, dtype) -> np.ndarray:
         for view in views:
             diff += view
     else:
-        kernel = stage.weights.astype(dtype, copy=False)
-        diff = _event_product(stage, s, kernel)
-        if diff is None:
-            diff = _blas_product(stage, s, kernel)
-        diff = diff.reshape(len(s), *stage.output_shape)
+        diff = _fast_product(stage, s, dtype).reshape(len(s), *stage.output_shape)
         if stage.bias is not None:
             diff += stage.bias.astype(dtype, copy=False).reshape(
                 stage.bias.shape if stage.kind != "dense" else stage.output_shape
             )
     diff -= np.asarray(stage.threshold, dtype)
     return diff
+
+
+def _fast_product(stage: Stage, s: np.ndarray, dtype) -> np.ndarray:
+    """``W s`` of a dense or conv stage: the event kernels for spikes, else the BLAS."""
+    s = s.reshape(len(s), *stage.input_shape)
+    kernel = stage.weights.astype(dtype, copy=False)
+    product = _event_product(stage, s, kernel)
+    return _blas_product(stage, s, kernel) if product is None else product
+
+
+def _full_bias(stage: Stage, dtype) -> np.ndarray:
+    """The stage's bias, one value per neuron (zeros without one), in ``dtype``."""
+    if stage.bias is None:
+        return np.zeros(stage.num_neurons, dtype)
+    shape = stage.bias.shape if stage.kind != "dense" else stage.output_shape
+    bias = np.broadcast_to(stage.bias.astype(dtype, copy=False).reshape(shape), stage.output_shape)
+    return np.ascontiguousarray(bias).reshape(-1)
 
 
 def _blas_product(stage: Stage, s: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -314,6 +330,9 @@ def _fast_step(stage: Stage, s: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarr
         for view in views:
             spikes |= view
         return spikes, np.zeros(len(s), np.int64)
+    if events.AVAILABLE:
+        pre = _fast_product(stage, s, dtype).reshape(len(s), -1)
+        return events.finish(pre, _full_bias(stage, dtype), stage.threshold, TIE_TOLERANCE)
     diff = _fast_diff(stage, s, dtype)
     spikes = diff >= 0
     near = np.abs(diff, out=diff) < TIE_TOLERANCE
