@@ -330,9 +330,11 @@ def _fast_step(stage: Stage, s: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarr
         for view in views:
             spikes |= view
         return spikes, np.zeros(len(s), np.int64)
-    if events.AVAILABLE:
+    if events.AVAILABLE and stage.kind != "pool":
         pre = _fast_product(stage, s, dtype).reshape(len(s), -1)
-        return events.finish(pre, _full_bias(stage, dtype), stage.threshold, TIE_TOLERANCE)
+        bias = _full_bias(stage, dtype)
+        spikes, ties = events.finish(pre, bias, stage.threshold, TIE_TOLERANCE)
+        return spikes.reshape(len(s), *stage.output_shape), ties
     diff = _fast_diff(stage, s, dtype)
     spikes = diff >= 0
     near = np.abs(diff, out=diff) < TIE_TOLERANCE
