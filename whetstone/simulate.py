@@ -9,9 +9,10 @@ Keras). Three paths give the same spikes:
 
 * ``mode="batch"``: the whole stack in one pass per batch (inputs and outputs matched
   trivially), written plainly; the oracle the other paths are tested against;
-* ``mode="fast"`` (default): the same arithmetic on the same chunks, bit for bit (the
-  same matrix products in the same order), with the spikes kept as one byte each,
-  fewer copies, and the chunks optionally spread over threads;
+* ``mode="fast"`` (default): the same arithmetic on the same chunks, bit for bit, with
+  the spikes kept as one byte each: a stage fed by spikes adds only the weights of the
+  active inputs (:mod:`whetstone.events`, in the BLAS's own summation order, so the
+  same sums), and the chunks are optionally spread over threads;
 * ``mode="timestep"``: the pipelined network, a new input every step, each edge
   carrying its source's spikes of ``1 + delay`` steps before, each output matched to its
   input by the latency (the longest path).
@@ -42,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from whetstone import events
 from whetstone.geometry import im2col, pad, preactivation, taps
 from whetstone.network import ReadoutDecoder, SpikingNetwork, Stage
 
@@ -175,6 +177,7 @@ class _Tally:
         # float32 holds these integer sums exactly (each is below the synapse count, < 2**24)
         self.fan_out = [stage.fan_out_map().ravel().astype(np.float32) for stage in net.stages]
         self.same_fan_out = [f.size > 0 and f.min() == f.max() for f in self.fan_out]
+        self.whole_fan_out = [f.astype(np.int64) for f in self.fan_out]
         self.spikes = np.zeros((n, len(net.stages)), np.int64)
         self.ties = np.zeros((n, len(net.stages)), np.int64)
         self.synops = np.zeros(n, np.float64)
@@ -196,6 +199,8 @@ class _Tally:
             flat = s_in.reshape(len(s_in), -1)
             if self.same_fan_out[layer]:
                 self.synops[index] += _counts(flat) * float(self.fan_out[layer][0])
+            elif events.AVAILABLE:  # whole numbers: the same sums in any order
+                self.synops[index] += events.weighted_counts(flat, self.whole_fan_out[layer])
             else:
                 self.synops[index] += flat.astype(np.float32) @ self.fan_out[layer]
         self.spikes[index, layer] += _counts(spikes)
@@ -277,18 +282,57 @@ def _fast_diff(stage: Stage, s: np.ndarray, dtype) -> np.ndarray:
         for view in views:
             diff += view
     else:
-        kernel = stage.weights.astype(dtype, copy=False)
-        if stage.kind == "dense":
-            diff = s.reshape(len(s), -1).astype(dtype, copy=False) @ kernel
-        else:
-            diff = _im2col_runs(s, stage, dtype) @ kernel.reshape(-1, kernel.shape[-1])
-        diff = diff.reshape(len(s), *stage.output_shape)
+        diff = _fast_product(stage, s, dtype).reshape(len(s), *stage.output_shape)
         if stage.bias is not None:
             diff += stage.bias.astype(dtype, copy=False).reshape(
                 stage.bias.shape if stage.kind != "dense" else stage.output_shape
             )
     diff -= np.asarray(stage.threshold, dtype)
     return diff
+
+
+def _fast_product(stage: Stage, s: np.ndarray, dtype) -> np.ndarray:
+    """``W s`` of a dense or conv stage: the event kernels for spikes, else the BLAS."""
+    s = s.reshape(len(s), *stage.input_shape)
+    kernel = stage.weights.astype(dtype, copy=False)
+    product = _event_product(stage, s, kernel)
+    return _blas_product(stage, s, kernel) if product is None else product
+
+
+def _full_bias(stage: Stage, dtype) -> np.ndarray:
+    """The stage's bias, one value per neuron (zeros without one), in ``dtype``."""
+    if stage.bias is None:
+        return np.zeros(stage.num_neurons, dtype)
+    shape = stage.bias.shape if stage.kind != "dense" else stage.output_shape
+    bias = np.broadcast_to(stage.bias.astype(dtype, copy=False).reshape(shape), stage.output_shape)
+    return np.ascontiguousarray(bias).reshape(-1)
+
+
+def _blas_product(stage: Stage, s: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """``W s`` as :func:`preactivation` computes it: one BLAS product (im2col for a conv)."""
+    if stage.kind == "dense":
+        return s.reshape(len(s), -1).astype(kernel.dtype, copy=False) @ kernel
+    return _im2col_runs(s, stage, kernel.dtype) @ kernel.reshape(-1, kernel.shape[-1])
+
+
+def _event_product(stage: Stage, s: np.ndarray, kernel: np.ndarray) -> np.ndarray | None:
+    """``W s`` of spikes ``s`` (bool) adding only the active inputs' weights, or None.
+
+    The bits of the BLAS product of :func:`preactivation` on the same chunk (the
+    :mod:`whetstone.events` kernels, in the BLAS's measured order); None where they do
+    not apply (real inputs, rank above 2, no Numba, a BLAS order they cannot reproduce).
+    """
+    if s.dtype != bool or not events.AVAILABLE or len(stage.window) > 2:
+        return None
+    dense = stage.kind == "dense"
+    rows = len(s) if dense else len(s) * math.prod(stage.output_shape[:-1])
+    inner = kernel.shape[0] if dense else math.prod(kernel.shape[:-1])
+    block = events.blocks(rows, inner, kernel.shape[-1], kernel.dtype.name)
+    if block is None:
+        return None
+    if dense:
+        return events.product(s.reshape(len(s), -1), kernel, block)
+    return events.conv_product(s, stage, kernel, block)
 
 
 def _fast_step(stage: Stage, s: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -304,6 +348,11 @@ def _fast_step(stage: Stage, s: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarr
         for view in views:
             spikes |= view
         return spikes, np.zeros(len(s), np.int64)
+    if events.AVAILABLE and stage.kind != "pool":
+        pre = _fast_product(stage, s, dtype).reshape(len(s), -1)
+        bias = _full_bias(stage, dtype)
+        spikes, ties = events.finish(pre, bias, stage.threshold, TIE_TOLERANCE)
+        return spikes.reshape(len(s), *stage.output_shape), ties
     diff = _fast_diff(stage, s, dtype)
     spikes = diff >= 0
     near = np.abs(diff, out=diff) < TIE_TOLERANCE
