@@ -34,6 +34,7 @@ OTHER_SUITES = {
     "weight_sharpening": "dense_mnist with and without weight sharpening for Loihi and SpiNNaker",
     "weight_sharpening_conv": "conv_mnist fine-tuned with and without weight sharpening",
     "spike_budget": "conv_mnist fine-tuned under spike budgets: accuracy, synaptic ops, energy",
+    "scaling": "reference simulator throughput against width and depth, generated networks",
 }
 
 
@@ -127,6 +128,11 @@ def run_other_suite(name: str, data_dir: str, out: Path, quick: bool) -> None:
 
         args = ["--data", data_dir, "--out", str(out)] + (["--quick"] if quick else [])
         spike_budget.main(args, standalone_mode=False)
+    elif name == "scaling":
+        from benchmarks import scaling
+
+        args = ["--out", str(out)] + (["--images", "200", "--repeats", "1"] if quick else [])
+        scaling.main(args, standalone_mode=False)
 
 
 @click.group()

@@ -1,10 +1,14 @@
-"""Reference simulator vs Keras on one sharpened reference model (used by ``benchmarks.suite``).
+"""Reference simulator vs Keras on the sharpened reference models (used by ``benchmarks.suite``).
 
-Convert, run the simulator's fast path (the default), its oracle (``mode="batch"``, the
-plain path) and Keras ``predict`` on the test images in one process, and
-record accuracies, disagreements, ties, throughput (images/s, best of ``repeats``
-interleaved runs) and the ratios, whether the fast path equals the oracle in every
-output (spikes, ties, synaptic operations), spikes and synaptic operations.
+Load each model through :mod:`benchmarks.subject` (converted, its test images, the
+simulator's fast path run once), run the oracle (``mode="batch"``, the plain BLAS path)
+and Keras ``predict`` on the same images in one process, and record accuracies,
+disagreements, ties, throughput (images/s, best of ``repeats`` interleaved runs) and the
+ratios, whether the fast path equals the oracle in every output (spikes, ties, synaptic
+operations), spikes and synaptic operations. Run alone it writes
+``results/simulator_throughput.json``:
+
+    python -m benchmarks.simulator_throughput --models conv_mnist --repeats 3
 
 Example:
     >>> from benchmarks.simulator_throughput import measure    # doctest: +SKIP
@@ -15,10 +19,12 @@ from __future__ import annotations
 
 import time
 
+import click
 import numpy as np
 
-from benchmarks.trained import RECIPES, sharpened_model
-from whetstone import convert, datasets, simulate
+from benchmarks import subject
+from benchmarks.common import write_result
+from whetstone import simulate
 
 BATCH = 1000
 SAME = ("output_spikes", "predictions", "scores", "sample_ties", "synaptic_operations")
@@ -37,13 +43,15 @@ def _timed(function) -> float:
 def measure(name: str, data_dir, repeats: int, n_test: int | None = None) -> dict:
     """Identity check and throughput of one reference model on its first ``n_test``
     test images (default all)."""
-    model = sharpened_model(name, data_dir)
-    _, (x_test, y_test) = datasets.load(RECIPES[name].dataset, data_dir)
-    x_test, y_test = x_test[:n_test], y_test[:n_test]
-    net = convert.to_spiking(model)
+    return measure_subject(subject.load(name, data_dir, n_test), repeats)
 
-    keras_predictions = model.predict(x_test, batch_size=BATCH, verbose=0).argmax(axis=1)
-    result = simulate.run(net, x_test)
+
+def measure_subject(loaded: subject.Subject, repeats: int) -> dict:
+    """:func:`measure` of a loaded model (its reference run is the fast path's)."""
+    model, net, x_test, y_test = loaded.model, loaded.net, loaded.x, loaded.y
+    name = loaded.name
+    keras_predictions = loaded.keras_predictions
+    result = loaded.reference
     oracle = simulate.run(net, x_test, mode="batch")
     differ = keras_predictions != result.predictions
     timestep = simulate.run(net, x_test[:500], mode="timestep")
@@ -92,3 +100,25 @@ def measure(name: str, data_dir, repeats: int, n_test: int | None = None) -> dic
         "fast_over_batch": round(simulator_rate / batch_rate, 3),
         "batch_seconds": [round(t, 3) for t in batch_times],
     }
+
+
+@click.command()
+@click.option("--data", "data_dir", default="../shared/data", show_default=True)
+@click.option("--models", default="dense_mnist,conv_mnist,conv_fashion,vgg_cifar10",
+              show_default=True, help="comma-separated reference models")  # fmt: skip
+@click.option("--repeats", default=3, show_default=True)
+@click.option("--limit", type=int, default=None, help="first test images only (default all)")
+def main(data_dir: str, models: str, repeats: int, limit: int | None) -> None:
+    """Measure every model in ``--models``; write ``results/simulator_throughput.json``."""
+    figures = []
+    for name in models.split(","):
+        figures.append(measure(name, data_dir, repeats, limit))
+        row = figures[-1]
+        click.echo(f"{name}: keras {row['keras_images_per_s']:,.0f} img/s, simulator "
+                   f"{row['simulator_images_per_s']:,.0f} img/s ({row['simulator_over_keras']}x), "
+                   f"fast equals oracle: {row['fast_equals_batch']}", err=True)  # fmt: skip
+    click.echo(f"wrote {write_result('simulator_throughput', {'models': figures})}")
+
+
+if __name__ == "__main__":
+    main()

@@ -30,6 +30,7 @@ SUITES = {
     "mnist": ("dense_mnist", "conv_mnist"),
     "fashion": ("conv_fashion",),
     "cifar10": ("vgg_cifar10",),
+    "resnet": ("resnet_mnist",),
 }
 
 # Test images on the slow back ends (full runs); the dense model runs everywhere on more.
@@ -80,11 +81,9 @@ def evaluate(name: str, data_dir, quick: bool = False) -> dict:
     figures = {"model": name, "dataset": trained.RECIPES[name].dataset}
     figures["training"] = _training(name, data_dir)
     print(name, "trained", flush=True)
-    figures["simulator"] = simulator_throughput.measure(
-        name, data_dir, repeats=1 if quick else 3, n_test=n_test
-    )
-    print(name, "reference simulator done", flush=True)
     loaded = subject.load(name, data_dir, n_test)  # model, data and reference run: once
+    figures["simulator"] = simulator_throughput.measure_subject(loaded, repeats=1 if quick else 3)
+    print(name, "reference simulator done", flush=True)
     figures["nengo"] = backend_nengo.bench_model(loaded, subset("loihi", name, quick))
     figures["spinnaker"] = backend_spinnaker.evaluate(loaded, subset("nest", name, quick))
     print(name, "PyNN/NEST done", flush=True)

@@ -112,8 +112,13 @@ def networks(
     thresholds=(0.5, 0.0, 1.0, -0.25),
     position_bias: bool = True,
     on_chip: bool = False,
+    dag: bool = False,
 ) -> SpikingNetwork:
     """Random chains: conv / OR-pool stages on a rank-1 or rank-2 input, then dense stages.
+
+    ``dag=True``: a DAG instead: stages may also read an earlier stage than the one
+    before (a skip edge, delayed to align; see :func:`_skips`), and at least one does
+    where the chain has room.
 
     Weights are normal or on a 1/4 grid (exact ties). The options restrict the draw to
     what a back end accepts (e.g. ``dilation=False`` for Nengo, ``ranks=(0, 2)``,
@@ -163,12 +168,15 @@ def networks(
         shape = out
     least = 0 if stages else 1
     least += on_chip and len(stages) + least < 2
+    least = max(least, 3 - len(stages)) if dag else least  # room for a skip edge
     for i in range(draw(st.integers(least, max(least, 2)))):
         n = draw(st.integers(*units))
         bias = _values(rng, (n,), grid) if draw(st.booleans()) else None
         w = _values(rng, (int(np.prod(shape)), n), grid)
         stages.append(Stage(f"dense.{i}", "dense", shape, (n,), w, bias, theta))
         shape = (n,)
+    if dag:
+        stages = _skips(draw, rng, stages, grid)
     width = int(np.prod(shape))
     decoder = draw(st.sampled_from(decoders))
     classes = draw(st.integers(2, 4))
@@ -184,6 +192,48 @@ def networks(
     if on_chip and len(stages) == 1:
         encoding = "binary"
     return SpikingNetwork(stages[0].input_shape, stages, decoder, encoding, {"source": "test"})
+
+
+def _skips(draw, rng, stages: list[Stage], grid: bool) -> list[Stage]:
+    """Give dense and conv stages an extra source: an earlier stage whose output fits
+    (its size a multiple of the stage's leading dims; for a conv, the same spatial shape),
+    its channels appended to (or put before) the stage's input."""
+    out = list(stages)
+    candidates = [k for k in range(2, len(out)) if out[k].kind != "pool"]
+    forced = draw(st.sampled_from(candidates)) if candidates else None
+    for k in candidates:
+        if k != forced and not draw(st.booleans()):
+            continue
+        stage = out[k]
+        lead = int(np.prod(stage.input_shape[:-1]))
+        fits = [  # a conv reads sources of its own spatial shape (as Concatenate gives)
+            j for j in range(k - 1) if out[j].num_neurons % lead == 0
+            and (stage.kind == "dense" or out[j].output_shape[:-1] == stage.input_shape[:-1])
+        ]  # fmt: skip
+        if not fits:
+            continue
+        j = draw(st.sampled_from(fits))
+        extra = out[j].num_neurons // lead
+        shape = (*stage.input_shape[:-1], stage.input_shape[-1] + extra)
+        if stage.kind == "dense":
+            rows = stage.weights.reshape(lead, -1, stage.num_neurons)
+            more = _values(rng, (lead, extra, stage.num_neurons), grid)
+            weights = np.concatenate([rows, more], axis=1).reshape(-1, stage.num_neurons)
+        else:
+            more = _values(rng, (*stage.window, extra, stage.weights.shape[-1]), grid)
+            weights = np.concatenate([stage.weights, more], axis=-2)
+        first = draw(st.booleans())  # the skip's channels first or last
+        if first:
+            weights = (
+                np.roll(weights.reshape(lead, shape[-1], -1), extra, axis=1).reshape(weights.shape)
+                if stage.kind == "dense"
+                else np.roll(weights, extra, axis=-2)
+            )
+        sources = (j, k - 1) if first else (k - 1, j)
+        out[k] = Stage(stage.name, stage.kind, shape, stage.output_shape, weights, stage.bias,
+                       stage.threshold, stage.strides, stage.padding, stage.dilation,
+                       sources=sources)  # fmt: skip
+    return out
 
 
 @st.composite

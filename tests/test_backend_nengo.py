@@ -124,7 +124,7 @@ def test_registry():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["dense_mnist", "conv_mnist"])
+@pytest.mark.parametrize("name", ["dense_mnist", "conv_mnist", "resnet_mnist"])
 def test_real_mnist_subset(name, data_dir):
     from whetstone import datasets
 

@@ -84,6 +84,25 @@ def test_graph_alone_simulates_identically(net):
     _same_run(net, back, inputs(net))
 
 
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])  # fmt: skip
+@given(networks(dag=True))
+def test_dag_round_trip_is_exact(net):
+    """A DAG is written with one linear node per edge into each neuron node (NIR sums
+    a node's inputs) and a Delay node on each delayed edge; it reads back exactly, and
+    without the metadata as an equivalent network."""
+    assume(not net.is_chain)
+    with tempfile.TemporaryDirectory() as folder:
+        back = wn.load(_export(net, folder))
+    assert back == net
+    _same_run(net, back, inputs(net))
+    graph = wn.to_graph(net)
+    delays = [n for n, node in graph.nodes.items() if type(node).__name__ == "Delay"]
+    assert len(delays) == sum(1 for s in net.stages for d in s.delays if d)
+    del graph.metadata["whetstone"]
+    _same_run(net, wn.from_graph(graph), inputs(net))
+
+
 def _tie_net() -> SpikingNetwork:
     w = np.array([[1.0, 1.0, 1.0]], np.float32)
     return SpikingNetwork((1,), [Stage("d", "dense", (1,), (3,), w, None, 0.5)])
@@ -301,7 +320,7 @@ def test_snntorch_reproduces_spikes_and_ties(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["dense_mnist", "conv_mnist"])
+@pytest.mark.parametrize("name", ["dense_mnist", "conv_mnist", "resnet_mnist"])
 def test_sharpened_mnist_round_trip_and_reader(name, data_dir, tmp_path):
     from whetstone import datasets
 

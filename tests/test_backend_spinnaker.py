@@ -236,7 +236,7 @@ def test_unplaceable_network_passes_on_spynnakers_reason(spynnaker):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["dense_mnist", "conv_mnist"])
+@pytest.mark.parametrize("name", ["dense_mnist", "conv_mnist", "resnet_mnist"])
 def test_real_mnist_nest_agrees_and_maps(nest, spynnaker, data_dir, name):
     from whetstone import datasets
 

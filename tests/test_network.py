@@ -330,3 +330,76 @@ def test_save_refuses_to_overwrite_without_force(tmp_path):
         random_network(np.random.default_rng(8)).save(path)
     random_network(np.random.default_rng(8)).save(path, force=True)
     assert SpikingNetwork.load(path) == random_network(np.random.default_rng(8))
+
+
+# ---------------------------------------------------------------- DAG networks
+
+
+def _residual():
+    """a -> b -> c, with c also reading a (a skip edge, delayed one step to align)."""
+    a = Stage("a", "dense", (2,), (3,), np.ones((2, 3), "float32"))
+    b = Stage("b", "dense", (3,), (3,), np.eye(3, dtype="float32"))
+    c = Stage("c", "dense", (6,), (2,), np.ones((6, 2), "float32"), sources=(1, 0))
+    return SpikingNetwork((2,), [a, b, c], input_encoding="binary")
+
+
+def test_dag_depths_delays_and_edges():
+    net = _residual()
+    assert net.depths == [1, 2, 3] and net.latency == 3 and not net.is_chain
+    assert net.stages[2].delays == (0, 1)
+    edges = net.edges(2)
+    assert [(e.source, e.delay, e.operator.input_shape) for e in edges] == [
+        (1, 0, (3,)),
+        (0, 1, (3,)),
+    ]
+    assert SpikingNetwork((2,), net.stages[:2]).is_chain
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"delays": (0, 0)}, "arrive at steps"),
+        ({"sources": (1, 2)}, "must be earlier stages"),
+        ({"sources": (1, -1)}, "only stage 0 reads the network input"),
+        ({"input_shape": (7,), "weights": np.ones((7, 2), "float32")}, "expects 7 inputs"),
+    ],
+)
+def test_dag_validation(change, message):
+    a, b, c = _residual().stages
+    c = Stage(**{**{f: getattr(c, f) for f in ("name", "kind", "input_shape", "output_shape",
+                                                 "weights", "sources")}, **change})  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        SpikingNetwork((2,), [a, b, c])
+
+
+def test_unread_stage_is_refused():
+    a, b, _ = _residual().stages
+    c = Stage("c", "dense", (2,), (1,), np.ones((2, 1), "float32"), sources=(-1,))
+    with pytest.raises(ValueError, match="only stage 0"):
+        SpikingNetwork((2,), [a, b, c])
+    d = Stage("d", "dense", (3,), (1,), np.ones((3, 1), "float32"), sources=(0,))
+    with pytest.raises(ValueError, match="read by no other stage"):
+        SpikingNetwork((2,), [a, b, d])
+
+
+def test_dag_save_load_roundtrip(tmp_path):
+    net = _residual()
+    net.save(tmp_path / "dag.h5")
+    loaded = network.load(tmp_path / "dag.h5")
+    assert loaded == net and loaded.depths == net.depths
+
+
+def test_version_1_files_are_read_as_chains(tmp_path):
+    """A version-1 file (no sources or delays: every network was a chain) still loads."""
+    rng = np.random.default_rng(0)
+    stages = [Stage("a", "dense", (2,), (3,), rng.normal(size=(2, 3))),
+              Stage("b", "dense", (3,), (2,), rng.normal(size=(3, 2)))]  # fmt: skip
+    net = SpikingNetwork((2,), stages, KeyDecoder(np.eye(2)))
+    path = tmp_path / "v1.h5"
+    net.save(path)
+    with h5py.File(path, "r+") as f:  # the version-1 layout: no edge attributes
+        f.attrs["format_version"] = 1
+        for g in f["stages"].values():
+            del g.attrs["sources"], g.attrs["delays"]
+    loaded = network.load(path)
+    assert loaded == net and loaded.is_chain and loaded.latency == 2

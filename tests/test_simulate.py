@@ -5,13 +5,14 @@ import itertools
 import keras
 import numpy as np
 import pytest
+from _helpers import cases
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import whetstone.models
 from whetstone import callbacks, convert, datasets
 from whetstone.network import KeyDecoder, ReadoutDecoder, SpikingNetwork, Stage, output_length
-from whetstone.simulate import preactivation, run
+from whetstone.simulate import preactivation, run, stage_spikes
 
 L = keras.layers
 
@@ -227,3 +228,41 @@ def test_raw_uint8_pixels_are_refused_and_binary_uint8_accepted():
     with pytest.raises(ValueError, match=r"uint8 with values up to 255.*x / 255"):
         run(net, np.array([[0, 255]], np.uint8))
     assert run(net, np.array([[0, 1]], np.uint8)).output_spikes.tolist() == [[1]]
+
+
+# ---------------------------------------------------------------- DAG networks
+
+
+@given(cases(dag=True, n=(1, 6)))
+@settings(max_examples=25, deadline=None)
+def test_dag_paths_agree(case):
+    """A DAG's spikes, ties and synaptic operations are the same on every path; the
+    pipelined path aligns each sample's spikes through the edge delays."""
+    net, x = case
+    batch = run(net, x, mode="batch")
+    for mode in ("fast", "timestep"):
+        other = run(net, x, mode=mode)
+        np.testing.assert_array_equal(other.output_spikes, batch.output_spikes)
+        np.testing.assert_array_equal(other.sample_ties, batch.sample_ties)
+        np.testing.assert_array_equal(other.sample_spikes, batch.sample_spikes)
+        np.testing.assert_array_equal(other.synaptic_operations, batch.synaptic_operations)
+    assert batch.latency == net.depths[-1] == max(net.depths)
+
+
+def test_dag_equals_explicit_concatenation():
+    """A stage reading two sources computes on their spikes concatenated (the same
+    network written with the concatenation by hand, as one stage's weights)."""
+    rng = np.random.default_rng(3)
+    a = Stage("a", "dense", (3,), (4,), rng.normal(size=(3, 4)).astype("f4"))
+    b = Stage("b", "dense", (4,), (2,), rng.normal(size=(4, 2)).astype("f4"))
+    w = rng.normal(size=(6, 3)).astype("f4")
+    c = Stage("c", "dense", (6,), (3,), w, sources=(0, 1))
+    net = SpikingNetwork((3,), [a, b, c])
+    assert net.depths == [1, 2, 3] and net.stages[2].delays == (1, 0) and net.latency == 3
+    x = rng.normal(size=(20, 3)).astype("f4")
+    sa = (x @ a.weights - 0.5 >= 0).astype("f4")
+    sb = (sa @ b.weights - 0.5 >= 0).astype("f4")
+    expected = (np.concatenate([sa, sb], axis=1) @ w - 0.5 >= 0).astype(np.uint8)
+    for mode in ("batch", "fast", "timestep"):
+        np.testing.assert_array_equal(run(net, x, mode=mode).output_spikes, expected)
+    assert [s.shape for s in stage_spikes(net, x)] == [(20, 4), (20, 2), (20, 3)]

@@ -14,7 +14,7 @@ from _helpers import cases, geometry
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from whetstone import simulate
+from whetstone import events, simulate
 from whetstone.network import KeyDecoder, ReadoutDecoder, SpikingNetwork, Stage, output_length
 
 FIELDS = ("predictions", "output_spikes", "scores", "spike_counts", "ties", "sample_ties",
@@ -181,3 +181,28 @@ def test_an_error_in_a_worker_thread_reaches_the_caller():
         pytest.raises(RuntimeError, match="worker failed"),
     ):
         simulate.run(net, np.zeros((5, 1), np.float32), threads=2)
+
+
+SHAPES = [(7, 9, 5), (60, 288, 64), (33, 700, 64), (18, 3136, 256), (5, 3136, 16)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_event_kernels_reproduce_this_blas(shape, dtype):
+    """The blocking measured for shapes like the models' exists here and gives the BLAS's bits.
+
+    (Some other shapes, e.g. 20 outputs, have none on OpenBLAS 0.3.23: they use the BLAS.)
+    """
+    m, k, n = shape
+    block = events.blocks(m, k, n, dtype)
+    assert block is not None, "no candidate blocking reproduces this BLAS: the fast path falls back"
+    rng = np.random.default_rng(k)
+    s = rng.uniform(size=(m, k)) < 0.3
+    w = rng.normal(size=(k, n)).astype(dtype)
+    np.testing.assert_array_equal(events.product(s, w, block), s.astype(dtype) @ w)
+
+
+def test_split_follows_openblas():
+    assert events.split(640, 320, 4, 0) == (320, 320)
+    assert events.split(641, 320, 4, 0) == (320, 160, 161)
+    assert sum(events.split(5000, 256, 8, 1)) == 5000

@@ -1,7 +1,9 @@
 """Keras model -> SpikingNetwork, one registered converter per Keras layer type.
 
-The model must be a chain (one input, no branches; nested models are flattened) and
-fully sharpened. Dense and convolution layers (also depthwise, separable and grouped
+The model has one input and one output (nested models are flattened) and is fully
+sharpened; it may branch: a residual ``Add`` before a spiking activation and a
+``Concatenate`` of spikes become stages that read several earlier stages (a DAG, the
+shorter paths delayed to align). Dense and convolution layers (also depthwise, separable and grouped
 ones) followed by a spiking activation become stages; BatchNormalization is folded into
 the linear layer before the activation, or into the next linear layer when it follows
 one; max pooling becomes an OR-pool stage (also when it sits between a convolution and
@@ -28,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import datetime
 import itertools
 import math
@@ -37,15 +40,16 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from whetstone.geometry import output_length, preactivation, same_padding
+from whetstone.geometry import axis_index, output_length, preactivation, same_padding
 from whetstone.layers import SoftmaxDecode, Spiking
-from whetstone.network import KeyDecoder, ReadoutDecoder, SpikingNetwork, Stage
+from whetstone.network import INPUT, KeyDecoder, ReadoutDecoder, SpikingNetwork, Stage
 from whetstone.sharpness import get_sharpness
 
 __all__ = [
     "CONVERTERS",
     "AffineOp",
     "AveragePool",
+    "Branch",
     "Builder",
     "ChannelAffine",
     "ConversionError",
@@ -555,6 +559,27 @@ def logic_pool_stage(
                  strides=strides, padding=padding)  # fmt: skip
 
 
+def _embedding(a, b) -> list[np.ndarray] | None:
+    """Per spatial axis, the tap of ``a``'s window that each tap of ``b`` reads the same
+    input through (for every output position), or None where some tap has none."""
+    taps = []
+    ga, gb = a.geometry, b.geometry
+    for axis, n in enumerate(a.input_shape[:-1]):
+        ka, kb = a.weights.shape[axis], b.weights.shape[axis]
+        ia = axis_index(n, ka, ga["strides"][axis], ga["dilation"][axis], ga["padding"])
+        ib = axis_index(n, kb, gb["strides"][axis], gb["dilation"][axis], gb["padding"])
+        if ia.shape[0] != ib.shape[0]:
+            return None
+        found = []
+        for j in range(kb):
+            match = [t for t in range(ka) if np.array_equal(ia[:, t], ib[:, j])]
+            if not match:
+                return None
+            found.append(match[0])
+        taps.append(np.array(found))
+    return taps
+
+
 # ---------------------------------------------------------------- conversion state
 
 
@@ -573,6 +598,19 @@ class _Linear:
     pool: Stage | None = None  # max pooling between the operator and its activation
     pool_sign: np.ndarray | None = None  # per channel: -1 where a later scale made it a min
     reshaped: bool = False
+    sources: tuple[int, ...] = (INPUT,)  # the stages whose spikes it reads, concatenated
+
+
+@dataclass
+class Branch:
+    """What one Keras tensor holds: the spikes of ``sources`` (concatenated along the last
+    axis at ``lead``), the affine ``ops`` applied to them since, or a pending ``linear``."""
+
+    shape: tuple[int, ...]
+    sources: tuple[int, ...] = (INPUT,)
+    ops: list = field(default_factory=list)
+    linear: _Linear | None = None
+    lead: tuple[int, ...] | None = None  # leading dims of a concatenation of several sources
 
 
 class Builder:
@@ -597,11 +635,21 @@ class Builder:
 
     def __init__(self, input_shape: tuple[int, ...]):
         self.input_shape = input_shape
-        self.shape = input_shape
         self.stages: list[Stage] = []
-        self.ops: list[AffineOp] = []
-        self.linear: _Linear | None = None
         self.decoder = None
+        self.branches: list[Branch] = []  # the inputs of a merge layer (Add, Concatenate)
+        self.load(Branch(input_shape))
+
+    # -- the branch (Keras tensor) being converted
+    def load(self, branch: Branch) -> None:
+        """Continue from ``branch`` (a copy: other layers may read the same tensor)."""
+        self.shape, self.sources, self.ops = branch.shape, branch.sources, list(branch.ops)
+        self.linear = copy.copy(branch.linear)
+        self.lead = branch.lead
+
+    def save(self) -> Branch:
+        """The current branch, after the layers converted so far."""
+        return Branch(self.shape, self.sources, list(self.ops), self.linear, self.lead)
 
     # -- helpers for converters
     def fail(self, layer: keras.layers.Layer, message: str):
@@ -704,8 +752,16 @@ class Builder:
                 layer, weights, bias, tuple(output_shape), geometry
             )
         self.linear = _Linear(
-            layer, kind, input_shape, tuple(output_shape), weights, bias, geometry, activation
-        )
+            layer, kind, input_shape, tuple(output_shape), weights, bias, geometry, activation,
+            sources=self.sources,
+        )  # fmt: skip
+        if len(self.sources) > 1 and input_shape[:-1] != self.lead:
+            self.fail(
+                layer,
+                f"reads a concatenation of {len(self.sources)} branches reshaped from "
+                f"{(*self.lead, '...')} to {input_shape}; reshape each branch before "
+                "concatenating, or not at all.",
+            )
         self.ops = []
         self.shape = tuple(output_shape)
 
@@ -880,11 +936,25 @@ class Builder:
             )
         else:
             scale, offset = self._spike_affine(layer)
-            self.stages.append(self._pool_stage(stage, scale < 0))
+            self._append(self._pool_stage(stage, scale < 0), layer)
             out = stage.output_shape
             keep = (scale != 1).any() or (offset != 0).any()
             self.ops = [ChannelAffine(layer.name, out, out, scale, offset)] if keep else []
         self.shape = stage.output_shape
+
+    def _append(self, stage: Stage, layer) -> None:
+        """A finished stage reading the current sources; the branch now carries its spikes."""
+        if INPUT in self.sources and (self.stages or len(self.sources) > 1):
+            self.fail(
+                layer,
+                "reads the model input together with, or after, other spiking layers; only "
+                "the first spiking layer may read the input (start skip connections after it).",
+            )
+        if len(self.sources) > 1 and stage.kind == "pool":
+            self.fail(layer, "max-pools a concatenation of branches; pool each branch first.")
+        stage.sources = self.sources
+        self.stages.append(stage)
+        self.sources, self.lead = (len(self.stages) - 1,), None
 
     @staticmethod
     def _pool_stage(pool: Stage, and_channels: np.ndarray) -> Stage:
@@ -904,7 +974,8 @@ class Builder:
                 f"has no Dense or Conv layer between it and {before}; every spiking layer "
                 "needs its own linear layer.",
             )
-        self.stages.append(
+        self.sources = lin.sources
+        self._append(
             Stage(
                 lin.layer.name,
                 lin.kind,
@@ -914,19 +985,153 @@ class Builder:
                 lin.bias.astype(np.float32),
                 threshold,
                 **lin.geometry,
-            )
+            ),
+            layer,
         )
         if lin.pool is not None:
             pool = lin.pool
-            self.stages.append(self._pool_stage(
+            self._append(self._pool_stage(
                 Stage(pool.name, "pool", pool.input_shape, pool.output_shape, threshold=0.5,
                       strides=pool.strides, padding=pool.padding, pool_size=pool.pool_size),
                 lin.pool_sign < 0,
-            ))  # fmt: skip
+            ), layer)  # fmt: skip
         self.linear = None
         self.ops = []
         if self.shape != self.stages[-1].output_shape:
             self.ops = [Reshape(layer.name, self.stages[-1].output_shape, self.shape)]
+
+    # -- where branches meet
+    def concatenate(self, layer) -> None:
+        """Concatenate the branches' spikes along the last axis: the next stage reads all
+        of their sources (delayed to align, see :class:`~whetstone.network.SpikingNetwork`)."""
+        lead = self.branches[0].shape[:-1]
+        sources: tuple[int, ...] = ()
+        for branch in self.branches:
+            self._check_spikes(layer, branch, "concatenates")
+            if branch.shape[:-1] != lead or (branch.lead not in (None, lead)):
+                self.fail(
+                    layer,
+                    f"concatenates shapes {[b.shape for b in self.branches]} (after reshapes "
+                    "of the spikes); only concatenation along the last axis of equally shaped "
+                    "branches is supported.",
+                )
+            sources += branch.sources
+        if len(set(sources)) != len(sources):
+            self.fail(layer, "concatenates the same spikes twice; concatenate each branch once.")
+        channels = sum(branch.shape[-1] for branch in self.branches)
+        self.load(Branch((*lead, channels), sources, lead=lead))
+
+    def _check_spikes(self, layer, branch: Branch, verb: str) -> None:
+        if branch.linear is not None or not all(
+            _is_reshape(op) for op in branch.ops
+        ):  # fmt: skip
+            self.fail(
+                layer,
+                f"{verb} a branch that is not spikes (a Dense/Conv without its spiking "
+                "activation, or a BatchNormalization/pooling after it); let each branch end "
+                "with a spiking activation (or a Flatten/Reshape of one).",
+            )
+        if INPUT in branch.sources and self.input_shape and self.stages:
+            self.fail(
+                layer,
+                f"{verb} the model input with other branches; only the first spiking layer "
+                "may read the input (start skip connections after it).",
+            )
+
+    def add(self, layer) -> None:
+        """Add branches before a spiking activation: ``W_1 s_1 + W_2 s_2 + ... + b``.
+
+        Each branch is a pending Dense/Conv (with its BatchNorm) or spikes (an identity
+        skip, optionally scaled per channel); the sum becomes one stage that reads all of
+        their sources, with a kernel that holds each branch's kernel on its channels
+        (convolutions: embedded in the largest window, where their taps line up).
+        """
+        parts = [self._as_linear(layer, branch) for branch in self.branches]
+        kinds = {lin.kind for lin in parts}
+        if len(kinds) > 1:
+            self.fail(layer, f"adds Dense and convolution branches ({sorted(kinds)}).")
+        merged: dict[tuple[int, ...], _Linear] = {}
+        for lin in parts:
+            if lin.pool is not None or lin.reshaped or lin.activation != "linear":
+                self.fail(
+                    layer,
+                    f"adds the output of {_name(lin.layer)} after a pooling, reshape or "
+                    "activation that is not spiking; add the Dense/Conv outputs directly.",
+                )
+            if lin.sources in merged:
+                merged[lin.sources] = self._sum(layer, merged[lin.sources], lin, same=True)
+            elif any(set(lin.sources) & set(other) for other in merged):
+                self.fail(layer, "adds branches that read overlapping sets of spikes.")
+            else:
+                merged[lin.sources] = lin
+        total = None
+        for lin in merged.values():
+            total = lin if total is None else self._sum(layer, total, lin, same=False)
+        self.load(Branch(total.output_shape, total.sources, linear=total))
+
+    def _as_linear(self, layer, branch: Branch) -> _Linear:
+        """A branch as a pending linear layer: its own, or a (scaled) identity of spikes."""
+        if branch.linear is not None:
+            return branch.linear
+        self.load(branch)
+        if INPUT in branch.sources and self.stages:
+            self._check_spikes(layer, branch, "adds")
+        scale, offset = self._spike_affine(layer)
+        c, shape = branch.shape[-1], branch.shape
+        if len(shape) == 1:
+            weights, kind, geometry = np.diag(scale), "dense", {}
+        else:
+            weights, kind = np.diag(scale).reshape(*(1,) * (len(shape) - 1), c, c), "conv"
+            rank = len(shape) - 1
+            geometry = {"strides": (1,) * rank, "padding": "valid", "dilation": (1,) * rank}
+        return _Linear(layer, kind, shape, shape, weights, offset, geometry,
+                       sources=branch.sources)  # fmt: skip
+
+    def _sum(self, layer, a: _Linear, b: _Linear, same: bool) -> _Linear:
+        """``a + b``: one kernel over ``a``'s and ``b``'s inputs (the same inputs: added)."""
+        bias = (
+            a.bias + b.bias
+            if a.bias.shape == b.bias.shape
+            else (np.broadcast_to(a.bias, a.output_shape) + np.broadcast_to(b.bias, b.output_shape))
+        )
+        if a.kind == "dense":
+            flat = a.input_shape if same else (a.weights.shape[0] + b.weights.shape[0],)
+            for lin in (a, b):
+                if len(lin.sources) > 1 and len(lin.input_shape) > 1 and not same:
+                    self.fail(layer, "adds a Dense over a reshaped concatenation; flatten "
+                              "each branch before concatenating.")  # fmt: skip
+            weights = a.weights + b.weights if same else np.concatenate([a.weights, b.weights])
+            sources = a.sources if same else a.sources + b.sources
+            return _Linear(a.layer, "dense", tuple(flat), a.output_shape, weights, bias,
+                           sources=sources)  # fmt: skip
+        if a.input_shape[:-1] != b.input_shape[:-1]:
+            self.fail(
+                layer,
+                f"adds convolutions of inputs {a.input_shape} and {b.input_shape}; the "
+                "branches must read inputs of the same size (e.g. downsample with a max "
+                "pooling before the block, not a strided convolution inside it).",
+            )
+        if math.prod(b.weights.shape[:-2]) > math.prod(a.weights.shape[:-2]):
+            a, b = b, a
+        taps = _embedding(a, b)
+        if taps is None:
+            self.fail(
+                layer,
+                f"adds convolutions whose windows do not line up ({_name(a.layer)}: window "
+                f"{a.weights.shape[:-2]}, {a.geometry}; {_name(b.layer)}: window "
+                f"{b.weights.shape[:-2]}, {b.geometry}); use equal strides and 'same' padding "
+                "with odd windows (a 1x1 skip sits in the centre of a 3x3).",
+            )
+        placed = np.zeros((*a.weights.shape[:-2], *b.weights.shape[-2:]))
+        placed[np.ix_(*taps)] = b.weights
+        if same:
+            weights, sources, shape = a.weights + placed, a.sources, a.input_shape
+        else:
+            weights = np.concatenate([a.weights, placed], axis=-2)
+            sources = a.sources + b.sources
+            shape = (*a.input_shape[:-1], a.input_shape[-1] + b.input_shape[-1])
+        return _Linear(a.layer, "conv", shape, a.output_shape, weights, bias, a.geometry,
+                       sources=sources)  # fmt: skip
 
     def key_decoder(self, layer, key: np.ndarray) -> None:
         """SoftmaxDecode: the N-hot key vote on the host."""
@@ -1152,6 +1357,20 @@ def _spiking(layer, builder: Builder) -> None:
     builder.spiking(layer, float(type(layer).threshold))
 
 
+@converter(L.Add)
+def _add(layer, builder: Builder) -> None:
+    """Residual sums: branches added before a spiking activation (see :meth:`Builder.add`)."""
+    builder.add(layer)
+
+
+@converter(L.Concatenate)
+def _concatenate(layer, builder: Builder) -> None:
+    if layer.axis not in (-1, len(builder.shape)):
+        builder.fail(layer, f"concatenates along axis {layer.axis}; only the last (channel) "
+                     "axis is supported.")  # fmt: skip
+    builder.concatenate(layer)
+
+
 @converter(SoftmaxDecode)
 def _softmax_decode(layer, builder: Builder) -> None:
     if math.prod(builder.shape) != layer.key.shape[1]:
@@ -1169,37 +1388,64 @@ def _history(tensor):
     return history
 
 
-def _functional_chain(model: keras.Model) -> list:
+def _functional_graph(model: keras.Model) -> list[tuple]:
+    """``(layer, input tensors, output tensor)`` of a functional model, in an order where
+    every layer comes after those it reads; nested models are flattened when they are
+    chains."""
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ConversionError(
             f"model {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} "
-            "outputs; only single-input, single-output chains can be converted."
+            "outputs; only single-input, single-output models can be converted."
         )
-    chain, tensor = [], model.outputs[0]
-    while True:
+    order, seen = [], set()
+
+    def visit(tensor) -> None:
+        if id(tensor) in seen:
+            return
+        seen.add(id(tensor))
         layer, node_index, _ = _history(tensor)
         if isinstance(layer, L.InputLayer):
-            break
+            return
         inputs = keras.tree.flatten(layer._inbound_nodes[node_index].input_tensors)
-        if len(inputs) != 1:
-            raise ConversionError(
-                f"layer {_name(layer)} merges {len(inputs)} branches; only chains of "
-                "layers (no branches, no skip connections) can be converted."
-            )
-        chain.append(layer)
-        tensor = inputs[0]
-    chain.reverse()
-    off_chain = [
+        for t in inputs:
+            visit(t)
+        order.append((layer, inputs, tensor))
+
+    visit(model.outputs[0])
+    used = {id(layer) for layer, _, _ in order}
+    unused = [
         _name(layer)
         for layer in model.layers
-        if not isinstance(layer, L.InputLayer) and all(layer is not c for c in chain)
+        if not isinstance(layer, L.InputLayer) and id(layer) not in used
     ]
-    if off_chain:
+    if unused:
         raise ConversionError(
-            f"model {model.name!r} branches: {', '.join(off_chain)} are not on the path from "
-            "the input to the output; only chains of layers can be converted."
+            f"model {model.name!r} branches: {', '.join(unused)} are not on a path from the "
+            "input to the output; remove them."
         )
-    return chain
+    graph = []
+    for layer, inputs, tensor in order:
+        if isinstance(layer, keras.Model):
+            if len(inputs) != 1:
+                raise ConversionError(f"nested model {_name(layer)} has several inputs.")
+            chain = layer_chain(layer)
+            tensors = [inputs[0], *(object() for _ in chain[:-1]), tensor]
+            graph += [(sub, [tensors[i]], tensors[i + 1]) for i, sub in enumerate(chain)]
+        else:
+            graph.append((layer, inputs, tensor))
+    return graph
+
+
+def _graph(model: keras.Model) -> list[tuple]:
+    """The model as ``(layer, input tensors, output tensor)`` in order (see above)."""
+    if isinstance(model, keras.Sequential):
+        tensors = [model.inputs[0] if model.inputs else object()]
+        graph = []
+        for layer in layer_chain(model):
+            tensors.append(object())
+            graph.append((layer, [tensors[-2]], tensors[-1]))
+        return graph
+    return _functional_graph(model)
 
 
 def layer_chain(model: keras.Model) -> list[keras.layers.Layer]:
@@ -1212,7 +1458,16 @@ def layer_chain(model: keras.Model) -> list[keras.layers.Layer]:
         >>> [layer.name for layer in layer_chain(outer)]
         ['d', 'f']
     """
-    layers = model.layers if isinstance(model, keras.Sequential) else _functional_chain(model)
+    if isinstance(model, keras.Sequential):
+        layers = model.layers
+    else:
+        graph = _functional_graph(model)
+        merges = [_name(layer) for layer, inputs, _ in graph if len(inputs) != 1]
+        if merges:
+            raise ConversionError(
+                f"model {model.name!r} is not a chain: {', '.join(merges)} merge branches."
+            )
+        return [layer for layer, _, _ in graph]
     chain = []
     for layer in layers:
         chain.extend(layer_chain(layer) if isinstance(layer, keras.Model) else [layer])
@@ -1279,7 +1534,8 @@ def to_spiking(
     """Convert a fully sharpened Keras model into a :class:`SpikingNetwork`.
 
     Args:
-        model: a Sequential or Functional chain (nested models are flattened).
+        model: a Sequential or Functional model (nested chains are flattened); branches
+            meet in ``Add`` (before a spiking activation) or ``Concatenate`` (of spikes).
         input_encoding: ``"host"``: the first stage runs on the host and encodes the
             real-valued input into spikes; ``"binary"``: the model was trained on 0/1
             inputs and every stage runs on chip.
@@ -1288,12 +1544,12 @@ def to_spiking(
 
     Raises:
         ConversionError: the model is not fully sharpened, has unsupported layers or
-            activations, branches, several inputs, or NaN/Inf weights.
+            activations, branches that meet elsewhere, several inputs, or NaN/Inf weights.
     """
     if input_encoding not in ("host", "binary"):
         raise ConversionError(f"input_encoding must be 'host' or 'binary', got {input_encoding!r}.")
-    chain = layer_chain(model)
-    _check_layers(chain)
+    graph = _graph(model)
+    _check_layers([layer for layer, _, _ in graph])
     if require_sharp:
         _check_sharp(model)
     input_shape = _tuple(model.inputs[0].shape[1:])
@@ -1303,7 +1559,14 @@ def to_spiking(
             "defined shape."
         )
     builder = Builder(input_shape)
-    for layer in chain:
+    start = builder.save()
+    tensors = {}  # id(Keras tensor) -> the Branch it holds
+    for layer, inputs, output in graph:
+        builder.branches = [tensors.get(id(t), start) for t in inputs]
+        builder.load(builder.branches[0])
         find_converter(layer)(layer, builder)
+        tensors[id(output)] = builder.save()
+    if graph:
+        builder.load(tensors[id(graph[-1][2])])
     stages, decoder = builder.finish(model.name)
     return SpikingNetwork(input_shape, stages, decoder, input_encoding, _metadata(model))

@@ -14,7 +14,7 @@ import keras
 from whetstone.encoding import key_generator
 from whetstone.layers import SoftmaxDecode, SpikingBRelu
 
-__all__ = ["conv_mnist", "dense_mnist", "vgg_cifar10"]
+__all__ = ["conv_mnist", "dense_mnist", "resnet_mnist", "vgg_cifar10"]
 
 L = keras.layers
 
@@ -154,3 +154,56 @@ def vgg_cifar10(
         name="vgg_cifar10",
         head=head,
     )
+
+
+def _residual_block(x, filters: int, name: str):
+    """conv-BN-spike-conv-BN + skip -> Add -> spike; the skip is the block's input, or a
+    1x1 conv-BN of it where the number of channels changes."""
+    h = L.Conv2D(filters, 3, padding="same", name=f"{name}_conv_1")(x)
+    h = SpikingBRelu(name=f"{name}_spiking_1")(L.BatchNormalization(name=f"{name}_norm_1")(h))
+    h = L.Conv2D(filters, 3, padding="same", name=f"{name}_conv_2")(h)
+    h = L.BatchNormalization(name=f"{name}_norm_2")(h)
+    if x.shape[-1] != filters:
+        x = L.Conv2D(filters, 1, name=f"{name}_skip")(x)
+        x = L.BatchNormalization(name=f"{name}_norm_skip")(x)
+    return SpikingBRelu(name=f"{name}_spiking_out")(L.Add(name=f"{name}_add")([h, x]))
+
+
+def resnet_mnist(
+    key_width: int = 100,
+    seed: int = 0,
+    input_shape: tuple[int, ...] = (28, 28),
+    filters: tuple[int, ...] = (8, 16),
+    num_classes: int = 10,
+    dropout: float = 0.2,
+    head: str = "readout",
+) -> keras.Model:
+    """A small ResNet: a 3x3 conv stem (BatchNorm, SpikingBRelu, MaxPooling2D(2)), then
+    per ``filters`` width one residual block (``conv-BN-spike-conv-BN + skip -> Add ->
+    spike``; the skip is a 1x1 conv-BN where the width changes) and a MaxPooling2D(2);
+    Flatten, Dropout and the head (a softmax readout, or an N-hot key). It converts to a
+    DAG SpikingNetwork: each skip edge is delayed one step to meet its block's second
+    convolution.
+
+    Example:
+        >>> model = resnet_mnist()
+        >>> model.get_layer("block_2_add").output.shape
+        (None, 7, 7, 16)
+    """
+    _check_head(head)
+    inputs, x = _inputs(input_shape, channels=True)
+    x = L.Conv2D(filters[0], 3, padding="same", name="stem")(x)
+    x = SpikingBRelu(name="stem_spiking")(L.BatchNormalization(name="stem_norm")(x))
+    x = L.MaxPooling2D(2, name="stem_pool")(x)
+    for i, n in enumerate(filters):
+        x = _residual_block(x, n, f"block_{i + 1}")
+        x = L.MaxPooling2D(2, name=f"pool_{i + 1}")(x)
+    x = L.Flatten(name="flatten")(x)
+    x = L.Dropout(dropout, name="dropout_out")(x) if dropout else x
+    if head == "readout":
+        outputs = L.Dense(num_classes, activation="softmax", name="readout")(x)
+    else:
+        x = L.Dense(key_width, name="dense_out")(x)
+        x = SpikingBRelu(name="spiking_out")(L.BatchNormalization(name="norm_out")(x))
+        outputs = SoftmaxDecode(key_generator(num_classes, key_width, seed=seed), name="decode")(x)
+    return keras.Model(inputs, outputs, name="resnet_mnist")

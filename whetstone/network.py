@@ -3,7 +3,11 @@
 A network is an ordered list of :class:`Stage` objects, each a layer of memoryless
 threshold neurons ``s = H(W s_prev + b - theta)`` (``H(x) = 1`` if ``x >= 0``) fed by
 one linear operator: a dense matrix, a convolution kernel (kept as a convolution), or
-an OR-pool (sum of binary spikes over a window, threshold 0.5). It also records how
+an OR-pool (sum of binary spikes over a window, threshold 0.5). Stages usually form a
+chain (each reads the one before); a stage may also read several earlier stages
+(``sources``), their spikes concatenated along the last axis, each edge with an extra
+``delay`` in steps so that all of them carry the same input's spikes (a DAG: residual
+``Add``, ``Concatenate``; see :attr:`SpikingNetwork.depths`). It also records how
 the input is encoded (``"host"``: stage 0 runs on the host as the encoder;
 ``"binary"``: the inputs are spikes and every stage runs on chip), how the output is
 decoded (:class:`KeyDecoder` or :class:`ReadoutDecoder`), and metadata. Shapes are per
@@ -25,7 +29,7 @@ import io
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import h5py
 import numpy as np
@@ -35,6 +39,7 @@ from whetstone.geometry import axes, axis_index, output_length, preactivation, s
 
 __all__ = [
     "FORMAT_VERSION",
+    "INPUT",
     "KINDS",
     "KeyDecoder",
     "NetworkFileError",
@@ -46,13 +51,16 @@ __all__ = [
     "same_padding",
 ]
 
-FORMAT_VERSION = 1
-"""Version of the HDF5 layout written by :meth:`SpikingNetwork.save`."""
+FORMAT_VERSION = 2
+"""Version of the HDF5 layout written by :meth:`SpikingNetwork.save` (2: stage sources and
+edge delays; version 1 files, all chains, are still read)."""
 
 FORMAT_NAME = "whetstone.SpikingNetwork"
 KINDS = ("dense", "conv", "pool")
 ENCODINGS = ("host", "binary")
 ACTIVATIONS = ("linear", "softmax")
+INPUT = -1
+"""The source index of the network input (read by stage 0 only)."""
 
 
 class NetworkFileError(ValueError):
@@ -100,6 +108,11 @@ class Stage:
         strides, padding, dilation: window geometry of conv and pool
             (``padding`` is ``"valid"`` or Keras's ``"same"``).
         pool_size: window of a pool stage.
+        sources: indices of the earlier stages it reads (:data:`INPUT` for the network
+            input); their spikes, each reshaped to ``(*input_shape[:-1], -1)``, are
+            concatenated along the last axis. None: the stage before (a chain).
+        delays: extra steps on each source's edge (0: the usual one step); None: the
+            delays that align all sources (filled in by :class:`SpikingNetwork`).
 
     Example:
         >>> import numpy as np
@@ -120,6 +133,8 @@ class Stage:
     padding: str = "valid"
     dilation: tuple[int, ...] = ()
     pool_size: tuple[int, ...] = ()
+    sources: tuple[int, ...] | None = None
+    delays: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(n) for n in self.input_shape)
@@ -150,8 +165,29 @@ class Stage:
                     f"{self.pool_size} must be at least 1."
                 )
         getattr(self, f"_check_{self.kind}")(where)
+        self._check_edges(where)
 
     # -- validation
+    def _check_edges(self, where: str) -> None:
+        if self.sources is not None:
+            self.sources = tuple(int(i) for i in self.sources)
+            if not self.sources or len(set(self.sources)) != len(self.sources):
+                raise ValueError(f"{where}: sources must be distinct, got {self.sources}.")
+            if self.kind == "pool" and len(self.sources) > 1:
+                raise ValueError(
+                    f"{where}: an OR-pool reads one source, got {self.sources}; pool each "
+                    "branch before they meet."
+                )
+        if self.delays is not None:
+            self.delays = tuple(int(d) for d in self.delays)
+            if min(self.delays, default=0) < 0 or (
+                self.sources is not None and len(self.delays) != len(self.sources)
+            ):
+                raise ValueError(
+                    f"{where}: delays must be one whole number >= 0 per source, got "
+                    f"{self.delays} for sources {self.sources}."
+                )
+
     def _check_dense(self, where: str) -> None:
         expected = (self.in_size, self.num_neurons)
         if self.weights is None or self.weights.shape != expected:
@@ -275,6 +311,26 @@ class Stage:
             )
         return self.weights
 
+    def part(self, start: int, stop: int) -> Stage:
+        """The operator on input channels ``start:stop`` alone (no bias): one source's edge.
+
+        Example:
+            >>> w = np.arange(6, dtype="float32").reshape(3, 2)
+            >>> Stage("d", "dense", (3,), (2,), w).part(1, 3).weights.tolist()
+            [[2.0, 3.0], [4.0, 5.0]]
+        """
+        if self.kind == "pool":
+            return self
+        shape = (*self.input_shape[:-1], stop - start)
+        if self.kind == "dense":
+            rows = self.weights.reshape(-1, self.input_shape[-1], self.num_neurons)
+            weights = rows[:, start:stop].reshape(-1, self.num_neurons)
+        else:
+            weights = self.weights[..., start:stop, :]
+        return Stage(f"{self.name}[{start}:{stop}]", self.kind, shape, self.output_shape,
+                     weights, None, self.threshold, self.strides, self.padding, self.dilation,
+                     sources=(0,))  # fmt: skip
+
     def full_bias(self) -> np.ndarray:
         """The bias broadcast to ``output_shape`` (zeros where there is none)."""
         bias = np.zeros(self.output_shape[-1:], np.float32) if self.bias is None else self.bias
@@ -286,7 +342,7 @@ class Stage:
         if not isinstance(other, Stage):
             return NotImplemented
         fields = ("name", "kind", "input_shape", "output_shape", "threshold", "strides")
-        fields += ("padding", "dilation", "pool_size")
+        fields += ("padding", "dilation", "pool_size", "sources", "delays")
         return all(getattr(self, f) == getattr(other, f) for f in fields) and all(
             _same_array(getattr(self, f), getattr(other, f)) for f in ("weights", "bias")
         )
@@ -399,6 +455,17 @@ class ReadoutDecoder:
 Decoder = KeyDecoder | ReadoutDecoder
 
 
+@dataclass(frozen=True)
+class Edge:
+    """An edge into a stage: its ``source`` (a stage index or :data:`INPUT`), the extra
+    ``delay`` in steps, and the ``operator``: a stage holding the weights on that
+    source's channels (:meth:`Stage.part`; the stage itself when it has one source)."""
+
+    source: int
+    delay: int
+    operator: Stage
+
+
 # ---------------------------------------------------------------- network
 
 
@@ -408,12 +475,18 @@ class SpikingNetwork:
 
     Args:
         input_shape: shape of one input sample (e.g. ``(28, 28)``).
-        stages: the stages in order; each one's input has as many values as the
-            previous one's output (the first one's: ``input_shape``).
+        stages: the stages in order, each after the stages it reads (its ``sources``;
+            by default the one before, the first one the input); a stage's input is its
+            sources' spikes, concatenated along the last axis. Stages with ``sources``
+            or ``delays`` left None get the defaults (copies; the caller's stay as given).
         decoder: :class:`KeyDecoder`, :class:`ReadoutDecoder`, or None (the output
             spikes are the output; class = first spiking neuron).
         input_encoding: ``"host"`` (stage 0 is the host-side encoder) or ``"binary"``.
         metadata: free-form strings (source model, versions, creation time).
+
+    Attributes:
+        depths: per stage, the step at which it fires for an input presented at step 0
+            (``1 + delay`` after each of its sources; the input is at step 0).
 
     Example:
         >>> import numpy as np, tempfile, os
@@ -440,19 +513,146 @@ class SpikingNetwork:
             )
         if not self.stages:
             raise ValueError("a SpikingNetwork needs at least one stage.")
-        size = math.prod(self.input_shape)
-        for stage in self.stages:
-            if stage.in_size != size:
-                raise ValueError(
-                    f"stage {stage.name!r} expects {stage.in_size} inputs "
-                    f"{stage.input_shape} but the stage before gives {size}."
+        for index, stage in enumerate(self.stages):
+            if stage.sources is None:  # a copy: the caller's stage may sit in other networks
+                stage = self.stages[index] = replace(
+                    stage, sources=(index - 1 if index else INPUT,)
                 )
-            size = stage.num_neurons
+            self._link(index, stage)
+        self.depths = self._depths()
+        self._check_used()
+        size = self.stages[-1].num_neurons
         if self.decoder is not None and self.decoder.num_inputs != size:
             raise ValueError(
                 f"the decoder reads {self.decoder.num_inputs} spikes but the last stage "
                 f"{self.stages[-1].name!r} has {size} neurons."
             )
+
+    def _link(self, index: int, stage: Stage) -> None:
+        """Default sources (the stage before) and check that the sources' shapes fit."""
+        where = f"stage {stage.name!r}"
+        if (index == 0 and stage.sources != (INPUT,)) or (index and INPUT in stage.sources):
+            raise ValueError(
+                f"{where}: only stage 0 reads the network input, and it reads nothing else; "
+                f"got sources {stage.sources} for stage {index}."
+            )
+        if max(stage.sources) >= index:
+            raise ValueError(
+                f"{where}: sources {stage.sources} must be earlier stages (before {index}); "
+                "list the stages in an order where each comes after those it reads."
+            )
+        widths = [self.source_width(stage, i) for i in stage.sources]
+        if None in widths or sum(widths) != stage.input_shape[-1]:
+            shapes = [self.source_shape(i) for i in stage.sources]
+            before = "the stage before gives" if len(shapes) == 1 else "its sources give"
+            raise ValueError(
+                f"{where} expects {stage.in_size} inputs {stage.input_shape} but {before} "
+                f"{', '.join(map(str, shapes))}: sources are concatenated along the last axis "
+                f"after reshaping to {(*stage.input_shape[:-1], -1)}."
+            )
+
+    def source_shape(self, source: int) -> tuple[int, ...]:
+        """Output shape of stage ``source``, or the input shape for :data:`INPUT`."""
+        return self.input_shape if source == INPUT else self.stages[source].output_shape
+
+    def source_width(self, stage: Stage, source: int) -> int | None:
+        """Channels that ``source`` adds to ``stage``'s input, None if its size does not fit."""
+        lead = math.prod(stage.input_shape[:-1])
+        size = math.prod(self.source_shape(source))
+        if stage.kind == "pool" or len(stage.sources) == 1:
+            return stage.input_shape[-1] if size == stage.in_size else None
+        return size // lead if lead and size % lead == 0 else None
+
+    def _depths(self) -> list[int]:
+        """Step at which each stage fires for an input presented at step 0; fills delays."""
+        depths: list[int] = []
+        for index, stage in enumerate(self.stages):
+            arrive = [depths[i] + 1 if i != INPUT else 1 for i in stage.sources]
+            if stage.delays is None:
+                aligned = tuple(max(arrive) - a for a in arrive)
+                stage = self.stages[index] = replace(stage, delays=aligned)
+            elif len(stage.delays) != len(stage.sources):
+                raise ValueError(
+                    f"stage {stage.name!r}: {len(stage.delays)} delays for "
+                    f"{len(stage.sources)} sources {stage.sources}."
+                )
+            steps = {a + d for a, d in zip(arrive, stage.delays, strict=True)}
+            if len(steps) != 1 or (stage.sources == (INPUT,) and stage.delays != (0,)):
+                raise ValueError(
+                    f"stage {stage.name!r}: its sources {stage.sources} with delays "
+                    f"{stage.delays} arrive at steps {sorted(steps)}, so it would mix inputs; "
+                    f"use delays {tuple(max(arrive) - a for a in arrive)} (or delays=None), "
+                    "and no delay on the network input."
+                )
+            depths.append(steps.pop())
+        return depths
+
+    def _check_used(self) -> None:
+        read = {i for stage in self.stages for i in stage.sources}
+        unused = [s.name for i, s in enumerate(self.stages[:-1]) if i not in read]
+        if unused:
+            raise ValueError(
+                f"stages {unused} are read by no other stage (only the last stage is the "
+                "output); remove them or connect them."
+            )
+
+    def edges(self, index: int) -> list[Edge]:
+        """The edges into stage ``index``: source, delay and the operator on its channels.
+
+        Example:
+            >>> a = Stage("a", "dense", (1,), (2,), np.ones((1, 2), "float32"))
+            >>> b = Stage("b", "dense", (2,), (1,), np.ones((2, 1), "float32"))
+            >>> c = Stage("c", "dense", (3,), (1,), np.ones((3, 1), "float32"), sources=(0, 1))
+            >>> net = SpikingNetwork((1,), [a, b, c])
+            >>> [(e.source, e.delay, e.operator.input_shape) for e in net.edges(2)]
+            [(0, 1, (2,)), (1, 0, (1,))]
+        """
+        stage = self.stages[index]
+        if len(stage.sources) == 1:
+            return [Edge(stage.sources[0], stage.delays[0], stage)]
+        edges, start = [], 0
+        for source, delay in zip(stage.sources, stage.delays, strict=True):
+            stop = start + self.source_width(stage, source)
+            edges.append(Edge(source, delay, stage.part(start, stop)))
+            start = stop
+        return edges
+
+    def stage_input(self, index: int, x: np.ndarray, outputs: list) -> np.ndarray:
+        """Stage ``index``'s input for a batch: its sources' spikes (``outputs[i]``, or the
+        input ``x``) reshaped and concatenated along the last axis, as the stage reads them.
+
+        Example:
+            >>> a = Stage("a", "dense", (1,), (2,), np.ones((1, 2), "float32"))
+            >>> c = Stage("c", "dense", (3,), (1,), np.ones((3, 1), "float32"), sources=(0, 1))
+            >>> b = Stage("b", "dense", (2,), (1,), np.ones((2, 1), "float32"))
+            >>> net = SpikingNetwork((1,), [a, b, c])
+            >>> net.stage_input(2, None, [np.array([[1, 0]]), np.array([[1]])]).tolist()
+            [[1, 0, 1]]
+        """
+        stage = self.stages[index]
+        parts = [x if i == INPUT else outputs[i] for i in stage.sources]
+        n = len(parts[0])
+        if len(parts) == 1:
+            return parts[0].reshape(n, *stage.input_shape)
+        lead = stage.input_shape[:-1]
+        return np.concatenate([p.reshape(n, *lead, -1) for p in parts], axis=-1)
+
+    def last_reads(self) -> list[int]:
+        """For each stage, the index of the last stage that reads it (the output: its own)."""
+        last = list(range(len(self.stages)))
+        for index, stage in enumerate(self.stages):
+            for i in stage.sources:
+                if i != INPUT:
+                    last[i] = max(last[i], index)
+        return last
+
+    @property
+    def is_chain(self) -> bool:
+        """Whether every stage reads only the stage before, with no extra delay."""
+        return all(
+            s.sources == (i - 1 if i else INPUT,) and s.delays == (0,)
+            for i, s in enumerate(self.stages)
+        )
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -468,8 +668,8 @@ class SpikingNetwork:
 
     @property
     def latency(self) -> int:
-        """Steps from an input to its output spikes: one per stage."""
-        return len(self.stages)
+        """Steps from an input to its output spikes: the longest path (one per stage of a chain)."""
+        return self.depths[-1]
 
     # -- what every back end asks: host encoder, stages on chip, input, output
 
@@ -641,6 +841,7 @@ class SpikingNetwork:
 
 _STAGE_ATTRS = ("kind", "input_shape", "output_shape", "threshold", "strides", "padding")
 _STAGE_ATTRS += ("dilation", "pool_size")
+_EDGE_ATTRS = ("sources", "delays")  # format version 2; version 1 files are chains
 
 
 def _write(net: SpikingNetwork, f: h5py.File) -> None:
@@ -653,7 +854,7 @@ def _write(net: SpikingNetwork, f: h5py.File) -> None:
     for i, stage in enumerate(net.stages):
         g = f.create_group(f"stages/{i:04d}")
         g.attrs["name"] = stage.name
-        for attr in _STAGE_ATTRS:
+        for attr in _STAGE_ATTRS + _EDGE_ATTRS:
             value = getattr(stage, attr)
             g.attrs[attr] = np.asarray(value, np.int64) if isinstance(value, tuple) else value
         for name in ("weights", "bias"):
@@ -713,6 +914,9 @@ def _read(f: h5py.File) -> SpikingNetwork:
         kwargs = {attr: _attr(g, attr) for attr in _STAGE_ATTRS}
         for attr in ("input_shape", "output_shape", "strides", "dilation", "pool_size"):
             kwargs[attr] = _shape(g, attr)
+        for attr in _EDGE_ATTRS:
+            if attr in g.attrs:
+                kwargs[attr] = tuple(np.atleast_1d(g.attrs[attr][()]).astype(int).tolist())
         arrays = {name: _dataset(g, name) for name in ("weights", "bias") if name in g}
         stages.append(Stage(_attr(g, "name"), **kwargs, **arrays))
     decoder = None

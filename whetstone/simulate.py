@@ -2,16 +2,20 @@
 
 Stage ``l`` computes ``s_l[t] = H(W_l s_{l-1}[t-1] + b_l - theta_l)`` with
 ``H(x) = 1 if x >= 0`` and memoryless neurons; ``s_{-1}[t]`` is the input presented at
-step ``t``. Everything is vectorised NumPy in float32 (like Keras). Three paths give the
-same spikes:
+step ``t``. A stage with several sources (a DAG) reads their spikes concatenated, each
+``1 + delay`` steps old (``SpikingNetwork.stage_input``); the delays align the paths, so
+every stage sees one input's spikes. Everything is vectorised NumPy in float32 (like
+Keras). Three paths give the same spikes:
 
 * ``mode="batch"``: the whole stack in one pass per batch (inputs and outputs matched
   trivially), written plainly; the oracle the other paths are tested against;
-* ``mode="fast"`` (default): the same arithmetic on the same chunks, bit for bit (the
-  same matrix products in the same order), with the spikes kept as one byte each,
-  fewer copies, and the chunks optionally spread over threads;
-* ``mode="timestep"``: the pipelined network, a new input every step, each output
-  matched to its input by the latency (one step per stage).
+* ``mode="fast"`` (default): the same arithmetic on the same chunks, bit for bit, with
+  the spikes kept as one byte each: a stage fed by spikes adds only the weights of the
+  active inputs (:mod:`whetstone.events`, in the BLAS's own summation order, so the
+  same sums), and the chunks are optionally spread over threads;
+* ``mode="timestep"``: the pipelined network, a new input every step, each edge
+  carrying its source's spikes of ``1 + delay`` steps before, each output matched to its
+  input by the latency (the longest path).
 
 Pre-activations within ``TIE_TOLERANCE`` of the threshold are *ties*: the only places
 where two correct back ends (or Keras) may disagree. They are counted per stage and
@@ -39,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from whetstone import events
 from whetstone.geometry import im2col, pad, preactivation, taps
 from whetstone.network import ReadoutDecoder, SpikingNetwork, Stage
 
@@ -72,7 +77,7 @@ class SimulationResult:
             spike of a stage that runs on chip times its fan-out in that stage.
         ann_macs: multiply-accumulates of one inference of the same network as an
             ANN (dense and conv stages, in-bounds taps, plus a readout).
-        latency: steps from an input to its output spikes (one per stage).
+        latency: steps from an input to its output spikes (the longest path).
     """
 
     predictions: np.ndarray
@@ -172,6 +177,7 @@ class _Tally:
         # float32 holds these integer sums exactly (each is below the synapse count, < 2**24)
         self.fan_out = [stage.fan_out_map().ravel().astype(np.float32) for stage in net.stages]
         self.same_fan_out = [f.size > 0 and f.min() == f.max() for f in self.fan_out]
+        self.whole_fan_out = [f.astype(np.int64) for f in self.fan_out]
         self.spikes = np.zeros((n, len(net.stages)), np.int64)
         self.ties = np.zeros((n, len(net.stages)), np.int64)
         self.synops = np.zeros(n, np.float64)
@@ -193,6 +199,8 @@ class _Tally:
             flat = s_in.reshape(len(s_in), -1)
             if self.same_fan_out[layer]:
                 self.synops[index] += _counts(flat) * float(self.fan_out[layer][0])
+            elif events.AVAILABLE:  # whole numbers: the same sums in any order
+                self.synops[index] += events.weighted_counts(flat, self.whole_fan_out[layer])
             else:
                 self.synops[index] += flat.astype(np.float32) @ self.fan_out[layer]
         self.spikes[index, layer] += _counts(spikes)
@@ -231,18 +239,33 @@ def _chunk_size(net: SpikingNetwork) -> int:
 # ---------------------------------------------------------------- the two paths
 
 
+def _forward(net: SpikingNetwork, x: np.ndarray, step, record) -> np.ndarray:
+    """Every stage in order on one batch (each sample's own spikes on every edge: the
+    delays only align the pipeline); ``record(layer, input, spikes, ties)``. Returns the
+    last stage's spikes; a stage's spikes are dropped once its last reader has run."""
+    outputs: list = [None] * len(net.stages)
+    last = net.last_reads()
+    for layer, stage in enumerate(net.stages):
+        s = net.stage_input(layer, x, outputs)
+        spikes, ties = step(stage, s)
+        record(layer, s, spikes, ties)
+        outputs[layer] = spikes
+        for i in stage.sources:
+            if i >= 0 and last[i] == layer:
+                outputs[i] = None
+    return outputs[-1]
+
+
 def _run_batch(net: SpikingNetwork, x: np.ndarray, dtype, tally: _Tally) -> np.ndarray:
     """The oracle: stage after stage on cache-sized chunks of the batch, one at a time."""
     outputs = np.empty((len(x), *net.output_shape), np.uint8)
     size = _chunk_size(net)
     for start in range(0, len(x), size):
         index = slice(start, start + size)
-        s = x[index]
-        for layer, stage in enumerate(net.stages):
-            spikes, ties = _step(stage, s, dtype)
-            tally.add(index, layer, s, spikes, ties)
-            s = spikes
-        outputs[index] = s
+        outputs[index] = _forward(
+            net, x[index], lambda stage, s: _step(stage, s, dtype),
+            lambda layer, s, spikes, ties, i=index: tally.add(i, layer, s, spikes, ties),
+        )  # fmt: skip
     return outputs
 
 
@@ -259,18 +282,57 @@ def _fast_diff(stage: Stage, s: np.ndarray, dtype) -> np.ndarray:
         for view in views:
             diff += view
     else:
-        kernel = stage.weights.astype(dtype, copy=False)
-        if stage.kind == "dense":
-            diff = s.reshape(len(s), -1).astype(dtype, copy=False) @ kernel
-        else:
-            diff = _im2col_runs(s, stage, dtype) @ kernel.reshape(-1, kernel.shape[-1])
-        diff = diff.reshape(len(s), *stage.output_shape)
+        diff = _fast_product(stage, s, dtype).reshape(len(s), *stage.output_shape)
         if stage.bias is not None:
             diff += stage.bias.astype(dtype, copy=False).reshape(
                 stage.bias.shape if stage.kind != "dense" else stage.output_shape
             )
     diff -= np.asarray(stage.threshold, dtype)
     return diff
+
+
+def _fast_product(stage: Stage, s: np.ndarray, dtype) -> np.ndarray:
+    """``W s`` of a dense or conv stage: the event kernels for spikes, else the BLAS."""
+    s = s.reshape(len(s), *stage.input_shape)
+    kernel = stage.weights.astype(dtype, copy=False)
+    product = _event_product(stage, s, kernel)
+    return _blas_product(stage, s, kernel) if product is None else product
+
+
+def _full_bias(stage: Stage, dtype) -> np.ndarray:
+    """The stage's bias, one value per neuron (zeros without one), in ``dtype``."""
+    if stage.bias is None:
+        return np.zeros(stage.num_neurons, dtype)
+    shape = stage.bias.shape if stage.kind != "dense" else stage.output_shape
+    bias = np.broadcast_to(stage.bias.astype(dtype, copy=False).reshape(shape), stage.output_shape)
+    return np.ascontiguousarray(bias).reshape(-1)
+
+
+def _blas_product(stage: Stage, s: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """``W s`` as :func:`preactivation` computes it: one BLAS product (im2col for a conv)."""
+    if stage.kind == "dense":
+        return s.reshape(len(s), -1).astype(kernel.dtype, copy=False) @ kernel
+    return _im2col_runs(s, stage, kernel.dtype) @ kernel.reshape(-1, kernel.shape[-1])
+
+
+def _event_product(stage: Stage, s: np.ndarray, kernel: np.ndarray) -> np.ndarray | None:
+    """``W s`` of spikes ``s`` (bool) adding only the active inputs' weights, or None.
+
+    The bits of the BLAS product of :func:`preactivation` on the same chunk (the
+    :mod:`whetstone.events` kernels, in the BLAS's measured order); None where they do
+    not apply (real inputs, rank above 2, no Numba, a BLAS order they cannot reproduce).
+    """
+    if s.dtype != bool or not events.AVAILABLE or len(stage.window) > 2:
+        return None
+    dense = stage.kind == "dense"
+    rows = len(s) if dense else len(s) * math.prod(stage.output_shape[:-1])
+    inner = kernel.shape[0] if dense else math.prod(kernel.shape[:-1])
+    block = events.blocks(rows, inner, kernel.shape[-1], kernel.dtype.name)
+    if block is None:
+        return None
+    if dense:
+        return events.product(s.reshape(len(s), -1), kernel, block)
+    return events.conv_product(s, stage, kernel, block)
 
 
 def _fast_step(stage: Stage, s: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -286,6 +348,11 @@ def _fast_step(stage: Stage, s: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarr
         for view in views:
             spikes |= view
         return spikes, np.zeros(len(s), np.int64)
+    if events.AVAILABLE and stage.kind != "pool":
+        pre = _fast_product(stage, s, dtype).reshape(len(s), -1)
+        bias = _full_bias(stage, dtype)
+        spikes, ties = events.finish(pre, bias, stage.threshold, TIE_TOLERANCE)
+        return spikes.reshape(len(s), *stage.output_shape), ties
     diff = _fast_diff(stage, s, dtype)
     spikes = diff >= 0
     near = np.abs(diff, out=diff) < TIE_TOLERANCE
@@ -294,12 +361,10 @@ def _fast_step(stage: Stage, s: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarr
 
 def _fast_chunk(net: SpikingNetwork, x, index: slice, dtype, tally: _Tally, outputs) -> None:
     """One chunk of :func:`_run_fast`, its output spikes written to ``outputs[index]``."""
-    s = x[index]
-    for layer, stage in enumerate(net.stages):
-        spikes, ties = _fast_step(stage, s, dtype)
-        tally.add_counted(index, layer, s, spikes, ties)
-        s = spikes
-    outputs[index] = s
+    outputs[index] = _forward(
+        net, x[index], lambda stage, s: _fast_step(stage, s, dtype),
+        lambda layer, s, spikes, ties: tally.add_counted(index, layer, s, spikes, ties),
+    )  # fmt: skip
 
 
 def _threads() -> int:
@@ -335,23 +400,31 @@ def _run_fast(net: SpikingNetwork, x: np.ndarray, dtype, tally: _Tally, threads=
 
 
 def _run_timestep(net: SpikingNetwork, x: np.ndarray, dtype, tally: _Tally) -> np.ndarray:
-    """Pipelined: input ``i`` enters at step ``i``; its output leaves at step ``i + L``."""
-    n, depth = len(x), len(net.stages)
+    """Pipelined: input ``i`` enters at step ``i``; stage ``l`` reads each source's spikes of
+    ``1 + delay`` steps before and fires for input ``t - depth_l + 1`` at step ``t``; the
+    output of input ``i`` leaves at step ``i + latency``."""
+    n, depth = len(x), net.latency
     outputs = np.empty((n, *net.output_shape), np.uint8)
-    state = [np.zeros((1, *stage.output_shape), np.uint8) for stage in net.stages]
-    blank = np.zeros((1, *x.shape[1:]), x.dtype)
+    longest = max(d for stage in net.stages for d in stage.delays) + 1
+    blank = [np.zeros((1, *stage.output_shape), np.uint8) for stage in net.stages]
+    history = [blank] * longest  # history[-1 - d]: every stage's spikes d + 1 steps ago
+    zero = np.zeros((1, *x.shape[1:]), x.dtype)
     for t in range(n + depth - 1):
-        inputs = [x[t : t + 1] if t < n else blank, *state[:-1]]
-        new_state = []
-        for layer, (stage, s) in enumerate(zip(net.stages, inputs, strict=True)):
+        now = []
+        for layer, stage in enumerate(net.stages):
+            seen = [None] * len(net.stages)
+            for i, d in zip(stage.sources, stage.delays, strict=True):
+                if i >= 0:
+                    seen[i] = history[-1 - d][i]
+            s = net.stage_input(layer, x[t : t + 1] if t < n else zero, seen)
             spikes, ties = _step(stage, s, dtype)
-            sample = t - layer  # the input whose wave this stage handles now
+            sample = t - net.depths[layer] + 1  # the input whose wave this stage handles now
             if 0 <= sample < n:
                 tally.add([sample], layer, s, spikes, ties)
-            new_state.append(spikes)
-        state = new_state
+            now.append(spikes)
+        history = [*history[1:], now]
         if t - depth + 1 >= 0:
-            outputs[t - depth + 1] = state[-1][0]
+            outputs[t - depth + 1] = now[-1][0]
     return outputs
 
 
@@ -446,7 +519,7 @@ def run(
 def stage_spikes(net: SpikingNetwork, x, dtype: str = "float32") -> list[np.ndarray]:
     """Every stage's spikes for a batch ``x``: one ``(n, *stage.output_shape)`` uint8 array each.
 
-    Stage ``l`` of the network fires them ``l + 1`` steps after the input enters (the
+    Stage ``l`` of the network fires them ``net.depths[l]`` steps after the input enters (the
     same spikes as :func:`run`, which keeps only the last stage's). Meant for small
     batches (pictures, debugging): it holds every stage's spikes at once.
 
@@ -458,8 +531,7 @@ def stage_spikes(net: SpikingNetwork, x, dtype: str = "float32") -> list[np.ndar
         [[[1, 0]], [[1]]]
     """
     s = net.check_input(x, "stage_spikes")
-    spikes = []
-    for stage in net.stages:
-        s, _ = _step(stage, s, np.dtype(dtype))
-        spikes.append(s.astype(np.uint8))
-    return spikes
+    spikes: list = [None] * len(net.stages)
+    for layer, stage in enumerate(net.stages):
+        spikes[layer] = _step(stage, net.stage_input(layer, s, spikes), np.dtype(dtype))[0]
+    return [a.astype(np.uint8) for a in spikes]

@@ -248,6 +248,10 @@ def _configure(built, parts: list[StagePartition], pop_type: int, vth_scale: flo
         bias = _grid_bias(stage, part.block_shape)
         if bias is not None:
             built.grid_bias[ens] = bias
+    for ens, relay in built.relays:  # an edge's delay: split like any other stage
+        shape = partition([relay], {}, pop_type)[0].block_shape
+        config[ens].block_shape = nengo_loihi.BlockShape(shape, relay.output_shape)
+        built.vth[ens] = _threshold(relay, vth_scale)
     built.partition = parts  # the report shows it
     for conn in built.network.all_connections:
         if type(conn.transform).__name__ == "Convolution":
@@ -410,7 +414,7 @@ class LoihiBackend:
     def offsets(self, built) -> list[int]:
         """Steps from presenting an image to each probe showing its spikes."""
         extra = 0 if built.source.input_encoding == "host" else 1  # host -> chip step
-        return [k + extra for k in range(len(built.probes))]
+        return [depth - 1 + extra for depth in built.source.depths[-len(built.probes) :]]
 
     def run(
         self,

@@ -10,6 +10,11 @@ Mapping (the same network also runs, unchanged, on Nengo-Loihi: see ``loihi.py``
   unit is the contract's memoryless ``H(W s + b - theta)``. ``amplitude = dt`` makes a
   spike the value 1. On Loihi the type is built as a compartment with full voltage
   decay, no refractory period and a threshold of its own (see ``loihi.py``).
+* **Edges.** A stage with several sources (a DAG) gets one connection per source, each
+  with the stage's weights on that source's channels (``SpikingNetwork.edges``); an
+  edge's extra delay of ``d`` steps is ``d`` relay populations of step neurons
+  (identity transform, bias ``-0.5``: ``H(s - 0.5) = s``), one step each, so the
+  sources' spikes arrive aligned as in the reference.
 * **Connections.** Dense stages are ``nengo.Dense`` transforms, convolutions are
   ``nengo.Convolution`` (never expanded to matrices), OR-pools are a
   ``nengo.Convolution`` with a ones kernel per channel (identity across channels) and
@@ -25,7 +30,8 @@ Mapping (the same network also runs, unchanged, on Nengo-Loihi: see ``loihi.py``
   and sends its spikes to the chip.
 * **Output.** The last stage's spikes are probed (``synapse=None``) and decoded on the
   host with the network's ``KeyDecoder`` / ``ReadoutDecoder``. Image ``i``'s output
-  spikes appear ``net.latency - 1`` steps after it is presented; ``run`` matches them.
+  spikes appear ``net.latency - 1`` steps after it is presented (stage ``l``'s,
+  ``net.depths[l] - 1``); ``run`` matches them.
 
 Nengo computes in float64 and the reference in float32, so the two can differ only on
 ties (``|W s + b - theta| < 1e-6``); ``run`` reports the reference's ties when asked to
@@ -60,7 +66,7 @@ import numpy as np
 
 from whetstone import files
 from whetstone.backends import BackendResult, compared, exports, register, require
-from whetstone.network import SpikingNetwork, Stage
+from whetstone.network import INPUT, SpikingNetwork, Stage
 
 __all__ = ["DT", "BuiltNetwork", "NengoBackend", "build_network", "neuron_type"]
 
@@ -163,6 +169,7 @@ class BuiltNetwork:
     ensembles: list  # one per on-chip stage
     probes: list  # one per stage in `ensembles` (spikes, synapse=None)
     transforms: dict = field(default_factory=dict)  # ensemble -> nengo.Convolution feeding it
+    relays: list = field(default_factory=list)  # (ensemble, relay_stage): one step of delay
 
     def node_rows(self, x: np.ndarray) -> np.ndarray:
         """Input node values for a batch: ``s - 0.5`` for the spikes ``s`` that enter the chip."""
@@ -191,6 +198,39 @@ def _transform(nengo, stage: Stage):
         padding=stage.padding,
         channels_last=True,
         init=kernel,
+    )
+
+
+def relay_stage(source: Stage, name: str) -> Stage:
+    """A stage that repeats ``source``'s spikes one step later: an OR-pool of window 1
+    (a dense identity for flat spikes), ``H(s - 0.5) = s``.
+
+    Example:
+        >>> a = Stage("a", "dense", (1,), (2,), np.ones((1, 2), "float32"))
+        >>> relay_stage(a, "a.delay0").weights.tolist()
+        [[1.0, 0.0], [0.0, 1.0]]
+    """
+    shape = source.output_shape
+    if len(shape) == 1:
+        return Stage(name, "dense", shape, shape, np.eye(shape[0], dtype=np.float32))
+    return Stage(name, "pool", shape, shape, pool_size=(1,) * (len(shape) - 1))
+
+
+def relay_neurons(net: SpikingNetwork) -> int:
+    """Neurons of the relay populations that delay the edges of a DAG (0 for a chain).
+
+    Example:
+        >>> from whetstone.network import Stage, SpikingNetwork
+        >>> a = Stage("a", "dense", (1,), (2,), np.ones((1, 2), "float32"))
+        >>> b = Stage("b", "dense", (2,), (2,), np.ones((2, 2), "float32"))
+        >>> c = Stage("c", "dense", (4,), (1,), np.ones((4, 1), "float32"), sources=(0, 1))
+        >>> relay_neurons(SpikingNetwork((1,), [a, b, c]))
+        2
+    """
+    return sum(
+        edge.delay * net.stages[edge.source].num_neurons
+        for index in range(len(net.stages))
+        for edge in net.edges(index)
     )
 
 
@@ -224,20 +264,35 @@ def build_network(net: SpikingNetwork, *, seed: int = 0) -> BuiltNetwork:
         host = _ensemble(nengo, n, np.zeros(n), net.stages[0].name if host_mode else "relay")
         nengo.Connection(node, host.neurons, synapse=None)
         probes = [nengo.Probe(host.neurons, synapse=None)] if host_mode else []
-        pre, ensembles, transforms = host, [], {}
-        for index, stage in enumerate(net.chip_stages):
+        outputs = [host] if host_mode else []  # ensemble of each stage (the host: stage 0)
+        ensembles, transforms, relays = [], {}, []
+        for index, stage in enumerate(net.stages):
+            if index == 0 and host_mode:
+                continue
             bias = stage.full_bias().astype(np.float64).ravel() - stage.threshold
             ens = _ensemble(nengo, stage.num_neurons, bias, stage.name)
-            transform = _transform(nengo, stage)
-            # relay -> stage 0 in binary mode: no delay (the relay is the input itself)
-            synapse = None if (not host_mode and index == 0) else 0
-            nengo.Connection(pre.neurons, ens.neurons, transform=transform, synapse=synapse)
-            if stage.kind != "dense":
-                transforms[ens] = transform
+            for edge in net.edges(index):
+                transform = _transform(nengo, edge.operator)
+                if edge.source == INPUT:  # binary mode: the relay is the input itself
+                    pre, synapse = host, None
+                else:
+                    pre, synapse = outputs[edge.source], 0
+                    for k in range(edge.delay):  # one step per relay population
+                        relay = relay_stage(net.stages[edge.source], f"{stage.name}.delay{k}")
+                        ens_relay = _ensemble(
+                            nengo, relay.num_neurons, np.full(relay.num_neurons, -0.5), relay.name
+                        )
+                        nengo.Connection(pre.neurons, ens_relay.neurons,
+                                         transform=_transform(nengo, relay), synapse=0)  # fmt: skip
+                        relays.append((ens_relay, relay))
+                        pre = ens_relay
+                nengo.Connection(pre.neurons, ens.neurons, transform=transform, synapse=synapse)
+                if stage.kind != "dense":
+                    transforms.setdefault(ens, transform)
             probes.append(nengo.Probe(ens.neurons, synapse=None))
             ensembles.append(ens)
-            pre = ens
-    built = BuiltNetwork(network, net, node, presenter, host, ensembles, probes, transforms)
+            outputs.append(ens)
+    built = BuiltNetwork(network, net, node, presenter, host, ensembles, probes, transforms, relays)
     presenter.set_blank(built.node_rows(np.zeros((1, *net.input_shape), np.float32))[0])
     return built
 
@@ -347,7 +402,7 @@ class NengoBackend:
 
     def offsets(self, built: BuiltNetwork) -> list[int]:
         """Steps from presenting an image to each probe showing its spikes."""
-        return list(range(len(built.probes)))
+        return [depth - 1 for depth in built.source.depths[-len(built.probes) :]]
 
     def run(
         self,
@@ -408,9 +463,11 @@ class NengoBackend:
             {'ensembles': 1, 'neurons': 2, 'synapses': 4, 'host_neurons': 2}
         """
         chip = net.chip_stages
-        return {
+        relays = relay_neurons(net)
+        counts = {
             "ensembles": len(chip),
             "neurons": sum(stage.num_neurons for stage in chip),
             "synapses": sum(stage.num_synapses for stage in chip),
             "host_neurons": net.encoded_size,
         }
+        return {**counts, "relay_neurons": relays} if relays else counts

@@ -9,6 +9,10 @@ The graph is the whole network from pixels to class scores, one chain::
 
     input -> [flatten] -> linear op -> neuron -> ... -> [flatten] -> decoder -> output
 
+for a chain of stages; a DAG network gives one linear node per edge into a neuron node
+(``name_in0``, ``name_in1``, ...: NIR sums a node's inputs), each delayed edge through
+a ``Delay`` node (``delay = d dt``).
+
 * **Linear ops.** Dense stages become ``Affine`` (``Linear`` when the stage has no
   bias) with weight ``(out, in)``; conv stages ``Conv2d`` / ``Conv1d`` with weight
   ``(out, in, *window)``; OR-pools ``SumPool2d``. A pool that ``SumPool2d`` cannot

@@ -28,7 +28,7 @@ FORMAT = "whetstone.nir"
 FORMAT_VERSION = 1
 LINEAR_OPS = ("Affine", "Linear", "Conv1d", "Conv2d", "SumPool2d")
 NEURONS = ("LIF", "Threshold")
-SUPPORTED = ("Input", "Output", "Flatten", *LINEAR_OPS, *NEURONS)
+SUPPORTED = ("Input", "Output", "Flatten", "Delay", *LINEAR_OPS, *NEURONS)
 
 
 class UnsupportedGraphError(ValueError):

@@ -14,6 +14,7 @@ import numpy as np
 from whetstone.backends.nir.layout import (
     FORMAT,
     LINEAR_OPS,
+    NEURONS,
     SUPPORTED,
     UnsupportedGraphError,
     _fit_window,
@@ -272,11 +273,14 @@ def from_graph(graph, where: str = "NIR graph") -> SpikingNetwork:
         >>> net == from_graph(to_graph(net))              # doctest: +SKIP
         True
     """
-    chain = _chain(graph, where)
-    hints = _read_hints(graph, chain)
     meta = graph.metadata if isinstance(graph.metadata, dict) else {}
     dt = float(meta["dt"]) if "dt" in meta else None
-    stages, op, input_shape = _walk(chain, dt, where, hints)
+    if _is_dag(graph):
+        stages, op, input_shape, hints = _walk_dag(graph, dt, where)
+    else:
+        chain = _chain(graph, where)
+        hints = _read_hints(graph, chain)
+        stages, op, input_shape = _walk(chain, dt, where, hints)
     if not stages:
         raise UnsupportedGraphError(f"{where}: the graph has no neurons.")
     decoder = None
@@ -287,6 +291,156 @@ def from_graph(graph, where: str = "NIR graph") -> SpikingNetwork:
         decoder = ReadoutDecoder(op["weights"], bias)
     net = SpikingNetwork(input_shape, stages, decoder)
     return _restore(net, hints, where) if hints else net
+
+
+# ---------------------------------------------------------------- DAG graphs
+
+
+def _is_dag(graph) -> bool:
+    """Whether the graph branches, merges or delays (else the chain reader reads it)."""
+    starts = [a for a, _ in graph.edges]
+    ends = [b for _, b in graph.edges]
+    delays = any(type(node).__name__ == "Delay" for node in graph.nodes.values())
+    return delays or len(set(starts)) < len(starts) or len(set(ends)) < len(ends)
+
+
+def _neuron_order(graph, before: dict, where: str, prefer=()) -> list[str]:
+    """The neuron nodes in an order where each comes after the neurons it reads (the
+    ``prefer`` order where it is one, e.g. the writer's)."""
+    neurons = [n for n, node in graph.nodes.items() if type(node).__name__ in NEURONS]
+    neurons = [n for n in prefer if n in neurons] + [n for n in neurons if n not in prefer]
+
+    def sources(name):  # the neurons (or Input) that feed a neuron node through its ops
+        found = set()
+        for op in before.get(name, []):
+            node = op
+            while before.get(node) and type(graph.nodes[node]).__name__ not in NEURONS:
+                node = before[node][0]
+            found.add(node)
+        return found
+
+    order, done = [], set()
+    while len(order) < len(neurons):
+        ready = [n for n in neurons if n not in done and sources(n) <= done | {"input"}
+                 | {k for k, v in graph.nodes.items() if type(v).__name__ == "Input"}]  # fmt: skip
+        if not ready:
+            raise UnsupportedGraphError(f"{where}: the graph has a cycle among {neurons}.")
+        order.append(ready[0])
+        done.add(ready[0])
+    return order
+
+
+def _edge_source(graph, before: dict, op: str, dt, where: str):
+    """``(source node, delay in steps, Flatten seen)`` behind the linear node ``op``."""
+    node, delay, flat = before[op][0] if before.get(op) else None, 0, False
+    while node is not None and type(graph.nodes[node]).__name__ in ("Delay", "Flatten"):
+        kind = type(graph.nodes[node]).__name__
+        if kind == "Delay":
+            seconds = float(_uniform(graph.nodes[node].delay, "delay", f"{where}: {node!r}"))
+            steps = seconds / dt if dt else float("nan")
+            if not np.isclose(steps, round(steps)):
+                raise UnsupportedGraphError(
+                    f"{where}: node {node!r} delays by {seconds} s, not a whole number of "
+                    f"steps of {dt} s."
+                )
+            delay += round(steps)
+        else:
+            flat = True
+        node = before[node][0] if before.get(node) else None
+    if node is None:
+        raise UnsupportedGraphError(f"{where}: node {op!r} is not fed by neurons or the input.")
+    return node, delay, flat
+
+
+def _merge(parts: list[dict], name: str, where: str) -> dict:
+    """One stage's fields from the ops of its edges: their inputs concatenated."""
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+    kinds = {p["kind"] for p in parts}
+    geometry = ("strides", "padding", "dilation")
+    if (
+        kinds != {first["kind"]}
+        or first["kind"] == "pool"
+        or any(p.get(g) != first.get(g) for p in parts for g in geometry)
+    ):
+        raise UnsupportedGraphError(
+            f"{where}: the linear nodes into {name!r} differ in kind or window; only equal "
+            "ones can be one stage reading several sources."
+        )
+    biases = [p["bias"] for p in parts if p["bias"] is not None]
+    bias = sum(biases[1:], biases[0]) if biases else None
+    if first["kind"] == "dense":
+        weights = np.concatenate([p["weights"] for p in parts])
+        shape = (len(weights),)
+    else:
+        weights = np.concatenate([p["weights"] for p in parts], axis=-2)
+        shape = (*first["input_shape"][:-1], weights.shape[-2])
+    return {**first, "weights": weights, "bias": bias, "input_shape": shape}
+
+
+def _walk_dag(graph, dt, where):
+    """Stages (with sources and delays), a pending decoder op, the input shape, hints."""
+    for name, node in graph.nodes.items():
+        if type(node).__name__ not in SUPPORTED:
+            raise UnsupportedGraphError(
+                f"{where}: node {name!r} is a {type(node).__name__}, which a whetstone "
+                f"SpikingNetwork cannot express (supported: {', '.join(SUPPORTED)})."
+            )
+    before: dict[str, list[str]] = {}
+    for a, b in graph.edges:
+        before.setdefault(b, []).append(a)
+    inputs = [n for n, node in graph.nodes.items() if type(node).__name__ == "Input"]
+    if len(inputs) != 1:
+        raise UnsupportedGraphError(f"{where}: needs one Input node, found {inputs}.")
+    shape = tuple(int(n) for n in graph.nodes[inputs[0]].input_type["input"])
+    input_shape = _last(shape) if len(shape) > 1 else shape
+    hints = _dag_hints(graph)
+    index, stages = {inputs[0]: -1}, []
+    for neuron in _neuron_order(graph, before, where, list(hints.get("stages", {}))):
+        hint = hints.get("stages", {}).get(neuron)
+        parts, sources, delays = [], [], []
+        for op in sorted(before.get(neuron, [])):
+            source, delay, _ = _edge_source(graph, before, op, dt, where)
+            shape_in = input_shape if source == inputs[0] else stages[index[source]].output_shape
+            spatial = shape_in if len(shape_in) > 1 else None
+            kind = type(graph.nodes[op]).__name__
+            if kind in ("Affine", "Linear"):
+                order = _flat_order(spatial) if spatial is not None else None
+                parts.append(_dense_op(graph.nodes[op], shape_in, order))
+            else:
+                parts.append(_window_op(op, graph.nodes[op], spatial, where, hint))
+            sources.append(index[source])
+            delays.append(delay)
+        if not parts:
+            raise UnsupportedGraphError(f"{where}: node {neuron!r} has no linear node before it.")
+        theta, leak, dt = _neuron(neuron, graph.nodes[neuron], dt, where)
+        op = _merge(parts, neuron, where)
+        stage = _stage(neuron.removesuffix("_lif"), op, theta, leak, where)
+        stage.sources, stage.delays = tuple(sources), tuple(delays)
+        index[neuron] = len(stages)
+        stages.append(stage)
+    last = before.get(next(n for n, v in graph.nodes.items() if type(v).__name__ == "Output"))
+    op = None
+    if last and type(graph.nodes[last[0]]).__name__ in ("Affine", "Linear"):
+        source, _, _ = _edge_source(graph, before, last[0], dt, where)
+        spatial = stages[-1].output_shape if len(stages[-1].output_shape) > 1 else None
+        order = _flat_order(spatial) if spatial is not None else None
+        op = {**_dense_op(graph.nodes[last[0]], stages[-1].output_shape, order), "node": last[0]}
+    return stages, op, input_shape, hints
+
+
+def _dag_hints(graph) -> dict:
+    """The ``whetstone`` metadata of a DAG graph, its stages keyed by neuron node."""
+    text = graph.metadata.get("whetstone") if isinstance(graph.metadata, dict) else None
+    try:
+        hints = json.loads(text) if text else {}
+        if hints.get("format") != FORMAT:
+            return {}
+        stages = {f"{h['node']}_lif": h for h in hints["stages"]}
+        return {**hints, "stages": stages} if set(stages) <= set(graph.nodes) else {}
+    except (TypeError, ValueError, KeyError):
+        return {}
 
 
 # ---------------------------------------------------------------- restoring whetstone detail
@@ -300,8 +454,20 @@ def _restore_stage(stage: Stage, hint: dict) -> Stage:
             raise ValueError(f"stage {stage.name!r} has a bias; the metadata says none")
         bias = None
     fields = ("kind", "output_shape", "weights", "threshold", "strides", "padding")
-    kwargs = {k: getattr(stage, k) for k in (*fields, "dilation", "pool_size")}
-    return Stage(hint["name"], input_shape=tuple(hint["input_shape"]), bias=bias, **kwargs)
+    kwargs = {k: getattr(stage, k) for k in (*fields, "dilation", "pool_size", "sources")}
+    shape = tuple(hint["input_shape"])
+    if stage.kind == "dense" and len(stage.sources) > 1 and len(shape) > 1:
+        kwargs["weights"] = _interleave(stage.weights, hint["widths"], shape)
+    return Stage(hint["name"], input_shape=shape, bias=bias, delays=stage.delays, **kwargs)
+
+
+def _interleave(weights: np.ndarray, widths: list[int], shape: tuple[int, ...]) -> np.ndarray:
+    """Dense rows of flattened sources one after another -> rows of their concatenation
+    along the last axis of ``shape`` (each source ``(*shape[:-1], width)``)."""
+    lead = int(np.prod(shape[:-1]))
+    parts = np.split(weights, np.cumsum([lead * w for w in widths])[:-1])
+    rows = [p.reshape(lead, w, -1) for p, w in zip(parts, widths, strict=True)]
+    return np.concatenate(rows, axis=1).reshape(len(weights), -1)
 
 
 def _key_decoder(decoder: ReadoutDecoder) -> KeyDecoder:

@@ -10,9 +10,9 @@ Example:
 from __future__ import annotations
 
 import io
-import itertools
 import json
 import os
+from dataclasses import replace
 from importlib import metadata as _metadata
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from whetstone.backends.nir.layout import (
     _square_plan,
 )
 from whetstone.geometry import paddings
-from whetstone.network import KeyDecoder, ReadoutDecoder, SpikingNetwork, Stage
+from whetstone.network import INPUT, KeyDecoder, ReadoutDecoder, SpikingNetwork, Stage
 
 __all__ = ["VARIANTS", "export", "to_graph"]
 
@@ -95,6 +95,29 @@ def _neuron_node(stage: Stage, shape: tuple[int, ...], dt: float, leak, steps: i
     )
 
 
+def _operator(stage: Stage, spatial, name: str, variant: str):
+    """The linear node of one edge into a stage (its operator reading a source whose
+    channels-last shape is ``spatial``, None when flat), a Flatten node to put before it
+    or None, and the ``v_leak`` of a position-dependent bias."""
+    nir = _nir()
+    if stage.kind == "dense":
+        weights, flatten = stage.weights, None
+        if spatial is not None:
+            flatten = nir.Flatten(np.array(_first(spatial)), 0, -1)
+            weights = weights[_flat_order(spatial)]
+        weights = np.ascontiguousarray(weights.T)
+        op = nir.Linear(weights) if stage.bias is None else nir.Affine(weights, stage.bias)
+        return op, flatten, None
+    if spatial != stage.input_shape:
+        raise ValueError(
+            f"stage {name!r}: its input {stage.input_shape} is a reshaped "
+            f"{'flat vector' if spatial is None else spatial}; NIR has no Reshape node, "
+            "so this network cannot be exported (remove the Reshape)."
+        )
+    op, leak = _window_node(stage, variant)
+    return op, None, leak
+
+
 def _decoder_matrix(decoder) -> tuple[np.ndarray, np.ndarray]:
     """``(classes, n)`` weight and bias whose Affine gives the decoder's scores."""
     if isinstance(decoder, KeyDecoder):
@@ -113,8 +136,9 @@ def _hints(net: SpikingNetwork, names: list[str], dt: float) -> str:
             "padding": s.padding,
             "window": list(s.window),
             "bias": None if s.bias is None else list(s.bias.shape),
+            "widths": [e.operator.input_shape[-1] for e in net.edges(i)],
         }
-        for node, s in zip(names, net.stages, strict=True)
+        for i, (node, s) in enumerate(zip(names, net.stages, strict=True))
     ]
     decoder = None
     if net.decoder is not None:
@@ -164,34 +188,47 @@ def to_graph(net: SpikingNetwork, dt: float = DT, variant: str = "memoryless"):
     steps = 1 if variant == "memoryless" else 2
     spatial = None if net.stages[0].kind == "dense" else net.stages[0].input_shape
     shape = _first(spatial) if spatial else (net.stages[0].in_size,)
-    chain = [("input", nir.Input(np.array(shape)))]
-    for stage, name in zip(net.stages, names, strict=True):
-        if stage.kind == "dense":
-            weights = stage.weights
-            if spatial is not None:
-                chain.append((f"{name}_flatten", nir.Flatten(np.array(_first(spatial)), 0, -1)))
-                weights = weights[_flat_order(spatial)]
-            weights = np.ascontiguousarray(weights.T)
-            op = nir.Linear(weights) if stage.bias is None else nir.Affine(weights, stage.bias)
-            leak, spatial, shape = None, None, (stage.num_neurons,)
-        else:
-            if spatial != stage.input_shape:
-                raise ValueError(
-                    f"stage {stage.name!r}: its input {stage.input_shape} is a reshaped "
-                    f"{'flat vector' if spatial is None else spatial}; NIR has no Reshape node, "
-                    "so this network cannot be exported (remove the Reshape)."
-                )
-            op, leak = _window_node(stage, variant)
-            spatial, shape = stage.output_shape, _first(stage.output_shape)
-        chain += [(name, op), (f"{name}_lif", _neuron_node(stage, shape, dt, leak, steps))]
+    nodes, edges = {"input": nir.Input(np.array(shape))}, []
+    outputs = []  # per stage: (neuron node, channels-last spatial shape or None, NIR shape)
+    for index, (stage, name) in enumerate(zip(net.stages, names, strict=True)):
+        parts = net.edges(index)
+        leak = None
+        for k, edge in enumerate(parts):
+            here = name if len(parts) == 1 else f"{name}_in{k}"
+            pre, spatial, shape = (
+                ("input", spatial, shape) if edge.source == INPUT else outputs[edge.source]
+            )
+            if edge.delay:  # NIR's Delay node: y(t) = x(t - delay dt)
+                nodes[f"{here}_delay"] = nir.Delay(np.full(shape, edge.delay * dt))
+                edges.append((pre, f"{here}_delay"))
+                pre = f"{here}_delay"
+            operator = edge.operator if k or len(parts) == 1 else replace(
+                edge.operator, bias=stage.bias)  # fmt: skip
+            op, flatten, part_leak = _operator(operator, spatial, here, variant)
+            leak = part_leak if part_leak is not None else leak
+            if flatten is not None:
+                nodes[f"{here}_flatten"] = flatten
+                edges.append((pre, f"{here}_flatten"))
+                pre = f"{here}_flatten"
+            nodes[here] = op
+            edges += [(pre, here), (here, f"{name}_lif")]
+        spatial = None if stage.kind == "dense" else stage.output_shape
+        shape = _first(spatial) if spatial else (stage.num_neurons,)
+        nodes[f"{name}_lif"] = _neuron_node(stage, shape, dt, leak, steps)
+        outputs.append((f"{name}_lif", spatial, shape))
+    last = outputs[-1][0]
     if net.decoder is not None:
         weights, bias = _decoder_matrix(net.decoder)
         if spatial is not None:
-            chain.append(("decoder_flatten", nir.Flatten(np.array(_first(spatial)), 0, -1)))
+            nodes["decoder_flatten"] = nir.Flatten(np.array(_first(spatial)), 0, -1)
+            edges.append((last, "decoder_flatten"))
+            last = "decoder_flatten"
             weights = weights[:, _flat_order(spatial)]
-        chain.append(("decoder", nir.Affine(np.ascontiguousarray(weights), bias)))
-        shape = (len(bias),)
-    chain.append(("output", nir.Output(np.array(shape))))
+        nodes["decoder"] = nir.Affine(np.ascontiguousarray(weights), bias)
+        edges.append((last, "decoder"))
+        last, shape = "decoder", (len(bias),)
+    nodes["output"] = nir.Output(np.array(shape))
+    edges.append((last, "output"))
     info = {
         "source": f"whetstone {__version__}",
         "nir_version": _version("nir"),
@@ -203,8 +240,7 @@ def to_graph(net: SpikingNetwork, dt: float = DT, variant: str = "memoryless"):
         "is v >= theta in float32",
         "whetstone": _hints(net, names, dt),
     }
-    edges = [(a, b) for (a, _), (b, _) in itertools.pairwise(chain)]
-    return nir.NIRGraph(dict(chain), edges, metadata=info)
+    return nir.NIRGraph(nodes, edges, metadata=info)
 
 
 def export(

@@ -79,13 +79,15 @@ from whetstone.backends import (
     register,
 )
 from whetstone.backends.spinnaker.fixed_point import (
-    _layer_step,
-    _quantised_layers,
-    fixed_point_run,
-    quantisation,
+    _quantised_layers as _quantised_layers,  # tests read it
 )
 from whetstone.backends.spinnaker.fixed_point import (
     _ring_buffer_shift as _ring_buffer_shift,  # whetstone.quantize reads it
+)
+from whetstone.backends.spinnaker.fixed_point import (
+    fixed_point_run,
+    layer_spikes,
+    quantisation,
 )
 from whetstone.backends.spinnaker.plan import (
     NEURONS_PER_CORE,
@@ -209,10 +211,11 @@ class SpiNNakerBackend:
         try:
             _, populations = _assemble(sim, simulator, net, plan, spikes, options)
             built = time.perf_counter()
-            _simulate(sim, len(x), len(plan) + OFFSET, progress)
+            _simulate(sim, len(x), plan[-1].depth + OFFSET, progress)
             ran = time.perf_counter()
             matrices = [spikes] + [
-                _spike_matrix(p, len(x), depth) for depth, p in enumerate(populations, 1)
+                _spike_matrix(p, len(x), layer.depth)
+                for layer, p in zip(plan, populations, strict=True)
             ]
         finally:
             sim.end()
@@ -235,9 +238,8 @@ class SpiNNakerBackend:
     def _run_virtual(self, net, x, plan, options) -> BackendResult:
         mapping = _map(net, plan, x, options)
         started = time.perf_counter()
-        matrices = [net.encode(x, WHERE)]
-        for layer in _quantised_layers(plan):
-            matrices.append(_layer_step(layer, matrices[-1]))
+        source = net.encode(x, WHERE)
+        matrices = [source, *layer_spikes(plan, source)]
         result = self._result(net, matrices, "spinnaker", mapping=mapping)
         result.build_seconds = mapping["seconds"]
         result.run_seconds = time.perf_counter() - started
@@ -318,8 +320,19 @@ def get_backend() -> SpiNNakerBackend:
 # ---------------------------------------------------------------- export
 
 
+def _chain_only(net: SpikingNetwork, what: str) -> None:
+    """Refuse a DAG where only chains are supported yet, saying what to use instead."""
+    if not net.is_chain:
+        raise NotImplementedError(
+            f"spinnaker back end: {what} handles chains of stages only, and this network "
+            "is a DAG (stages with several sources or delayed edges); run it on NEST "
+            "(simulator='nest'), where edges keep their delays."
+        )
+
+
 def _write_export(net: SpikingNetwork, folder: Path, x, y=None, cores=None) -> None:
     """network.npz, network.h5, export.json, run.py and (with ``x``) inputs.npz."""
+    _chain_only(net, "export (run.py)")
     plan = build_plan(net)
     cores = cores or core_plan(plan)
     arrays = {"num_layers": np.array(len(plan))}

@@ -45,18 +45,31 @@ def _quantised_layers(plan: list[Layer]) -> list[Layer]:
             q[:, 2] = _quantise(part, _ring_buffer_shift(summed))[1]
             rows.append(q)
         thresholds = np.rint(layer.thresholds * 2.0**FRACTION_BITS) / 2.0**FRACTION_BITS
-        out.append(Layer(layer.name, layer.size, thresholds, *rows))
+        out.append(Layer(layer.name, layer.size, thresholds, *rows, layer.inputs,
+                         layer.channels, layer.depth))  # fmt: skip
     return out
 
 
-def _layer_step(layer: Layer, spikes: np.ndarray) -> np.ndarray:
-    total = np.zeros((len(spikes), layer.size))
-    for rows, sign in ((layer.exc, 1.0), (layer.inh, -1.0)):
-        pre, post = rows[:, 0].astype(np.int64), rows[:, 1].astype(np.int64)
-        matrix = np.zeros((spikes.shape[1], layer.size))
-        np.add.at(matrix, (pre, post), sign * rows[:, 2])
-        total += spikes @ matrix
+def _layer_step(layer: Layer, source: np.ndarray, outputs: list[np.ndarray]) -> np.ndarray:
+    """One population's spikes from its sources' (``source``: the spike source's)."""
+    total = np.zeros((len(source), layer.size))
+    for index, _, start, width in layer.inputs:
+        spikes = source if index < 0 else outputs[index]
+        exc, inh = layer.edge_rows(start, width)
+        for rows, sign in ((exc, 1.0), (inh, -1.0)):
+            pre, post = rows[:, 0].astype(np.int64), rows[:, 1].astype(np.int64)
+            matrix = np.zeros((spikes.shape[1], layer.size))
+            np.add.at(matrix, (pre, post), sign * rows[:, 2])
+            total += spikes @ matrix
     return (total >= layer.thresholds).astype(np.uint8)
+
+
+def layer_spikes(plan: list[Layer], source: np.ndarray) -> list[np.ndarray]:
+    """Every population's spikes (quantised weights and thresholds) for the source's spikes."""
+    outputs: list[np.ndarray] = []
+    for layer in _quantised_layers(plan):
+        outputs.append(_layer_step(layer, source, outputs))
+    return outputs
 
 
 def fixed_point_run(net: SpikingNetwork, x) -> tuple[np.ndarray, np.ndarray]:
@@ -65,9 +78,7 @@ def fixed_point_run(net: SpikingNetwork, x) -> tuple[np.ndarray, np.ndarray]:
     Exact for what the chip computes: stored weights are multiples of ``2**(shift-15)``
     and their sums stay below the ring buffer's range, so the float64 sums are exact.
     """
-    spikes = net.encode(x, "spinnaker back end")
-    for layer in _quantised_layers(build_plan(net)):
-        spikes = _layer_step(layer, spikes)
+    spikes = layer_spikes(build_plan(net), net.encode(x, "spinnaker back end"))[-1]
     return net.decode(spikes), spikes
 
 

@@ -124,6 +124,23 @@ class Layer:
     thresholds: np.ndarray  # float64, theta - b per neuron
     exc: np.ndarray
     inh: np.ndarray
+    inputs: tuple = ((-1, 0, 0, 0),)  # (population or -1 for the source, delay, start, width)
+    channels: int = 0  # the last axis of the stage's input: rows' pre = position * channels + c
+    depth: int = 1  # steps from the source's spikes to this population's
+
+    def edge_rows(self, start: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """``exc`` and ``inh`` rows of one source (input channels ``start:start + width``),
+        ``pre`` indexing that source's own neurons (all rows where it is the only source)."""
+        if len(self.inputs) == 1:
+            return self.exc, self.inh
+        out = []
+        for rows in (self.exc, self.inh):
+            position, channel = np.divmod(rows[:, 0].astype(np.int64), self.channels)
+            mine = (channel >= start) & (channel < start + width)
+            rows = rows[mine].copy()
+            rows[:, 0] = position[mine] * width + channel[mine] - start
+            out.append(rows[np.lexsort((rows[:, 1], rows[:, 0]))])
+        return out[0], out[1]
 
     @property
     def max_summed(self) -> tuple[float, float]:
@@ -137,14 +154,22 @@ class Layer:
 def build_plan(net: SpikingNetwork) -> list[Layer]:
     """The on-chip populations of ``net`` (stage 0 stays on the host when encoded there)."""
     layers = []
-    for stage in net.chip_stages:
+    host = net.host_stage is not None  # stage 0 is then the spike source, not a population
+    for index, stage in enumerate(net.stages[1:] if host else net.stages, start=int(host)):
         rows = connections(stage)
         negative = rows[:, 2] < 0
         inh = rows[negative]
         inh[:, 2] *= -1
         bias = stage.full_bias().ravel().astype(np.float64)
         thresholds = np.float64(stage.threshold) - bias
-        layers.append(Layer(stage.name, stage.num_neurons, thresholds, rows[~negative], inh))
+        inputs, start = [], 0
+        for edge in net.edges(index):
+            width = edge.operator.input_shape[-1]
+            inputs.append((max(edge.source - host, -1), edge.delay, start, width))
+            start += width
+        depth = net.depths[index] - host
+        layers.append(Layer(stage.name, stage.num_neurons, thresholds, rows[~negative], inh,
+                            tuple(inputs), stage.input_shape[-1], depth))  # fmt: skip
     return layers
 
 

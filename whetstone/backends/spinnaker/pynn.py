@@ -157,13 +157,14 @@ def _population(sim, simulator: str, layer: Layer, options: dict):
     return population
 
 
-def _project(sim, pre, post, layer: Layer) -> None:
-    """Two projections; inhibitory weights negative (PyNN's convention for current cells)."""
-    for rows, receptor, sign in ((layer.exc, "excitatory", 1), (layer.inh, "inhibitory", -1)):
+def _project(sim, pre, post, exc, inh, delay: int = 0) -> None:
+    """Two projections; inhibitory weights negative (PyNN's convention for current cells).
+    The synaptic delay is the step of every stage plus the edge's extra ``delay`` steps."""
+    for rows, receptor, sign in ((exc, "excitatory", 1), (inh, "inhibitory", -1)):
         if len(rows):
             rows = rows * np.array([1.0, 1.0, sign])
             connector = sim.FromListConnector(rows, column_names=["weight"])
-            synapse = sim.StaticSynapse(delay=DT)
+            synapse = sim.StaticSynapse(delay=DT * (1 + delay))
             sim.Projection(pre, post, connector, synapse, receptor_type=receptor)
 
 
@@ -172,13 +173,14 @@ def _assemble(sim, simulator: str, net: SpikingNetwork, plan, spikes, options: d
     source = sim.Population(
         spikes.shape[1], sim.SpikeSourceArray(spike_times=_spike_times(spikes)), label="input"
     )
-    populations, pre = [], source
+    populations = []
     for layer in plan:
         population = _population(sim, simulator, layer, options)
-        _project(sim, pre, population, layer)
+        for index, delay, start, width in layer.inputs:
+            pre = source if index < 0 else populations[index]
+            _project(sim, pre, population, *layer.edge_rows(start, width), delay)
         population.record("spikes")
         populations.append(population)
-        pre = population
     return source, populations
 
 
@@ -272,7 +274,7 @@ def _map(net: SpikingNetwork, plan, x, options: dict) -> dict:
         _setup(sim, "spinnaker")
         try:
             _, populations = _assemble(sim, "spinnaker", net, plan, spikes, options)
-            sim.run((len(spikes) + len(plan) + OFFSET) * DT)
+            sim.run((len(spikes) + plan[-1].depth + OFFSET) * DT)
             report = _placements_report(populations)
             for entry in cores:
                 report["populations"][entry["population"]]["longest_row"] = entry["longest_row"]
