@@ -57,12 +57,15 @@ def test_targets_table_says_met_or_not():
     rows = [
         {"model": "conv_mnist", "baseline_accuracy": 0.995, "keras_accuracy": 0.9935},
         {"model": "dense_mnist", "baseline_accuracy": 0.985, "keras_accuracy": 0.97},
+        {"model": "vgg_cifar10", "baseline_accuracy": 0.80, "keras_accuracy": 0.75},
     ]
     lines = targets_table(rows).splitlines()
     assert "99.35% (target 99.30%): met" in lines[2]
     assert "+0.15 points (no target)" in lines[2]
     assert "97.00% (target 97.50%): not met" in lines[3]
     assert "+1.50 points (target at most 0.4): not met" in lines[3]
+    assert "75.00% (no target)" in lines[4]  # CIFAR-10: only the gap to its ANN has one
+    assert "+5.00 points (target at most 3.0): not met" in lines[4]
 
 
 @pytest.mark.slow
