@@ -211,7 +211,8 @@ class SpiNNakerBackend:
         try:
             _, populations = _assemble(sim, simulator, net, plan, spikes, options)
             built = time.perf_counter()
-            _simulate(sim, len(x), plan[-1].depth + OFFSET, progress)
+            depth = plan[-1].depth if plan else 0  # no population: all on the host
+            _simulate(sim, len(x), depth + OFFSET, progress)
             ran = time.perf_counter()
             matrices = [spikes] + [
                 _spike_matrix(p, len(x), layer.depth)

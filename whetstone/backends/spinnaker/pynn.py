@@ -274,7 +274,7 @@ def _map(net: SpikingNetwork, plan, x, options: dict) -> dict:
         _setup(sim, "spinnaker")
         try:
             _, populations = _assemble(sim, "spinnaker", net, plan, spikes, options)
-            sim.run((len(spikes) + plan[-1].depth + OFFSET) * DT)
+            sim.run((len(spikes) + (plan[-1].depth if plan else 0) + OFFSET) * DT)
             report = _placements_report(populations)
             for entry in cores:
                 report["populations"][entry["population"]]["longest_row"] = entry["longest_row"]
