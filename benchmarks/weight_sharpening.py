@@ -198,7 +198,10 @@ def measure(data_dir, dataset: str | None = None, quick: bool = False) -> dict:
     runs = []
     for target in VARIANTS:
         model, info = train(recipe, data, target, weight_steps)
-        runs.append({**info, **evaluate(model, *data[1])})
+        figures = evaluate(model, *data[1])
+        keras_pred = model.predict(data[1][0], verbose=0, batch_size=1000).argmax(axis=1)
+        figures["nest"] = nest(model, data[1][0], keras_pred, len(data[1][0]))  # every image
+        runs.append({**info, **figures})
         print({k: v for k, v in runs[-1].items() if k != "reference"}, flush=True)
     base = runs[0]["keras_accuracy"]
     for run in runs:

@@ -214,7 +214,7 @@ def image_tree(root, classes=("cat", "dog"), per_class=3, size=(5, 4)):
 
 
 @pytest.mark.parametrize("zipped", [False, True])
-def test_image_folder_loads_exact_pixels_in_class_order(tmp_path, zipped):
+def test_image_folder_loads_exact_pixels_in_a_fixed_mixed_order(tmp_path, zipped):
     pytest.importorskip("tensorflow")
     import shutil
 
@@ -224,9 +224,22 @@ def test_image_folder_loads_exact_pixels_in_class_order(tmp_path, zipped):
         source = shutil.make_archive(str(tmp_path / "images"), "zip", tmp_path / "images")
     (x, y), (x_test, y_test) = datasets.load_image_folder(source)
     assert x.shape == (6, 5, 4, 3) and x.dtype == np.float32
-    assert y.tolist() == [0, 0, 0, 1, 1, 1] and y_test.tolist() == y.tolist()
-    np.testing.assert_array_equal(x[4], pixels["train", 1, 1] / np.float32(255))
-    np.testing.assert_array_equal(x_test[0], pixels["test", 0, 0] / np.float32(255))
+    order = [3, 2, 5, 4, 0, 1]  # datasets.image_order(6): class, then file name, permuted
+    assert datasets.image_order(6).tolist() == order
+    assert y.tolist() == [1, 0, 1, 1, 0, 0] and y_test.tolist() == y.tolist()
+    for k, i in enumerate(order):
+        label, index = divmod(i, 3)
+        np.testing.assert_array_equal(x[k], pixels["train", label, index] / np.float32(255))
+        np.testing.assert_array_equal(x_test[k], pixels["test", label, index] / np.float32(255))
+
+
+def test_first_cifar10_test_images_sample_every_class(data_dir):
+    """Benchmarks run slow back ends on the first test images: they must not be one class."""
+    if not (data_dir / "cifar10-jpeg").exists():
+        pytest.skip("no CIFAR-10 copy in the data directory")
+    _, y_test = datasets.load_split("cifar10", "test", data_dir)
+    assert len(y_test) == 10_000 and np.bincount(y_test).tolist() == [1000] * 10
+    assert np.bincount(y_test[:300], minlength=10).min() >= 15
 
 
 def test_image_folder_without_splits_is_refused(tmp_path):

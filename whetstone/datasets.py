@@ -208,7 +208,8 @@ def load_image_folder(
     Layout: ``train/<class>/<image>`` and ``test/<class>/<image>``; classes are numbered
     in alphabetical order (Keras's ``image_dataset_from_directory`` reads each split).
     Images come back as float32 in [0, 1], shape ``(n, height, width, channels)``, in a
-    fixed order (by class, then file name). ``image_size`` defaults to the first image's.
+    fixed order that mixes the classes (:func:`image_order`). ``image_size`` defaults to
+    the first image's.
 
     Example:
         >>> (x, y), (x_test, y_test) = load_image_folder("cifar10-jpeg.zip")  # doctest: +SKIP
@@ -256,7 +257,20 @@ def _image_split(folder: Path, image_size, color_mode: str, class_names: list[st
     for images, labels in data.as_numpy_iterator():
         xs.append(images)
         ys.append(labels)
-    return _scaled(np.concatenate(xs)), np.concatenate(ys).astype(np.int64)
+    order = image_order(sum(len(labels) for labels in ys))
+    return _scaled(np.concatenate(xs)[order]), np.concatenate(ys).astype(np.int64)[order]
+
+
+def image_order(n: int) -> np.ndarray:
+    """The fixed order of a folder-per-class split's ``n`` images: a seed-0 permutation of
+    their class-then-file-name order, so that the first images sample every class (the
+    benchmarks' subsets are the first images of a test set).
+
+    Example:
+        >>> image_order(5).tolist()
+        [2, 4, 3, 0, 1]
+    """
+    return np.random.default_rng(0).permutation(n)
 
 
 def load_image_split(
@@ -271,7 +285,7 @@ def load_image_split(
     ``<split>/<class>/<image>``; a plain ``<class>/<image>`` tree is one set of images,
     returned for either split. Classes are numbered alphabetically (those of ``train/``
     where it exists); images come back as float32 in [0, 1], resized by Keras's loader
-    to ``image_size`` (default: the first image's size).
+    to ``image_size`` (default: the first image's size), in the order of :func:`image_order`.
 
     Example:
         >>> x, y = load_image_split("mine.zip", "test", (28, 28), "grayscale")  # doctest: +SKIP
