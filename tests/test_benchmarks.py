@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _helpers import benchmark_smoke, check_model_suite
 from click.testing import CliRunner
 
 from benchmarks.__main__ import main
@@ -68,41 +69,30 @@ def test_targets_table_says_met_or_not():
     assert "+5.00 points (target at most 3.0): not met" in lines[4]
 
 
-@pytest.mark.slow
-def test_every_suite_smoke_runs_and_reports(tmp_path, data_dir):
-    out = tmp_path / "results"
-    # cifar10 is left out: decoding its 60,000 JPEGs alone takes minutes on 2 cores.
-    suites = ("mnist", "fashion", "overhead", "cli", "seeds")
-    _bench("run", *suites, "--quick", "--out", str(out), "--data", str(data_dir), data_dir=data_dir)
+MODEL_SUITES = {"mnist": ["dense_mnist", "conv_mnist"], "fashion": ["conv_fashion"]}
 
-    for suite, models in (("mnist", ["dense_mnist", "conv_mnist"]), ("fashion", ["conv_fashion"])):
-        result = json.loads((out / f"suite_{suite}.json").read_text())
-        assert result["quick"] is True
-        assert {"versions", "machine", "command", "date", "seed", "wall_seconds"} <= set(result)
-        assert [row["model"] for row in result["summary"]] == models
-        for row in result["summary"]:
-            for key in ("baseline_accuracy", "keras_accuracy", "reference_accuracy"):
-                assert 0 <= row[key] <= 1
-            # Exact back ends agree with the reference, whatever the (tiny) model learnt.
-            assert row["nengo_agreement"] == 1.0
-            assert row["nir_round_trip_agreement"] == 1.0
-            assert row["nest_agreement"] >= 0.98
-            # One step per stage: dense 2 layers; conv 2 x (conv, OR-pool) + a 256-wide
-            # spiking layer; readouts on the host.
-            assert row["timesteps"] == (2 if row["model"] == "dense_mnist" else 5)
-            assert row["decoder"] == "readout"
-        header = (out / f"suite_{suite}.csv").read_text().splitlines()[0]
-        assert header.startswith("model,dataset,baseline_accuracy,keras_accuracy")
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suite", ["mnist", "fashion"])
+def test_model_suite_smoke_runs_and_reports(suite, tmp_path, data_dir):
+    out, text = benchmark_smoke(tmp_path, data_dir, suite)
+    check_model_suite(out, text, suite, MODEL_SUITES[suite])
+
+
+@pytest.mark.slow
+def test_seeds_smoke_runs_and_reports(tmp_path, data_dir):
+    out, text = benchmark_smoke(tmp_path, data_dir, "seeds")
     seeds = json.loads((out / "seeds.json").read_text())
     assert [run["seed"] for run in seeds["runs"]] == [0, 1]
     assert all(run["disagreements"] == 0 for run in seeds["runs"])
-    assert (out / "sharpener_overhead.json").exists()
-    assert (out / "cli_inspect.txt").read_text().startswith("$ whetstone inspect")
-
-    _bench("report", "--results", str(out), "--no-readme", data_dir=data_dir)
-    text = (tmp_path / "README.md").read_text()
-    assert "| dense_mnist |" in text and "| conv_fashion |" in text
     assert "## Repeatability: dense_mnist over 2 seeds" in text
-    for model in ("dense_mnist", "conv_mnist", "conv_fashion"):
-        assert (out / f"sharpening_{model}.png").stat().st_size > 1000
-        assert f"sharpening_{model}.png" in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suite", ["overhead", "cli"])
+def test_overhead_and_cli_smoke_run_and_report(suite, tmp_path, data_dir):
+    out, _ = benchmark_smoke(tmp_path, data_dir, suite)
+    if suite == "overhead":
+        assert (out / "sharpener_overhead.json").exists()
+    else:
+        assert (out / "cli_inspect.txt").read_text().startswith("$ whetstone inspect")
