@@ -156,3 +156,72 @@ def test_network_simulator_and_nengo_need_no_tensorflow_or_keras(tmp_path):
     assert done.returncode == 0, done.stderr
     reference, nengo = done.stdout.split()
     assert reference == nengo == ",".join(map(str, expected))
+
+
+TOY_BACK_END = '''
+"""A back end that is only this file: the reference simulator under another name."""
+from whetstone import simulate
+from whetstone.backends import BackendResult, compared, register
+
+
+@register("toy")
+class Toy:
+    extra = "none"
+
+    def is_available(self):
+        return True
+
+    def build(self, net, **options):
+        return net
+
+    def run(self, net, x, *, compare_reference=False, progress=None, **options):
+        x = net.check_input(x, "toy run")
+        r = simulate.run(net, x)
+        result = BackendResult(r.predictions, r.output_spikes.reshape(len(x), -1), r.spike_counts)
+        return compared(net, x, result) if compare_reference else result
+
+    def export(self, net, path, *, force=False, x=None, y=None, **options):
+        net.save(path, force=force)
+        return path
+
+    def resources(self, net, **options):
+        return {"neurons": net.num_neurons}
+
+    def load(self, path):
+        from whetstone.network import SpikingNetwork
+
+        return SpikingNetwork.load(path)
+'''
+
+
+def test_adding_a_back_end_touches_one_file(tmp_path):
+    """A new module beside the others (here: a folder added to the package's path) is a
+    back end for the registry, ``verify --to`` and ``inspect``: nothing else changes."""
+    (tmp_path / "toy.py").write_text(TOY_BACK_END)
+    _small_net().save(tmp_path / "net.h5")
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(30, 4)).astype("float32"), rng.integers(0, 3, 30)
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    script = textwrap.dedent(
+        f"""
+        import whetstone.backends as backends
+        backends.__path__.append({str(tmp_path)!r})  # as if toy.py were in whetstone/backends
+        from whetstone.cli import main
+        print(backends.names())
+        for args in (["inspect", "net.h5"], ["verify", "net.h5", "--to", "toy",
+                                             "--data", "data.npz", "--json"]):
+            try:
+                main(args, prog_name="whetstone")
+            except SystemExit as exit:
+                print("exit", exit.code)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0] == str(["loihi", "nengo", "nir", "spinnaker", "toy"])
+    assert "toy: neurons=8" in done.stdout
+    assert '"stage": "toy"' in done.stdout and '"passed": true' in done.stdout
+    assert lines.count("exit 0") == 2
