@@ -8,6 +8,7 @@ network. A back end whose extra is not installed is skipped, never silently pass
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 import textwrap
@@ -52,6 +53,33 @@ def test_every_back_end_is_registered_from_its_own_file():
         assert backend.name == name
         for method in ("build", "run", "export", "resources", "load", "is_available"):
             assert callable(getattr(backend, method)), (name, method)
+
+
+@pytest.mark.parametrize("name", backends.names())
+def test_every_back_end_has_the_same_signatures(name):
+    """``build``/``run``/``export``/``resources`` take the network first, then keywords;
+    ``build`` returns one native object (no tuple)."""
+    backend = backends.get(name)
+
+    def parameters(method: str) -> list[inspect.Parameter]:
+        return list(inspect.signature(getattr(backend, method)).parameters.values())
+
+    keyword_only = inspect.Parameter.KEYWORD_ONLY
+    for method, first in (("build", ["net"]), ("resources", ["net"]), ("run", ["net", "x"]),
+                          ("export", ["net", "path"]), ("load", ["path"])):  # fmt: skip
+        params = parameters(method)
+        assert [p.name for p in params[: len(first)]] == first, (method, params)
+        rest = params[len(first) :]
+        assert all(p.default is not p.empty or p.kind is p.VAR_KEYWORD for p in rest), method
+        assert all(p.kind is not p.VAR_POSITIONAL for p in rest), method
+    run, export = (
+        dict((p.name, p) for p in parameters("run")),
+        dict((p.name, p) for p in parameters("export")),
+    )
+    assert run["compare_reference"].kind is run["progress"].kind is keyword_only
+    assert export["force"].kind is export["x"].kind is export["y"].kind is keyword_only
+    if backend.is_available():
+        assert not isinstance(backend.build(_small_net()), tuple)
 
 
 @pytest.mark.parametrize("name", backends.names())
