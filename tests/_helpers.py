@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -371,6 +373,16 @@ def refused(model, *fragments, **kwargs) -> str:
     for fragment in fragments:
         assert fragment in message, message
     return message
+
+
+# ---------------------------------------------------------------- real write errors
+
+
+def limit_file_size() -> None:
+    """For ``subprocess.run(preexec_fn=...)``: the kernel refuses the child's writes past
+    100 kB (``EFBIG``, "File too large"), a real write error like a full disk."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
 
 
 # ---------------------------------------------------------------- benchmark smoke runs
