@@ -1,7 +1,9 @@
 """Shared test helpers: stage builders, the one random-network strategy, trained models.
 
 Test modules import these (``from _helpers import networks``: pytest puts ``tests/`` on
-``sys.path``); they never import each other or the ``benchmarks`` package.
+``sys.path``); they never import each other, and only the tests of the benchmarks
+themselves (``test_benchmarks*.py``, ``test_hardware_benchmarks.py``,
+``test_peer_nengodl.py``) import the ``benchmarks`` package.
 """
 
 from __future__ import annotations
