@@ -11,9 +11,10 @@ snnTorch and torch live in their own environment (``.venv-nir``, see
 ``whetstone/backends/nir/snntorch_reader.py``, which runs the reader).
 
 Example:
-    >>> from benchmarks.backend_nir import READER_PYTHON
-    >>> READER_PYTHON.name
-    'python'
+    >>> from benchmarks.backend_nir import measure
+    >>> figures = measure(subject.load("dense_mnist", data_dir, 100), 20)  # doctest: +SKIP
+    >>> figures["round_trip"]["identical_predictions"]                      # doctest: +SKIP
+    True
 """
 
 from __future__ import annotations
