@@ -144,7 +144,8 @@ def test_full_or_read_only_disk_exits_2_and_leaves_nothing(
     assert os.listdir(tmp_path) == []
 
 
-def test_a_real_write_error_exits_2_and_leaves_nothing(tmp_path):
+@pytest.mark.parametrize("verbose", [[], ["-v"]], ids=["plain", "verbose"])
+def test_a_real_write_error_exits_2_and_leaves_nothing(tmp_path, verbose):
     rng = np.random.default_rng(0)
     stages = [Stage(n, "dense", (400,), (400,), rng.normal(size=(400, 400)).astype("f4"))
               for n in "ab"]  # fmt: skip
@@ -152,11 +153,16 @@ def test_a_real_write_error_exits_2_and_leaves_nothing(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     done = subprocess.run(
-        [SCRIPT, "export", tmp_path / "net.h5", "--to", "nir", "-o", out / "a.nir"],
+        [SCRIPT, *verbose, "export", tmp_path / "net.h5", "--to", "nir", "-o", out / "a.nir"],
         capture_output=True, text=True, preexec_fn=limit_file_size,
     )  # fmt: skip
     assert done.returncode == 2, done.stderr[-2000:]
-    assert done.stderr.splitlines() == [f"Error: cannot write {out / 'a.nir'}: File too large."]
+    lines = done.stderr.splitlines()
+    assert lines[-1] == f"Error: cannot write {out / 'a.nir'}: File too large."
+    if verbose:  # the traceback first; the same message and exit status
+        assert "Traceback" in done.stderr
+    else:
+        assert len(lines) == 1
     assert os.listdir(out) == []
 
 
