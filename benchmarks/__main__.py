@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import click
 
 from benchmarks import suite, trained
 from benchmarks.common import RESULTS, write_result
+from whetstone import files
 
 OTHER_SUITES = {
     "peer": "NengoDL's rate-coded converter on the same architectures (own environment)",
@@ -39,11 +39,10 @@ OTHER_SUITES = {
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
+    with files.staged(path, force=True) as staging, open(staging, "x", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(f.name, path)
 
 
 def run_model_suite(name: str, data_dir: str, out: Path, quick: bool) -> None:

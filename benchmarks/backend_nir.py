@@ -8,20 +8,19 @@ the file through snnTorch's NIR reader (``snntorch.import_nir``, stepped for the
 network's latency with the input held) on a subset; record file size and node counts.
 
 snnTorch and torch live in their own environment (``.venv-nir``, see
-``tests/test_backend_nir.py``); this file runs there as a plain script too::
-
-    .venv-nir/bin/python benchmarks/backend_nir.py GRAPH.nir X.npy OUT.npy STEPS
+``whetstone/backends/nir/snntorch_reader.py``, which runs the reader).
 
 Example:
-    >>> from benchmarks.backend_nir import independent_scores    # doctest: +SKIP
-    >>> scores = independent_scores("model.nir", x_nir, steps=4)  # doctest: +SKIP
+    >>> from benchmarks.backend_nir import measure
+    >>> figures = measure(subject.load("dense_mnist", data_dir, 100), 20)  # doctest: +SKIP
+    >>> figures["round_trip"]["identical_predictions"]                      # doctest: +SKIP
+    True
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -29,63 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from whetstone.backends.nir.snntorch_reader import independent_scores, reader_available
+
 ROOT = Path(__file__).resolve().parents[1]
 READER_PYTHON = Path(os.environ.get("WHETSTONE_NIR_READER_PYTHON", ROOT / ".venv-nir/bin/python"))
-
-
-# ---------------------------------------------------------------- independent reader
-
-
-def snntorch_scores(path, x: np.ndarray, steps: int) -> np.ndarray:
-    """Run a NIR file with snnTorch's reader: each sample (unbatched, NIR's per-sample
-    layout) held for ``steps`` steps from a fresh state; the last step's output."""
-    import nir
-    import torch
-    from snntorch.import_nir import import_from_nir
-
-    module = import_from_nir(nir.read(path))
-    outputs = []
-    with torch.no_grad():
-        for sample in np.asarray(x, np.float32):
-            for m in module.modules():  # fresh hidden state per sample
-                if hasattr(m, "reset_hidden"):
-                    m.reset_hidden()
-            state, inp = None, torch.from_numpy(sample)
-            for _ in range(steps):
-                out, state = module(inp, state)
-            outputs.append(out.double().numpy())
-    return np.stack(outputs)
-
-
-def reader_available() -> str | None:
-    """Where snnTorch's NIR reader runs: "here", "venv" (``.venv-nir``) or None."""
-    try:
-        import snntorch.import_nir  # noqa: F401
-
-        return "here"
-    except Exception:
-        pass
-    return "venv" if READER_PYTHON.exists() else None
-
-
-def independent_scores(path, x: np.ndarray, steps: int) -> np.ndarray:
-    """snnTorch's outputs for ``x`` (NIR layout), here or in ``.venv-nir``."""
-    where = reader_available()
-    if where == "here":
-        return snntorch_scores(path, x, steps)
-    if where is None:
-        raise RuntimeError(
-            f"snnTorch's NIR reader is not installed here nor in {READER_PYTHON}; see "
-            "tests/test_backend_nir.py for the install lines."
-        )
-    with tempfile.TemporaryDirectory() as folder:
-        x_path, out_path = Path(folder, "x.npy"), Path(folder, "out.npy")
-        np.save(x_path, np.asarray(x, np.float32))
-        command = [str(READER_PYTHON), __file__, str(path), str(x_path), str(out_path)]
-        done = subprocess.run([*command, str(steps)], capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"snnTorch reader failed:\n{done.stderr[-3000:]}")
-        return np.load(out_path)
 
 
 # ---------------------------------------------------------------- benchmark
@@ -129,10 +75,11 @@ def measure(subject, reader_images: int) -> dict:
         }
         if reader_images and not net.is_chain:  # snnTorch's importer maps no nir.Delay
             figures["snntorch"] = {"skipped": "snnTorch's NIR importer has no Delay node"}
-        elif reader_available() and reader_images:
+        elif reader_available(READER_PYTHON) and reader_images:
             n = reader_images
             started = time.perf_counter()
-            scores = independent_scores(path, nir_backend.nir_input(net, x_test[:n]), net.latency)
+            x_nir = nir_backend.nir_input(net, x_test[:n])
+            scores = independent_scores(path, x_nir, net.latency, READER_PYTHON)
             predictions = scores.argmax(axis=1)
             agree = predictions == reference.predictions[:n]
             figures["snntorch"] = {
@@ -166,8 +113,3 @@ def _venv_version(package: str) -> str | None:
     code = f"from importlib.metadata import version; print(version({package!r}))"
     done = subprocess.run([str(READER_PYTHON), "-c", code], capture_output=True, text=True)
     return done.stdout.strip() or None
-
-
-if __name__ == "__main__":  # the reader, in .venv-nir: GRAPH.nir X.npy OUT.npy STEPS
-    graph_path, x_path, out_path, steps = sys.argv[1:]
-    np.save(out_path, snntorch_scores(graph_path, np.load(x_path), int(steps)))

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import RESULTS
+from whetstone import files
 
 MODELS = "benchmarks/results/models"
 EXAMPLES = {
@@ -46,7 +47,8 @@ def main(out: Path = RESULTS) -> None:
                 [str(script), *args], capture_output=True, text=True, env=env, cwd=cwd, check=True
             )
             path = Path(out) / f"cli_{name}.txt"
-            path.write_text(f"$ whetstone {' '.join(args)}\n{done.stdout}")
+            text = f"$ whetstone {' '.join(args)}\n{done.stdout}"
+            path = files.write_bytes(path, text.encode(), force=True)
             print(f"wrote {path}")
 
 

@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> dict:
         ann, training = keras.models.load_model(args.ann), {"loaded_from": str(args.ann)}
     else:
         ann, training = train_ann(x, y, ann_epochs)
-    ann.save(ann_path)
+    with ws.files.staged(ann_path, force=True) as staging:
+        ann.save(staging)
     sample = np.random.default_rng(0).permutation(len(x))[:1000]
     plain = ws.rewrite.rewrite(ann, x[sample], y[sample], percentile=None)
     rewritten = ws.rewrite.rewrite(ann, x[sample], y[sample], percentile=args.percentile)
@@ -175,7 +176,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     clone = rewritten.model
     sharpening = sharpen(clone, x, y, epochs, hone, args)
-    clone.save(models / "from_relu.keras")
+    with ws.files.staged(models / "from_relu.keras", force=True) as staging:
+        clone.save(staging)
 
     cli_args = ["--epochs", str(epochs), "--steps", "1", "--hone-epochs", str(hone),
                 "--percentile", str(args.percentile), "--learning-rate", str(args.learning_rate),

@@ -33,6 +33,7 @@ import click
 import numpy as np
 
 from benchmarks.common import RESULTS, write_result
+from whetstone import files
 
 MODEL = "conv_mnist"
 STRENGTHS = (0.0, 2.0, 8.0, 32.0)
@@ -197,7 +198,8 @@ def plot(result: dict, path: Path) -> Path:
     ax.margins(x=0.15, y=0.15)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with files.staged(path, force=True) as staging:
+        fig.savefig(staging, dpi=120)
     plt.close(fig)
     return path
 

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 
 import whetstone as ws
+from whetstone import files
 
 CACHE = Path(os.environ.get("WHETSTONE_MODEL_CACHE", Path(__file__).parent / "results" / "models"))
 
@@ -286,10 +287,10 @@ def _cached(name: str, data_dir, sharpen: bool, seed: int | None = None) -> kera
                 recipe, data_dir, sharpen=sharpen, n_train=n_train, n_test=n_test,
                 epochs=epochs, lower_rate_at=lower_at,
             )  # fmt: skip
-            tmp = path.with_suffix(".tmp.keras")
-            model.save(tmp)
-            os.replace(tmp, path)
-            (CACHE / f"{stem}.json").write_text(json.dumps({"model": name, **report_}, indent=2))
+            with files.staged(path, force=True) as staging:
+                model.save(staging)
+            summary = json.dumps({"model": name, **report_}, indent=2)
+            files.write_bytes(CACHE / f"{stem}.json", summary.encode(), force=True)
     return keras.models.load_model(path)
 
 

@@ -1,12 +1,19 @@
 """Shared test helpers: stage builders, the one random-network strategy, trained models.
 
 Test modules import these (``from _helpers import networks``: pytest puts ``tests/`` on
-``sys.path``); they never import each other or the ``benchmarks`` package.
+``sys.path``); they never import each other, and only the tests of the benchmarks
+themselves (``test_benchmarks*.py``, ``test_hardware_benchmarks.py``,
+``test_peer_nengodl.py``) import the ``benchmarks`` package.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import resource
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -368,3 +375,59 @@ def refused(model, *fragments, **kwargs) -> str:
     for fragment in fragments:
         assert fragment in message, message
     return message
+
+
+# ---------------------------------------------------------------- real write errors
+
+
+def limit_file_size() -> None:
+    """For ``subprocess.run(preexec_fn=...)``: the kernel refuses the child's writes past
+    100 kB (``EFBIG``, "File too large"), a real write error like a full disk."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+
+# ---------------------------------------------------------------- benchmark smoke runs
+
+
+def benchmark_smoke(folder: Path, data_dir: Path, *suites: str) -> tuple[Path, str]:
+    """``python -m benchmarks run SUITES --quick`` into ``folder/results``, then ``report``;
+    returns the results folder and the benchmark README's text. Each in a fresh process
+    (quick mode changes globals)."""
+    out = folder / "results"
+    env = {**os.environ, "WHETSTONE_DATA": str(data_dir), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    for args in (
+        ["run", *suites, "--quick", "--out", str(out), "--data", str(data_dir)],
+        ["report", "--results", str(out), "--no-readme"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks", *args],
+            cwd=ROOT, env=env, capture_output=True, text=True,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-4000:]
+    return out, (folder / "README.md").read_text()
+
+
+def check_model_suite(out: Path, text: str, suite: str, models: list[str]) -> None:
+    """A quick model suite's JSON, CSV and report rows: exact back ends agree exactly."""
+    result = json.loads((out / f"suite_{suite}.json").read_text())
+    assert result["quick"] is True
+    assert {"versions", "machine", "command", "date", "seed", "wall_seconds"} <= set(result)
+    assert [row["model"] for row in result["summary"]] == models
+    for row in result["summary"]:
+        for key in ("baseline_accuracy", "keras_accuracy", "reference_accuracy"):
+            assert 0 <= row[key] <= 1
+        # Exact back ends agree with the reference, whatever the (tiny) model learnt.
+        assert row["nengo_agreement"] == 1.0
+        assert row["nir_round_trip_agreement"] == 1.0
+        assert row["nest_agreement"] >= 0.98
+        # One step per stage: dense 2 layers; conv 2 x (conv, OR-pool) + a 256-wide
+        # spiking layer; readouts on the host.
+        assert row["timesteps"] == (2 if row["model"] == "dense_mnist" else 5)
+        assert row["decoder"] == "readout"
+    header = (out / f"suite_{suite}.csv").read_text().splitlines()[0]
+    assert header.startswith("model,dataset,baseline_accuracy,keras_accuracy")
+    for model in models:
+        assert f"| {model} |" in text
+        assert (out / f"sharpening_{model}.png").stat().st_size > 1000
+        assert f"sharpening_{model}.png" in text

@@ -1,37 +1,18 @@
-"""The benchmark suites, smoke-run end to end so the benchmark code cannot rot.
+"""The benchmarks' command line, and the MNIST suite smoke-run end to end.
 
 ``python -m benchmarks run ... --quick`` trains every model for one epoch on a few
 hundred images, runs it on every back end on 100 test images and writes into a temp
-folder; ``report`` then builds the tables and plots from those files.
+folder; ``report`` then builds the tables and plots from those files. The other suites'
+smoke runs are in ``test_benchmarks_fashion.py`` and ``test_benchmarks_suites.py``:
+one file each, so that pytest-xdist (``--dist loadfile``) spreads them over its workers.
 """
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from _helpers import benchmark_smoke, check_model_suite
 from click.testing import CliRunner
 
 from benchmarks.__main__ import main
 from benchmarks.report import targets_table
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _bench(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
-    """``python -m benchmarks ARGS`` in a fresh process (quick mode changes globals)."""
-    env = {**os.environ, "WHETSTONE_DATA": str(data_dir), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    return done
 
 
 def test_list_names_every_suite():
@@ -69,40 +50,8 @@ def test_targets_table_says_met_or_not():
 
 
 @pytest.mark.slow
-def test_every_suite_smoke_runs_and_reports(tmp_path, data_dir):
-    out = tmp_path / "results"
-    # cifar10 is left out: decoding its 60,000 JPEGs alone takes minutes on 2 cores.
-    suites = ("mnist", "fashion", "overhead", "cli", "seeds")
-    _bench("run", *suites, "--quick", "--out", str(out), "--data", str(data_dir), data_dir=data_dir)
-
-    for suite, models in (("mnist", ["dense_mnist", "conv_mnist"]), ("fashion", ["conv_fashion"])):
-        result = json.loads((out / f"suite_{suite}.json").read_text())
-        assert result["quick"] is True
-        assert {"versions", "machine", "command", "date", "seed", "wall_seconds"} <= set(result)
-        assert [row["model"] for row in result["summary"]] == models
-        for row in result["summary"]:
-            for key in ("baseline_accuracy", "keras_accuracy", "reference_accuracy"):
-                assert 0 <= row[key] <= 1
-            # Exact back ends agree with the reference, whatever the (tiny) model learnt.
-            assert row["nengo_agreement"] == 1.0
-            assert row["nir_round_trip_agreement"] == 1.0
-            assert row["nest_agreement"] >= 0.98
-            # One step per stage: dense 2 layers; conv 2 x (conv, OR-pool) + a 256-wide
-            # spiking layer; readouts on the host.
-            assert row["timesteps"] == (2 if row["model"] == "dense_mnist" else 5)
-            assert row["decoder"] == "readout"
-        header = (out / f"suite_{suite}.csv").read_text().splitlines()[0]
-        assert header.startswith("model,dataset,baseline_accuracy,keras_accuracy")
-    seeds = json.loads((out / "seeds.json").read_text())
-    assert [run["seed"] for run in seeds["runs"]] == [0, 1]
-    assert all(run["disagreements"] == 0 for run in seeds["runs"])
-    assert (out / "sharpener_overhead.json").exists()
-    assert (out / "cli_inspect.txt").read_text().startswith("$ whetstone inspect")
-
-    _bench("report", "--results", str(out), "--no-readme", data_dir=data_dir)
-    text = (tmp_path / "README.md").read_text()
-    assert "| dense_mnist |" in text and "| conv_fashion |" in text
-    assert "## Repeatability: dense_mnist over 2 seeds" in text
-    for model in ("dense_mnist", "conv_mnist", "conv_fashion"):
-        assert (out / f"sharpening_{model}.png").stat().st_size > 1000
-        assert f"sharpening_{model}.png" in text
+def test_mnist_suite_smoke_runs_and_reports(tmp_path, data_dir):
+    """The suites' smoke runs are spread over files (test_benchmarks_*.py), so that
+    pytest-xdist (``--dist loadfile``) runs them on both workers."""
+    out, text = benchmark_smoke(tmp_path, data_dir, "mnist")
+    check_model_suite(out, text, "mnist", ["dense_mnist", "conv_mnist"])

@@ -9,11 +9,14 @@ import textwrap
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
+from _helpers import limit_file_size
 from click.testing import CliRunner
 
 import whetstone
 from whetstone.cli import main
+from whetstone.network import Stage
 
 SCRIPT = str(Path(sys.executable).with_name("whetstone"))
 
@@ -55,6 +58,8 @@ def one_error_line(result, code: int = 2) -> str:
 
 
 def test_help_and_version_import_no_tensorflow():
+    """``--help`` answers in well under a second: neither TensorFlow (5-12 s) nor numba
+    (the simulator's kernels, ~0.5 s) is imported for it."""
     script = textwrap.dedent("""
         import sys
         from whetstone.cli import main
@@ -63,7 +68,8 @@ def test_help_and_version_import_no_tensorflow():
                 main(args, prog_name="whetstone")
             except SystemExit:
                 pass
-        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
+        heavy = sorted(m for m in sys.modules
+                       if m.split(".")[0] in ("tensorflow", "keras", "numba"))
         print("HEAVY", heavy, file=sys.stderr)
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
@@ -136,6 +142,28 @@ def test_full_or_read_only_disk_exits_2_and_leaves_nothing(
     line = one_error_line(invoke("export", models["net"], "--to", "nir", "-o", tmp_path / "a.nir"))
     assert text in line and str(tmp_path / "a.nir") in line and "partial" not in line
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("verbose", [[], ["-v"]], ids=["plain", "verbose"])
+def test_a_real_write_error_exits_2_and_leaves_nothing(tmp_path, verbose):
+    rng = np.random.default_rng(0)
+    stages = [Stage(n, "dense", (400,), (400,), rng.normal(size=(400, 400)).astype("f4"))
+              for n in "ab"]  # fmt: skip
+    whetstone.network.SpikingNetwork((400,), stages).save(tmp_path / "net.h5")  # 1.3 MB
+    out = tmp_path / "out"
+    out.mkdir()
+    done = subprocess.run(
+        [SCRIPT, *verbose, "export", tmp_path / "net.h5", "--to", "nir", "-o", out / "a.nir"],
+        capture_output=True, text=True, preexec_fn=limit_file_size,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.splitlines()
+    assert lines[-1] == f"Error: cannot write {out / 'a.nir'}: File too large."
+    if verbose:  # the traceback first; the same message and exit status
+        assert "Traceback" in done.stderr
+    else:
+        assert len(lines) == 1
+    assert os.listdir(out) == []
 
 
 def test_missing_data_without_network_exits_2(models, monkeypatch):

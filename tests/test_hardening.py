@@ -42,6 +42,7 @@ def test_an_empty_batch_is_a_clear_error_everywhere(runner, shape):
 
 
 def test_spinnaker_config_is_a_fresh_private_folder_per_run():
+    home = os.environ.get("HOME")
     with sp.spinnaker_config() as first, sp.spinnaker_config() as second:
         assert first != second
         for root in (first, second):
@@ -49,6 +50,7 @@ def test_spinnaker_config_is_a_fresh_private_folder_per_run():
             assert stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == os.getuid()
             assert sorted(p.name for p in root.iterdir()) == ["config", "home"]
         assert os.environ["HOME"] == str(second / "home")
+    assert os.environ.get("HOME") == home  # restored (documented in docs/backends/spinnaker.md)
 
 
 def test_nengo_writes_no_cache_into_home(tmp_path):

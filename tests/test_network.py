@@ -7,8 +7,8 @@ import os
 import h5py
 import numpy as np
 import pytest
-from _helpers import geometry
-from hypothesis import example, given, settings
+from _helpers import cases, geometry
+from hypothesis import HealthCheck, example, given, settings
 
 from whetstone import network
 from whetstone.network import (
@@ -20,6 +20,7 @@ from whetstone.network import (
     Stage,
     same_padding,
 )
+from whetstone.simulate import run, stage_spikes
 
 
 def brute_taps(input_shape, window, strides, dilation, padding):
@@ -165,6 +166,24 @@ def random_network(rng, encoding="host", decoder="key"):
     )
     meta = {"source_model": "m", "created": "2026-01-01T00:00:00+00:00"}
     return SpikingNetwork((6, 6), [conv, pool, dense], dec, encoding, meta)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases(dag=False) | cases(dag=True))
+def test_the_network_answers_what_every_back_end_asks(case):
+    """Host encoder, stages on chip, encoding a batch, decoding outputs: the network's
+    answers equal what the reference simulator computes."""
+    net, x = case
+    host = [net.host_stage] if net.host_stage is not None else []
+    assert [id(s) for s in host + net.chip_stages] == [id(s) for s in net.stages]
+    assert (net.input_encoding == "host") == bool(host)
+    encoded = net.encode(x)
+    first = stage_spikes(net, x)[0] if host else x
+    np.testing.assert_array_equal(encoded, first.reshape(len(x), -1))
+    assert encoded.dtype == np.uint8 and encoded.shape == (len(x), net.encoded_size)
+    result = run(net, x)
+    np.testing.assert_array_equal(net.decode(result.output_spikes), result.predictions)
+    np.testing.assert_array_equal(net.check_input(x.reshape(len(x), -1)), x)
 
 
 @pytest.mark.parametrize(("encoding", "decoder"), [("host", "key"), ("binary", "readout")])

@@ -178,27 +178,6 @@ def test_spinnaker_fixed_point_computes_what_keras_computes():
     assert not (differ & ~reference.tie_mask).any(), np.flatnonzero(differ)
 
 
-# ---------------------------------------------------------------- the benchmark
-
-
-@pytest.mark.filterwarnings("ignore::UserWarning")
-def test_weight_sharpening_benchmark_smoke_runs(tmp_path):
-    pytest.importorskip("nengo_loihi")
-    from click.testing import CliRunner
-
-    from benchmarks import weight_sharpening
-
-    refused = CliRunner().invoke(weight_sharpening.main, ["--quick"])
-    assert refused.exit_code == 2 and "--quick needs --out" in refused.output
-    result = weight_sharpening.measure(None, "demo", quick=True)
-    assert [run["weight_target"] for run in result["runs"]] == [None, "loihi", "spinnaker"]
-    _, loihi, spinnaker_run = result["runs"]
-    assert loihi["weight_sharpness"] == 1.0 and loihi["loihi_sim"]["off_grid"] == []
-    assert loihi["loihi_sim"]["differing_not_ties"] == 0
-    assert spinnaker_run["spinnaker_fixed_point"]["off_grid"] == []
-    assert spinnaker_run["spinnaker_fixed_point"]["differing_not_ties"] == 0
-
-
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_conv_network_with_batch_norm_folded_first_runs_exactly_on_loihi():
     pytest.importorskip("nengo_loihi")

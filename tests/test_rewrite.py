@@ -286,21 +286,3 @@ def test_refuses_two_linear_layers_without_an_activation_between():
                             L.ReLU(), L.Dense(2)])  # fmt: skip
     with pytest.raises(RewriteError, match="'b' follows 'a' with no activation"):
         rewrite(ann, sample((4,)))
-
-
-# -- the benchmark ------------------------------------------------------------------------
-
-
-def test_from_relu_benchmark_quick_run(tmp_path):
-    """``python -m benchmarks.from_relu --quick``: every step on the demo subset, 1-2 epochs."""
-    from benchmarks import from_relu
-
-    result = from_relu.main(["--quick", "--out", str(tmp_path)])
-    assert (tmp_path / "from_relu.json").is_file()
-    assert not list(tmp_path.glob("*.tmp"))
-    assert result["quick"] is True and result["sharpening"]["fully_sharpened"] is True
-    assert result["spiking"]["disagreements_not_ties"] == 0
-    assert result["cli"]["report"]["fully_sharpened"] is True
-    assert result["cli"]["spiking"]["disagreements_not_ties"] == 0
-    for name in ("from_relu_ann.keras", "from_relu.keras", "from_relu_cli.keras"):
-        assert (tmp_path / "models" / name).is_file()

@@ -5,13 +5,13 @@ import itertools
 import keras
 import numpy as np
 import pytest
-from _helpers import cases
+from _helpers import cases, small_convnet
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import whetstone.models
 from whetstone import callbacks, convert, datasets
-from whetstone.network import KeyDecoder, ReadoutDecoder, SpikingNetwork, Stage, output_length
+from whetstone.network import KeyDecoder, SpikingNetwork, Stage, output_length
 from whetstone.simulate import preactivation, run, stage_spikes
 
 L = keras.layers
@@ -120,38 +120,28 @@ def test_step_fires_at_exactly_the_threshold():
     assert result.ties.tolist() == [2]
 
 
-def random_network(rng, binary):
-    conv = Stage("conv", "conv", (7, 7, 2), (4, 4, 3), rng.normal(size=(3, 3, 2, 3)),
-                 rng.normal(size=(4, 4, 3)), 0.5, (2, 2), "same", (1, 1))  # fmt: skip
-    pool = Stage("pool", "pool", (4, 4, 3), (2, 2, 3), pool_size=(2, 2), strides=(2, 2))
-    dense = Stage("dense", "dense", (2, 2, 3), (5,), rng.normal(size=(12, 5)),
-                  rng.normal(size=5), 0.0)  # fmt: skip
-    readout = ReadoutDecoder(rng.normal(size=(5, 3)), rng.normal(size=3), "softmax")
-    return SpikingNetwork((7, 7, 2), [conv, pool, dense], readout, "binary" if binary else "host")
-
-
-@settings(max_examples=20, deadline=None)
-@given(seed=st.integers(0, 10_000), binary=st.booleans(), n=st.integers(1, 40))
-def test_fast_and_timestep_paths_agree_exactly(seed, binary, n):
-    rng = np.random.default_rng(seed)
-    net = random_network(rng, binary)
-    x = rng.uniform(0, 1, (n, 7, 7, 2)).astype(np.float32)
-    if binary:
-        x = (x > 0.5).astype(np.float32)
+@settings(max_examples=40, deadline=None)
+@given(cases(n=(1, 40)))
+def test_fast_and_timestep_paths_agree_exactly(case):
+    net, x = case
     fast, slow = run(net, x), run(net, x, mode="timestep")
     for name in ("predictions", "output_spikes", "scores", "spike_counts", "ties", "sample_ties",
                  "tie_mask", "synaptic_operations"):  # fmt: skip
-        np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name), err_msg=name)
-    assert fast.latency == slow.latency == 3
+        a, b = getattr(fast, name), getattr(slow, name)
+        if a is None or b is None:
+            assert a is b is None, name
+            continue
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    assert fast.latency == slow.latency == len(net.stages)
     # memoryless: each sample alone gives the same spikes
-    alone = np.concatenate([run(net, x[i : i + 1]).output_spikes for i in range(n)])
+    alone = np.concatenate([run(net, x[i : i + 1]).output_spikes for i in range(len(x))])
     np.testing.assert_array_equal(alone, fast.output_spikes)
 
 
 def test_float64_mode_and_chunking_give_the_same_spikes():
     rng = np.random.default_rng(7)
-    net = random_network(rng, False)
-    x = rng.uniform(0, 1, (3000, 7, 7, 2)).astype(np.float32)
+    net = small_convnet(rng)
+    x = rng.uniform(0, 1, (3000, 8, 8, 1)).astype(np.float32)
     a, b = run(net, x), run(net, x, dtype="float64")
     same = ~(a.tie_mask | b.tie_mask)
     np.testing.assert_array_equal(a.output_spikes[same], b.output_spikes[same])

@@ -33,7 +33,6 @@ from pathlib import Path
 
 import numpy as np
 
-from whetstone import simulate
 from whetstone.backends import DEFAULT_MIN_AGREEMENT, agreement, gate_ties
 from whetstone.network import SpikingNetwork
 
@@ -106,6 +105,8 @@ def ship(folder, net: SpikingNetwork, x, y=None, **arrays) -> dict:
     ``arrays``: more arrays to store (e.g. SpiNNaker's encoded ``spikes``). Returns a
     summary for the manifest.
     """
+    from whetstone import simulate  # imported here: numba stays out of ``whetstone --help``
+
     x = net.check_input(x, "export inputs")
     reference = simulate.run(net, x)
     ties = gate_ties(reference)

@@ -11,7 +11,6 @@ import math
 
 import numpy as np
 
-from whetstone import simulate
 from whetstone.backends.spinnaker.plan import Layer, build_plan
 from whetstone.network import SpikingNetwork
 
@@ -120,6 +119,8 @@ def quantisation(net: SpikingNetwork, x=None, loss: float = 0.05) -> dict:
     report = {**totals, "lossy_fraction": totals["lossy"] / max(totals["synapses"], 1)}
     report.update(loss_threshold=loss, layers=layers)
     if x is not None:
+        from whetstone import simulate  # imported here: numba stays out of ``whetstone --help``
+
         reference = simulate.run(net, x)
         fixed = fixed_point_run(net, x)[0]
         changed = fixed != reference.predictions

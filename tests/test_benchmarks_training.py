@@ -1,0 +1,39 @@
+"""The benchmarks that train in their quick mode: weight sharpening and the ReLU rewrite.
+
+Each runs in this process on the embedded demo subset for one or two epochs, so the
+benchmark code cannot rot.
+"""
+
+import pytest
+from click.testing import CliRunner
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_weight_sharpening_benchmark_smoke_runs():
+    pytest.importorskip("nengo_loihi")
+    from benchmarks import weight_sharpening
+
+    refused = CliRunner().invoke(weight_sharpening.main, ["--quick"])
+    assert refused.exit_code == 2 and "--quick needs --out" in refused.output
+    result = weight_sharpening.measure(None, "demo", quick=True)
+    assert [run["weight_target"] for run in result["runs"]] == [None, "loihi", "spinnaker"]
+    _, loihi, spinnaker_run = result["runs"]
+    assert loihi["weight_sharpness"] == 1.0 and loihi["loihi_sim"]["off_grid"] == []
+    assert loihi["loihi_sim"]["differing_not_ties"] == 0
+    assert spinnaker_run["spinnaker_fixed_point"]["off_grid"] == []
+    assert spinnaker_run["spinnaker_fixed_point"]["differing_not_ties"] == 0
+
+
+def test_from_relu_benchmark_quick_run(tmp_path):
+    """``python -m benchmarks.from_relu --quick``: every step on the demo subset, 1-2 epochs."""
+    from benchmarks import from_relu
+
+    result = from_relu.main(["--quick", "--out", str(tmp_path)])
+    assert (tmp_path / "from_relu.json").is_file()
+    assert not list(tmp_path.rglob(".*partial*"))  # every file written through whetstone.files
+    assert result["quick"] is True and result["sharpening"]["fully_sharpened"] is True
+    assert result["spiking"]["disagreements_not_ties"] == 0
+    assert result["cli"]["report"]["fully_sharpened"] is True
+    assert result["cli"]["spiking"]["disagreements_not_ties"] == 0
+    for name in ("from_relu_ann.keras", "from_relu.keras", "from_relu_cli.keras"):
+        assert (tmp_path / "models" / name).is_file()
