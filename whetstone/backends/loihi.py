@@ -86,8 +86,14 @@ import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
-from whetstone.backends import BackendResult, MissingDependencyError, exports, register, require
-from whetstone.backends import loihi_emulator
+from whetstone.backends import (
+    BackendResult,
+    MissingDependencyError,
+    exports,
+    loihi_emulator,
+    register,
+    require,
+)
 from whetstone.backends import nengo as nengo_backend
 from whetstone.backends.loihi_partition import (
     LIMITS,
@@ -376,9 +382,7 @@ class LoihiBackend:
         _configure(built, parts, pop_type, vth_scale)
         return built
 
-    def simulator(
-        self, built, target: str | None = None, hardware_options=None, fast: bool = True
-    ):
+    def simulator(self, built, target: str | None = None, hardware_options=None, fast: bool = True):
         """A ``nengo_loihi.Simulator`` for a built network.
 
         ``fast``: the emulator delivers spikes with array code
