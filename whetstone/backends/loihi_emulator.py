@@ -26,7 +26,9 @@ import types
 
 import numpy as np
 
-__all__ = ["accelerate"]
+__all__ = ["accelerate", "accelerated"]
+
+_MARK = "_whetstone_vectorised"
 
 
 def _segments(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -141,4 +143,10 @@ def accelerate(emulator) -> bool:
 
     state.inject_current = types.MethodType(inject_current, state)
     state.update_input = types.MethodType(update_input, state)
+    setattr(emulator, _MARK, True)
     return True
+
+
+def accelerated(emulator) -> bool:
+    """Whether :func:`accelerate` gave ``emulator`` vectorised spike delivery."""
+    return getattr(emulator, _MARK, False)
