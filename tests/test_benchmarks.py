@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from benchmarks.__main__ import main
 from benchmarks.report import targets_table
+from benchmarks.suite import BUDGET_SECONDS, PROBE_IMAGES, sized
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,6 +81,7 @@ def test_every_suite_smoke_runs_and_reports(tmp_path, data_dir):
         assert result["quick"] is True
         assert {"versions", "machine", "command", "date", "seed", "wall_seconds"} <= set(result)
         assert [row["model"] for row in result["summary"]] == models
+        assert result["subsets"]["loihi"] == result["subsets"]["nest"] == dict.fromkeys(models, 100)
         for row in result["summary"]:
             for key in ("baseline_accuracy", "keras_accuracy", "reference_accuracy"):
                 assert 0 <= row[key] <= 1
@@ -106,3 +108,29 @@ def test_every_suite_smoke_runs_and_reports(tmp_path, data_dir):
     for model in ("dense_mnist", "conv_mnist", "conv_fashion"):
         assert (out / f"sharpening_{model}.png").stat().st_size > 1000
         assert f"sharpening_{model}.png" in text
+
+
+def test_sized_runs_everything_that_fits_the_budget_and_says_why():
+    budget = BUDGET_SECONDS["nest"]
+    calls = []
+
+    def timed(seconds_per_image, build=10.0):
+        def run(n):
+            calls.append(n)
+            return build, n * seconds_per_image
+
+        return run
+
+    fits = sized("nest", 10_000, timed((budget - 10.0) / 10_000))
+    assert (fits["images"], fits["of"], calls) == (10_000, 10_000, [PROBE_IMAGES])
+    assert fits["why"].startswith("all:") and fits["projected_seconds"] <= budget
+    # too slow: the largest multiple of 100 whose projection fits
+    slow = sized("nest", 10_000, timed(1.0))
+    assert slow["images"] == int(budget - 10.0) // 100 * 100
+    assert slow["why"].startswith("budget:") and "10,000" in slow["why"]
+    assert 10.0 + slow["images"] * 1.0 <= budget < 10.0 + (slow["images"] + 100) * 1.0
+    # never fewer than the probe, which has run anyway
+    assert sized("nest", 10_000, timed(budget))["images"] == PROBE_IMAGES
+    assert sized("nest", 50, timed(0.1))["images"] == 50
+    calls.clear()
+    assert sized("loihi", 10_000, timed(1.0), quick=True)["images"] == 100 and not calls
