@@ -209,6 +209,19 @@ def test_array_connections_equal_pynns_list_connector(nest, net):
     np.testing.assert_array_equal(fast, listed)
 
 
+def test_nest_threads_give_the_same_run(nest):
+    rng = np.random.default_rng(5)
+    net = small_convnet(rng, "host")
+    x = rng.normal(size=(30, 8, 8, 1)).astype("float32")
+    one = get("spinnaker").run(net, x, simulator="nest")
+    two = get("spinnaker").run(net, x, simulator="nest", threads=2)
+    assert one.output_spikes.sum() > 0
+    np.testing.assert_array_equal(one.output_spikes, two.output_spikes)
+    np.testing.assert_array_equal(one.spike_counts, two.spike_counts)
+    with pytest.raises(ValueError, match="threads must be at least 1, got 0"):
+        get("spinnaker").run(net, x, simulator="nest", threads=0)
+
+
 def test_exported_script_runs_on_nest(nest, tmp_path):
     rng = np.random.default_rng(4)
     net = small_convnet(rng)

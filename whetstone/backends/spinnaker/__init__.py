@@ -169,7 +169,7 @@ class SpiNNakerBackend:
         sim = _import_simulator(simulator)
         plan = build_plan(net)
         spikes = np.zeros((0, net.encoded_size), np.uint8) if x is None else net.encode(x, WHERE)
-        _setup(sim, simulator)
+        _setup(sim, simulator, options.get("threads", 1))
         return PyNNNetwork(sim, *_assemble(sim, simulator, net, plan, spikes, options))
 
     def run(
@@ -195,6 +195,8 @@ class SpiNNakerBackend:
         ``progress`` (optional): called with the number of images done so far while
         one network is simulated in a few steps (a progress bar needs no rebuilds).
         ``compare_reference``: fill ``agreement`` (:func:`whetstone.backends.compared`).
+        ``threads`` (NEST, default 1): NEST's threads; they change the order in which a
+        neuron's inputs are summed, so results can differ on ties only.
         """
         x = net.check_input(x, WHERE)
         result = self._run(net, x, simulator, progress, options)
@@ -207,7 +209,7 @@ class SpiNNakerBackend:
         sim = _import_simulator(simulator)
         spikes = net.encode(x, WHERE)
         started = time.perf_counter()
-        _setup(sim, simulator)
+        _setup(sim, simulator, options.get("threads", 1))
         try:
             _, populations = _assemble(sim, simulator, net, plan, spikes, options)
             built = time.perf_counter()

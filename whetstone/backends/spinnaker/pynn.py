@@ -134,9 +134,13 @@ def _import_simulator(simulator: str):
     return require(SIMULATORS[simulator], EXTRAS[simulator])
 
 
-def _setup(sim, simulator: str) -> None:
+def _setup(sim, simulator: str, threads: int = 1) -> None:
+    """Set the simulator up; ``threads``: NEST's threads (sums in another order: ties only)."""
     if simulator == "nest":
-        sim.setup(timestep=DT, min_delay=DT, spike_precision="on_grid", verbosity="error")
+        if int(threads) < 1:
+            raise ValueError(f"{WHERE}: threads must be at least 1, got {threads}.")
+        sim.setup(timestep=DT, min_delay=DT, spike_precision="on_grid", verbosity="error",
+                  threads=int(threads))  # fmt: skip
     else:
         sim.setup(timestep=DT)
 
