@@ -19,6 +19,8 @@ import warnings
 from benchmarks.subject import Subject
 from whetstone.backends import agreement, compare, spinnaker
 
+THREADS = 2
+"""NEST's threads (both cores of the benchmark machine; results can differ on ties only)."""
 MAP_IMAGES = 300
 """Images played in on the virtual board when mapping (they size sPyNNaker's buffers)."""
 
@@ -28,7 +30,8 @@ def timed(subject: Subject):
     :func:`benchmarks.suite.sized`)."""
 
     def run(n: int) -> tuple[float, float]:
-        result = spinnaker.get_backend().run(subject.net, subject.x[:n], simulator="nest")
+        x = subject.x[:n]
+        result = spinnaker.get_backend().run(subject.net, x, simulator="nest", threads=THREADS)
         return result.build_seconds, result.run_seconds
 
     return run
@@ -40,7 +43,7 @@ def evaluate(subject: Subject, n: int) -> dict:
     net = subject.net
     x, y, reference = subject.first(n)
     backend = spinnaker.get_backend()
-    nest = backend.run(net, x, simulator="nest")
+    nest = backend.run(net, x, simulator="nest", threads=THREADS)
     record = compare(reference, nest)
     fixed, _ = spinnaker.fixed_point_run(net, x)
     with warnings.catch_warnings(record=True) as caught:
@@ -61,6 +64,7 @@ def evaluate(subject: Subject, n: int) -> dict:
             "accuracy": float((nest.predictions == y).mean()),
             "images_per_second": len(x) / (nest.build_seconds + nest.run_seconds),
             "simulate_images_per_second": nest.images_per_second,
+            "threads": THREADS,
             "build_seconds": nest.build_seconds,
             "simulate_seconds": nest.run_seconds,
         },
