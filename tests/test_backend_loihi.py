@@ -137,14 +137,15 @@ SMALL_DAG = networks(ranks=(0, 2), dilation=False, square=True, on_chip=True, si
 @pytest.mark.parametrize("target", ["sim", "simreal"])
 def test_vectorised_emulator_equals_nengo_loihis_loop(target):
     """The vectorised spike delivery gives bit for bit nengo-loihi's own run: chains and DAGs,
-    integer and float emulator, every stage's spike count and the output spikes."""
+    integer and float emulator, every stage's spike count and the output spikes (read in
+    chunks of 5 steps against one chunk)."""
 
     @settings(max_examples=3, deadline=None, derandomize=True,
               suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
     @given(st.one_of(SMALL, SMALL_DAG))
     def check(net):
         x = inputs(net, n=12)
-        fast = loihi.run(net, x, target=target)
+        fast = loihi.run(net, x, target=target, chunk_steps=5)
         loop = loihi.run(net, x, target=target, fast_emulator=False)
         assert (fast.info["emulator"], loop.info["emulator"]) == ("vectorised", "nengo-loihi")
         np.testing.assert_array_equal(fast.output_spikes, loop.output_spikes)
