@@ -4,8 +4,9 @@ Every on-chip stage becomes one PyNN ``Population`` of ``IF_curr_delta`` cells; 
 weights become two ``FromListConnector`` projections (``"excitatory"``: the positive
 weights, ``"inhibitory"``: the negative ones, which PyNN wants negative for current-based
 cells and sPyNNaker stores as magnitudes; on NEST each list is connected in one
-``nest.Connect`` of arrays, the same connections), all with a delay of one time step, so stage ``l`` sees the spikes stage ``l - 1`` emitted one step
-earlier and a new input can enter every step. With ``input_encoding="host"`` stage 0
+``nest.Connect`` of arrays, the same connections), all with a delay of one time step,
+so stage ``l`` sees the spikes stage ``l - 1`` emitted one step earlier and a new input
+can enter every step. With ``input_encoding="host"`` stage 0
 runs on the host (exactly as :func:`whetstone.simulate.run` does) and its spikes are
 played in by a ``SpikeSourceArray``; with ``"binary"`` the 0/1 inputs are. Output
 spikes are recorded and decoded on the host.
