@@ -67,7 +67,12 @@ def run_model_suite(name: str, data_dir: str, out: Path, quick: bool) -> None:
         "quick": quick,
         "datasets": datasets,
         "seed": 0,
-        "subsets": {b: {m: suite.subset(b, m, quick) for m in models} for b in suite.SUBSETS},
+        "subsets": {
+            **{
+                b: {f["model"]: f["sizes"][b]["images"] for f in figures} for b in ("loihi", "nest")
+            },
+            **{b: {m: suite.subset(b, m, quick) for m in models} for b in suite.SUBSETS},
+        },
         "summary": rows,
         "models": figures,
         "wall_seconds": round(time.perf_counter() - started, 1),

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from benchmarks.__main__ import main
 from benchmarks.report import targets_table
+from benchmarks.suite import BUDGET_SECONDS, PROBE_IMAGES, sized
 
 
 def test_list_names_every_suite():
@@ -55,3 +56,29 @@ def test_mnist_suite_smoke_runs_and_reports(tmp_path, data_dir):
     pytest-xdist (``--dist loadfile``) runs them on both workers."""
     out, text = benchmark_smoke(tmp_path, data_dir, "mnist")
     check_model_suite(out, text, "mnist", ["dense_mnist", "conv_mnist"])
+
+
+def test_sized_runs_everything_that_fits_the_budget_and_says_why():
+    budget = BUDGET_SECONDS["nest"]
+    calls = []
+
+    def timed(seconds_per_image, build=10.0):
+        def run(n):
+            calls.append(n)
+            return build, n * seconds_per_image
+
+        return run
+
+    fits = sized("nest", 10_000, timed((budget - 10.0) / 10_000))
+    assert (fits["images"], fits["of"], calls) == (10_000, 10_000, [PROBE_IMAGES])
+    assert fits["why"].startswith("all:") and fits["projected_seconds"] <= budget
+    # too slow: the largest multiple of 100 whose projection fits
+    slow = sized("nest", 10_000, timed(1.0))
+    assert slow["images"] == int(budget - 10.0) // 100 * 100
+    assert slow["why"].startswith("budget:") and "10,000" in slow["why"]
+    assert 10.0 + slow["images"] * 1.0 <= budget < 10.0 + (slow["images"] + 100) * 1.0
+    # never fewer than the probe, which has run anyway
+    assert sized("nest", 10_000, timed(budget))["images"] == PROBE_IMAGES
+    assert sized("nest", 50, timed(0.1))["images"] == 50
+    calls.clear()
+    assert sized("loihi", 10_000, timed(1.0), quick=True)["images"] == 100 and not calls
