@@ -31,7 +31,9 @@ try:
 except ImportError:  # pragma: no cover - numba is a dependency; kept optional for ports
     numba = None
 
-__all__ = ["AVAILABLE", "blocks", "conv_product", "finish", "product", "weighted_counts"]
+__all__ = [
+    "AVAILABLE", "blocks", "conv_product", "finish", "product", "step", "weighted_counts",
+]  # fmt: skip
 
 AVAILABLE = numba is not None
 """Whether the compiled kernels exist (Numba importable)."""
@@ -74,18 +76,18 @@ def _block_index(lengths: tuple[int, ...]) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=512)
-def blocks(m: int, k: int, n: int, dtype: str) -> np.ndarray | None:
+def blocks(m: int, k: int, n: int, dtype: str, real: bool = False) -> np.ndarray | None:
     """Per inner index, its block in the BLAS's ``(m, k) @ (k, n)`` product of ``dtype``.
 
-    None where no candidate blocking gives the BLAS's bits (or without Numba).
+    Measured on 0/1 left operands, or on real ones (``real=True``: then each term is one
+    fused multiply-add, as the BLAS's kernels do); None where no candidate blocking gives
+    the BLAS's bits (or without Numba).
     """
     if not AVAILABLE or min(m, k, n) == 0:
         return None
     rng = np.random.default_rng(k * 7919 + n)
-    w = (rng.normal(size=(k, n)) * 2.0 ** rng.integers(-14, 14, (k, 1))).astype(dtype)
-    a = rng.uniform(size=(m, k)) < 0.5
-    expected = a.astype(dtype) @ w
     rows = np.unique(np.r_[0 : min(m, 40), max(m - 40, 0) : m])
+    trials = [_trial(rng, m, k, n, dtype, real, rows) for _ in range(-(-_SUMS // (len(rows) * n)))]
     tried = set()
     for rule in list(_RULES):
         lengths = split(k, *rule)
@@ -93,80 +95,160 @@ def blocks(m: int, k: int, n: int, dtype: str) -> np.ndarray | None:
             continue
         tried.add(lengths)
         index = _block_index(lengths)
-        if np.array_equal(product(a[rows], w, index), expected[rows]):
+        if all(np.array_equal(product(a, w, index), expected) for a, w, expected in trials):
             _RULES.remove(rule)
             _RULES.insert(0, rule)  # most shapes of this process share it: tried first next
             return index
     return None
 
 
+_SUMS = 2000
+"""Sums compared with the BLAS's before a blocking is taken (more trials for small shapes:
+a few sums may agree by chance, e.g. with a one-row product, which NumPy hands to gemv)."""
+
+
+def _trial(rng, m: int, k: int, n: int, dtype: str, real: bool, rows: np.ndarray):
+    """Random operands, weights of widely spread magnitudes (where another order changes
+    the bits) and the BLAS's product, on ``rows``."""
+    w = (rng.normal(size=(k, n)) * 2.0 ** rng.integers(-14, 14, (k, 1))).astype(dtype)
+    a = rng.uniform(size=(m, k)) < 0.5
+    if real:
+        a = (a * rng.normal(size=(m, k)) * 2.0 ** rng.integers(-8, 8, (m, k))).astype(dtype)
+    return a[rows], w, (a.astype(dtype) @ w)[rows]
+
+
 if AVAILABLE:
+    _JIT = dict(nogil=True, cache=True, fastmath={"contract"})  # a * w + acc: one FMA, as BLAS
 
-    @numba.njit(nogil=True, cache=True)
-    def _dense_kernel(s, w, block, nblocks, out):  # pragma: no cover - compiled
-        n, k = s.shape
-        width = w.shape[1]
-        acc = np.zeros((nblocks, width), w.dtype)
-        for i in range(n):
-            acc[:] = 0
-            for j in range(k):
-                if s[i, j]:
-                    b = block[j]
-                    for o in range(width):
-                        acc[b, o] += w[j, o]
-            for o in range(width):
-                total = acc[0, o]
-                for b in range(1, nblocks):
-                    total = total + acc[b, o]
-                out[i, o] = total
+    @numba.njit(**_JIT)
+    def _active(s, i, index):  # pragma: no cover - compiled
+        """The nonzero inputs of row ``i`` into ``index``; returns how many."""
+        count = 0
+        for j in range(s.shape[1]):
+            if s[i, j]:
+                index[count] = j
+                count += 1
+        return count
 
-    @numba.njit(nogil=True, cache=True)
-    def _conv_kernel(s, w, block, nblocks, geometry, out):  # pragma: no cover - compiled
-        n, height, width, channels = s.shape
+    @numba.njit(**_JIT)
+    def _dense_sums(s, i, active, w, block, lo, hi, binary, acc):  # pragma: no cover
+        """Block sums of row ``i`` (its nonzero inputs ``active``) for outputs ``lo:hi``
+        into ``acc[:, :hi - lo]``."""
+        acc[:, : hi - lo] = 0
+        for j in active:
+            b = block[j]
+            if binary:
+                for o in range(lo, hi):
+                    acc[b, o - lo] += w[j, o]
+            else:
+                v = s[i, j]
+                for o in range(lo, hi):
+                    acc[b, o - lo] += v * w[j, o]
+
+    @numba.njit(**_JIT)
+    def _conv_sums(s, i, w, block, rows, cols, binary, acc):  # pragma: no cover - compiled
+        """Block sums of sample ``i``'s conv outputs into ``acc`` ``(blocks, oh, ow, c_out)``;
+        ``rows[y, dy]`` (``cols[x, dx]``): the output row (column) that input row ``y``
+        reaches through tap ``dy``, or -1."""
+        _, height, width, channels = s.shape
         kh, kw, _, c_out = w.shape
-        oh, ow = out.shape[1], out.shape[2]
-        sh, sw, dh, dw, ph, pw = geometry
-        acc = np.zeros((nblocks, oh, ow, c_out), w.dtype)
-        for i in range(n):
-            acc[:] = 0
-            for y in range(height):  # raster order: each output meets its taps in order
-                for x in range(width):
-                    for c in range(channels):
-                        if not s[i, y, x, c]:
+        acc[:] = 0
+        for y in range(height):  # raster order: each output meets its taps in order
+            for x in range(width):
+                for c in range(channels):
+                    v = s[i, y, x, c]
+                    if not v:
+                        continue
+                    for dy in range(kh):
+                        oy = rows[y, dy]
+                        if oy < 0:
                             continue
-                        for dy in range(kh):
-                            t = y + ph - dy * dh
-                            if t < 0 or t % sh != 0 or t // sh >= oh:
+                        for dx in range(kw):
+                            ox = cols[x, dx]
+                            if ox < 0:
                                 continue
-                            oy = t // sh
-                            for dx in range(kw):
-                                u = x + pw - dx * dw
-                                if u < 0 or u % sw != 0 or u // sw >= ow:
-                                    continue
-                                ox = u // sw
-                                b = block[(dy * kw + dx) * channels + c]
+                            b = block[(dy * kw + dx) * channels + c]
+                            if binary:
                                 for o in range(c_out):
                                     acc[b, oy, ox, o] += w[dy, dx, c, o]
-            for oy in range(oh):
-                for ox in range(ow):
-                    for o in range(c_out):
-                        total = acc[0, oy, ox, o]
-                        for b in range(1, nblocks):
-                            total = total + acc[b, oy, ox, o]
-                        out[i, oy, ox, o] = total
+                            else:
+                                for o in range(c_out):
+                                    acc[b, oy, ox, o] += v * w[dy, dx, c, o]
 
+    @numba.njit(**_JIT)
+    def _total(acc, index):  # pragma: no cover - compiled
+        """The blocks of one output added in order (BLAS adds each block's sum to C)."""
+        total = acc[0, index]
+        for b in range(1, acc.shape[0]):
+            total = total + acc[b, index]
+        return total
 
-if AVAILABLE:
+    @numba.njit(**_JIT)
+    def _fire(pre, bias, theta, tolerance, spikes, index):  # pragma: no cover - compiled
+        """Spike of one neuron (``pre + bias - theta >= 0``, two roundings); 1 on a tie."""
+        diff = pre + bias[index]
+        diff = diff - theta
+        spikes[index] = diff >= 0
+        return abs(diff) < tolerance
 
-    @numba.njit(nogil=True, cache=True)
+    @numba.njit(**_JIT)
+    def _dense_kernel(s, w, block, nblocks, binary, out):  # pragma: no cover - compiled
+        acc = np.empty((nblocks, w.shape[1]), w.dtype)
+        index = np.empty(s.shape[1], np.int64)
+        for i in range(s.shape[0]):
+            active = index[: _active(s, i, index)]
+            _dense_sums(s, i, active, w, block, 0, w.shape[1], binary, acc)
+            for o in range(w.shape[1]):
+                out[i, o] = _total(acc, o)
+
+    @numba.njit(**_JIT)
+    def _conv_kernel(s, w, block, nblocks, rows, cols, binary, out):  # pragma: no cover
+        acc = np.empty((nblocks, *out.shape[1:]), w.dtype)
+        flat = acc.reshape(nblocks, -1)
+        for i in range(s.shape[0]):
+            _conv_sums(s, i, w, block, rows, cols, binary, acc)
+            row = out[i].reshape(-1)
+            for o in range(row.size):
+                row[o] = _total(flat, o)
+
+    @numba.njit(**_JIT)
+    def _dense_step_kernel(s, w, block, nblocks, binary, bias, theta, tolerance, tile,
+                           spikes, ties):  # pragma: no cover - compiled  # fmt: skip
+        width = w.shape[1]
+        acc = np.empty((nblocks, min(tile, width)), w.dtype)
+        ties[:] = 0
+        index = np.empty(s.shape, np.int64)
+        counts = np.empty(s.shape[0], np.int64)
+        for i in range(s.shape[0]):
+            counts[i] = _active(s, i, index[i])
+        for lo in range(0, width, tile):  # a tile of columns serves every sample (cache)
+            hi = min(lo + tile, width)
+            for i in range(s.shape[0]):
+                _dense_sums(s, i, index[i, : counts[i]], w, block, lo, hi, binary, acc)
+                count = 0
+                for o in range(lo, hi):
+                    count += _fire(_total(acc, o - lo), bias, theta, tolerance, spikes[i], o)
+                ties[i] += count
+
+    @numba.njit(**_JIT)
+    def _conv_step_kernel(s, w, block, nblocks, rows, cols, binary, bias, theta, tolerance,
+                          spikes, ties):  # pragma: no cover - compiled  # fmt: skip
+        acc = np.empty((nblocks, spikes.shape[1], spikes.shape[2], w.shape[3]), w.dtype)
+        flat = acc.reshape(nblocks, -1)
+        for i in range(s.shape[0]):
+            _conv_sums(s, i, w, block, rows, cols, binary, acc)
+            row = spikes[i].reshape(-1)
+            count = 0
+            for o in range(row.size):
+                count += _fire(_total(flat, o), bias, theta, tolerance, row, o)
+            ties[i] = count
+
+    @numba.njit(**_JIT)
     def _finish_kernel(pre, bias, theta, tolerance, spikes, ties):  # pragma: no cover
         for i in range(pre.shape[0]):
             count = 0
             for j in range(pre.shape[1]):
-                diff = pre[i, j] + bias[j]
-                diff = diff - theta
-                spikes[i, j] = diff >= 0
-                count += abs(diff) < tolerance
+                count += _fire(pre[i, j], bias, theta, tolerance, spikes[i], j)
             ties[i] = count
 
     @numba.njit(nogil=True, cache=True)
@@ -211,30 +293,94 @@ def weighted_counts(s: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 
 def product(s: np.ndarray, w: np.ndarray, block: np.ndarray) -> np.ndarray:
-    """``s @ w`` for 0/1 ``s`` of shape ``(n, k)``, summed in the blocks ``block``."""
+    """``s @ w`` for ``s`` of shape ``(n, k)`` (0/1 or real), summed in the blocks ``block``."""
     out = np.empty((len(s), w.shape[1]), w.dtype)
-    nblocks = int(block[-1]) + 1 if len(block) else 1
-    _dense_kernel(np.ascontiguousarray(s), np.ascontiguousarray(w), block, nblocks, out)
+    s = _operand(s, w.dtype)
+    _dense_kernel(s, np.ascontiguousarray(w), block, _count(block), s.dtype == bool, out)
     return out
 
 
 def conv_product(s: np.ndarray, stage, w: np.ndarray, block: np.ndarray) -> np.ndarray:
-    """``im2col(s) @ w`` of a rank-1 or rank-2 conv stage for 0/1 ``s``, as ``(n, *out)``.
+    """``im2col(s) @ w`` of a rank-1 or rank-2 conv stage, as ``(n, *out)``.
 
     ``w`` is the stage's kernel ``(*window, c_in, c_out)`` in the product's dtype.
     """
-    from whetstone.geometry import paddings
-
-    rank = len(stage.window)
-    if rank == 1:  # a row of height one
-        s, w = s[:, None], w[None]
-    geometry = [1] * (2 - rank) + list(stage.strides)
-    geometry += [1] * (2 - rank) + list(stage.dilation)
-    geometry += [0] * (2 - rank) + [before for before, _ in paddings(stage)]
-    out = np.empty((len(s), *((1,) * (2 - rank)), *stage.output_shape), w.dtype)
-    nblocks = int(block[-1]) + 1
-    _conv_kernel(
-        np.ascontiguousarray(s), np.ascontiguousarray(w), block, nblocks,
-        np.array(geometry, np.int64), out,
-    )  # fmt: skip
+    s, w, rows, cols, shape = _conv_operands(s, stage, w)
+    out = np.empty((len(s), *shape), w.dtype)
+    _conv_kernel(s, w, block, _count(block), rows, cols, s.dtype == bool, out)
     return out.reshape(len(out), *stage.output_shape)
+
+
+def step(s: np.ndarray, stage, w: np.ndarray, block: np.ndarray, bias: np.ndarray, tolerance):
+    """Spikes (bool, ``(n, *out)``) and per-sample ties of a dense or conv stage in one pass.
+
+    :func:`product` (or :func:`conv_product`) then :func:`finish`, without the products
+    in memory; a dense stage's columns are taken a tile at a time for all samples, so
+    the tile's weights stay in cache. ``bias`` holds one value per neuron.
+
+    Example:
+        >>> from whetstone.network import Stage
+        >>> stage = Stage("d", "dense", (3,), (2,), np.ones((3, 2), "float32"), None, 1.5)
+        >>> w, bias = stage.weights, np.zeros(2, "float32")
+        >>> spikes, ties = step(np.array([[1, 1, 0]], bool), stage, w, np.zeros(3, int), bias, 1e-6)
+        >>> spikes.tolist(), ties.tolist()
+        ([[True, True]], [0])
+    """
+    dtype = w.dtype.type
+    theta, tolerance = dtype(stage.threshold), dtype(tolerance)
+    ties = np.empty(len(s), np.int64)
+    if stage.kind == "dense":
+        s = _operand(s.reshape(len(s), -1), w.dtype)
+        spikes = np.empty((len(s), w.shape[1]), bool)
+        tile = max(_TILE_MIN, _TILE_BYTES // max(w.shape[0] * w.itemsize, 1))
+        _dense_step_kernel(s, np.ascontiguousarray(w), block, _count(block), s.dtype == bool,
+                           bias, theta, tolerance, tile, spikes, ties)  # fmt: skip
+        return spikes, ties
+    s, w, rows, cols, shape = _conv_operands(s, stage, w)
+    spikes = np.empty((len(s), *shape), bool)
+    _conv_step_kernel(s, w, block, _count(block), rows, cols, s.dtype == bool, bias, theta,
+                      tolerance, spikes, ties)  # fmt: skip
+    return spikes.reshape(len(s), *stage.output_shape), ties
+
+
+_TILE_BYTES, _TILE_MIN = 1 << 18, 128
+"""A tile of a dense stage's columns: weights of a quarter MiB (at home in L2), at least
+128 columns (whole vectors)."""
+
+
+def _count(block: np.ndarray) -> int:
+    return int(block[-1]) + 1 if len(block) else 1
+
+
+def _operand(s: np.ndarray, dtype) -> np.ndarray:
+    """0/1 spikes as they are (bool), real values in the product's dtype, contiguous."""
+    return np.ascontiguousarray(s if s.dtype == bool else s.astype(dtype, copy=False))
+
+
+def _conv_operands(s: np.ndarray, stage, w: np.ndarray):
+    """A rank-1 or rank-2 conv's input and kernel as rank 2, its two :func:`_reach`
+    tables and its output shape."""
+    from whetstone.geometry import axes
+
+    s = _operand(s.reshape(len(s), *stage.input_shape), w.dtype)
+    tables = [_reach(*axis, stage.padding) for axis in axes(stage)]
+    if len(stage.window) == 1:  # a row of height one
+        s, w, tables = s[:, None], w[None], [np.zeros((1, 1), np.int64), *tables]
+    shape = (*(1,) * (3 - len(stage.output_shape)), *stage.output_shape)
+    return s, np.ascontiguousarray(w), *tables, shape
+
+
+def _reach(n: int, k: int, s: int, d: int, padding: str) -> np.ndarray:
+    """``(n, k)``: the output that input ``i`` reaches through tap ``t`` of one axis, or -1.
+
+    Example:
+        >>> _reach(4, 2, 2, 1, "valid").tolist()
+        [[0, -1], [-1, 0], [1, -1], [-1, 1]]
+    """
+    from whetstone.geometry import axis_index
+
+    index = axis_index(n, k, s, d, padding)  # (outputs, k): the input each tap reads
+    table = np.full((n, k), -1, np.int64)
+    out, tap = np.nonzero((index >= 0) & (index < n))
+    table[index[out, tap], tap] = out
+    return table

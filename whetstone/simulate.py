@@ -54,6 +54,7 @@ TIE_TOLERANCE = 1e-6
 
 _BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _CHUNK_VALUES = 1 << 20  # about 4 MiB of float32 im2col per chunk: stays in cache
+_FAST_SAMPLES = 256  # samples per call of the fast path's kernels, at least
 
 
 @dataclass
@@ -247,7 +248,7 @@ def _forward(net: SpikingNetwork, x: np.ndarray, step, record) -> np.ndarray:
     last = net.last_reads()
     for layer, stage in enumerate(net.stages):
         s = net.stage_input(layer, x, outputs)
-        spikes, ties = step(stage, s)
+        spikes, ties = step(layer, s)
         record(layer, s, spikes, ties)
         outputs[layer] = spikes
         for i in stage.sources:
@@ -263,7 +264,7 @@ def _run_batch(net: SpikingNetwork, x: np.ndarray, dtype, tally: _Tally) -> np.n
     for start in range(0, len(x), size):
         index = slice(start, start + size)
         outputs[index] = _forward(
-            net, x[index], lambda stage, s: _step(stage, s, dtype),
+            net, x[index], lambda layer, s: _step(net.stages[layer], s, dtype),
             lambda layer, s, spikes, ties, i=index: tally.add(i, layer, s, spikes, ties),
         )  # fmt: skip
     return outputs
@@ -272,8 +273,9 @@ def _run_batch(net: SpikingNetwork, x: np.ndarray, dtype, tally: _Tally) -> np.n
 def _fast_diff(stage: Stage, s: np.ndarray, dtype) -> np.ndarray:
     """``W s + b - theta`` with the arithmetic of :func:`preactivation`, ``s`` real or bool.
 
-    The same matrix products (operands, shapes and order) and the same roundings, so the
-    same bits; spikes arrive as one byte each and become ``dtype`` only where gathered.
+    The same sums (operands, order and roundings), so the same bits; spikes arrive as
+    one byte each and become ``dtype`` only where gathered. (The fast path's fallback
+    without Numba; the fused :func:`events.step` computes the same.)
     """
     s = s.reshape(len(s), *stage.input_shape)
     if stage.kind == "pool":  # sums of 0/1: exact in any order
@@ -282,21 +284,16 @@ def _fast_diff(stage: Stage, s: np.ndarray, dtype) -> np.ndarray:
         for view in views:
             diff += view
     else:
-        diff = _fast_product(stage, s, dtype).reshape(len(s), *stage.output_shape)
+        kernel = stage.weights.astype(dtype, copy=False)
+        product = _event_product(stage, s, kernel)
+        diff = _blas_product(stage, s, kernel) if product is None else product
+        diff = diff.reshape(len(s), *stage.output_shape)
         if stage.bias is not None:
             diff += stage.bias.astype(dtype, copy=False).reshape(
                 stage.bias.shape if stage.kind != "dense" else stage.output_shape
             )
     diff -= np.asarray(stage.threshold, dtype)
     return diff
-
-
-def _fast_product(stage: Stage, s: np.ndarray, dtype) -> np.ndarray:
-    """``W s`` of a dense or conv stage: the event kernels for spikes, else the BLAS."""
-    s = s.reshape(len(s), *stage.input_shape)
-    kernel = stage.weights.astype(dtype, copy=False)
-    product = _event_product(stage, s, kernel)
-    return _blas_product(stage, s, kernel) if product is None else product
 
 
 def _full_bias(stage: Stage, dtype) -> np.ndarray:
@@ -310,61 +307,89 @@ def _full_bias(stage: Stage, dtype) -> np.ndarray:
 
 def _blas_product(stage: Stage, s: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """``W s`` as :func:`preactivation` computes it: one BLAS product (im2col for a conv)."""
+    s = s.reshape(len(s), *stage.input_shape)
     if stage.kind == "dense":
         return s.reshape(len(s), -1).astype(kernel.dtype, copy=False) @ kernel
     return _im2col_runs(s, stage, kernel.dtype) @ kernel.reshape(-1, kernel.shape[-1])
 
 
-def _event_product(stage: Stage, s: np.ndarray, kernel: np.ndarray) -> np.ndarray | None:
-    """``W s`` of spikes ``s`` (bool) adding only the active inputs' weights, or None.
-
-    The bits of the BLAS product of :func:`preactivation` on the same chunk (the
-    :mod:`whetstone.events` kernels, in the BLAS's measured order); None where they do
-    not apply (real inputs, rank above 2, no Numba, a BLAS order they cannot reproduce).
-    """
-    if s.dtype != bool or not events.AVAILABLE or len(stage.window) > 2:
+def _event_block(stage: Stage, s: np.ndarray, dtype) -> np.ndarray | None:
+    """The blocks in which the BLAS sums this stage's product on ``s`` (see
+    :func:`events.blocks`), or None where the event kernels do not apply (a pool, rank
+    above 2, no Numba, a BLAS order they cannot reproduce)."""
+    if stage.kind == "pool" or not events.AVAILABLE or len(stage.window) > 2:
         return None
     dense = stage.kind == "dense"
     rows = len(s) if dense else len(s) * math.prod(stage.output_shape[:-1])
-    inner = kernel.shape[0] if dense else math.prod(kernel.shape[:-1])
-    block = events.blocks(rows, inner, kernel.shape[-1], kernel.dtype.name)
+    inner = stage.fan_in if dense else math.prod(stage.weights.shape[:-1])
+    real = s.dtype != bool
+    return events.blocks(rows, inner, stage.output_shape[-1], np.dtype(dtype).name, real)
+
+
+def _event_product(stage: Stage, s: np.ndarray, kernel: np.ndarray) -> np.ndarray | None:
+    """``W s`` adding only the nonzero inputs' terms in the BLAS's order, or None."""
+    block = _event_block(stage, s, kernel.dtype)
     if block is None:
         return None
-    if dense:
+    if stage.kind == "dense":
         return events.product(s.reshape(len(s), -1), kernel, block)
     return events.conv_product(s, stage, kernel, block)
 
 
-def _fast_step(stage: Stage, s: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_step` with bool spikes out (and in, after the first stage).
+class _Plan:
+    """What the fast path prepares once per run: each stage's weights and per-neuron bias
+    in the run's dtype, and whether its product may use the event kernels."""
 
-    An OR-pool (threshold 0.5) of spikes needs no arithmetic: its pre-activation is a
-    whole count, so ``count - 0.5`` is never a tie and fires exactly when a spike is in
-    the window.
-    """
-    if stage.kind == "pool" and stage.threshold == 0.5 and s.dtype == bool:
-        views = taps(s.reshape(len(s), *stage.input_shape), stage)
-        spikes = next(views).copy()
-        for view in views:
-            spikes |= view
-        return spikes, np.zeros(len(s), np.int64)
-    if events.AVAILABLE and stage.kind != "pool":
-        pre = _fast_product(stage, s, dtype).reshape(len(s), -1)
-        bias = _full_bias(stage, dtype)
+    def __init__(self, net: SpikingNetwork, dtype):
+        self.net, self.dtype = net, dtype
+        self.weights = [None if s.kind == "pool" else s.weights.astype(dtype) for s in net.stages]
+        self.biases = [None if s.kind == "pool" else _full_bias(s, dtype) for s in net.stages]
+        self.events = [events.AVAILABLE and s.kind != "pool" for s in net.stages]
+
+    def step(self, layer: int, s: np.ndarray, parts: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`_step` of stage ``layer`` with bool spikes out (and in, after the first),
+        on consecutive chunks of the oracle of sizes ``parts``.
+
+        An event kernel's sums do not depend on the other samples, only on the blocks of
+        the BLAS product of each oracle chunk: where every part has the same, one call
+        serves them all. A BLAS product runs part by part, as the oracle's.
+
+        An OR-pool (threshold 0.5) of spikes needs no arithmetic: its pre-activation is
+        a whole count, so ``count - 0.5`` is never a tie and fires exactly when a spike
+        is in the window.
+        """
+        stage = self.net.stages[layer]
+        if stage.kind == "pool" and stage.threshold == 0.5 and s.dtype == bool:
+            views = taps(s.reshape(len(s), *stage.input_shape), stage)
+            spikes = next(views).copy()
+            for view in views:
+                spikes |= view
+            return spikes, np.zeros(len(s), np.int64)
+        if stage.kind == "pool" or not events.AVAILABLE:
+            diff = _fast_diff(stage, s, self.dtype)
+            spikes = diff >= 0
+            near = np.abs(diff, out=diff) < TIE_TOLERANCE
+            return spikes, _counts(near) if np.count_nonzero(near) else np.zeros(len(s), np.int64)
+        w, bias = self.weights[layer], self.biases[layer]
+        if self.events[layer]:
+            found = [_event_block(stage, s[:n], self.dtype) for n in sorted(set(parts))]
+            if found[0] is not None and all(np.array_equal(b, found[0]) for b in found[1:]):
+                return events.step(s, stage, w, found[0], bias, TIE_TOLERANCE)
+        bounds = np.cumsum([0, *parts])
+        pre = np.concatenate(
+            [_blas_product(stage, s[a:b], w) for a, b in itertools.pairwise(bounds)]
+        ).reshape(len(s), -1)
         spikes, ties = events.finish(pre, bias, stage.threshold, TIE_TOLERANCE)
         return spikes.reshape(len(s), *stage.output_shape), ties
-    diff = _fast_diff(stage, s, dtype)
-    spikes = diff >= 0
-    near = np.abs(diff, out=diff) < TIE_TOLERANCE
-    return spikes, _counts(near) if np.count_nonzero(near) else np.zeros(len(s), np.int64)
 
-
-def _fast_chunk(net: SpikingNetwork, x, index: slice, dtype, tally: _Tally, outputs) -> None:
-    """One chunk of :func:`_run_fast`, its output spikes written to ``outputs[index]``."""
-    outputs[index] = _forward(
-        net, x[index], lambda stage, s: _fast_step(stage, s, dtype),
-        lambda layer, s, spikes, ties: tally.add_counted(index, layer, s, spikes, ties),
-    )  # fmt: skip
+    def chunk(self, x, parts: list[int], start: int, tally: _Tally, outputs) -> None:
+        """Oracle chunks of sizes ``parts`` from ``start`` on, at once: their output
+        spikes written to ``outputs``."""
+        index = slice(start, start + sum(parts))
+        outputs[index] = _forward(
+            self.net, x[index], lambda layer, s: self.step(layer, s, parts),
+            lambda layer, s, spikes, ties: tally.add_counted(index, layer, s, spikes, ties),
+        )  # fmt: skip
 
 
 def _threads() -> int:
@@ -381,20 +406,23 @@ def _threads() -> int:
 
 
 def _run_fast(net: SpikingNetwork, x: np.ndarray, dtype, tally: _Tally, threads=None) -> np.ndarray:
-    """The chunks of :func:`_run_batch` (so the same matrix products), spread over threads.
-
-    NumPy and BLAS release the GIL in their loops; each chunk writes its own rows.
+    """The chunks of :func:`_run_batch` (so the same sums), a few at a time (at least
+    ``_FAST_SAMPLES`` samples: a dense stage's weights serve them all from cache), spread
+    over threads. The kernels, NumPy and BLAS release the GIL; each chunk writes its own rows.
     """
+    plan = _Plan(net, dtype)
     outputs = np.empty((len(x), *net.output_shape), np.uint8)
     size = _chunk_size(net)
-    chunks = [slice(start, start + size) for start in range(0, len(x), size)]
-    threads = min(threads or _threads(), len(chunks))
+    sizes = [min(size, len(x) - start) for start in range(0, len(x), size)]
+    threads = min(threads or _threads(), len(sizes))
+    group = max(1, min(-(-_FAST_SAMPLES // size), -(-len(sizes) // threads)))
+    jobs = [(sizes[i : i + group], i * size) for i in range(0, len(sizes), group)]
     if threads == 1:
-        for index in chunks:
-            _fast_chunk(net, x, index, dtype, tally, outputs)
+        for parts, start in jobs:
+            plan.chunk(x, parts, start, tally, outputs)
         return outputs
     with ThreadPoolExecutor(threads) as pool:
-        for future in [pool.submit(_fast_chunk, net, x, i, dtype, tally, outputs) for i in chunks]:
+        for future in [pool.submit(plan.chunk, x, *job, tally, outputs) for job in jobs]:
             future.result()  # re-raises a worker's error
     return outputs
 
