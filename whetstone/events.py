@@ -212,23 +212,18 @@ if AVAILABLE:
                 row[o] = _total(flat, o)
 
     @numba.njit(**_JIT)
-    def _dense_step_kernel(s, w, block, nblocks, binary, bias, theta, tolerance, tile,
-                           spikes, ties):  # pragma: no cover - compiled  # fmt: skip
-        width = w.shape[1]
-        acc = np.empty((nblocks, min(tile, width)), w.dtype)
-        ties[:] = 0
-        index = np.empty(s.shape, np.int64)
-        counts = np.empty(s.shape[0], np.int64)
+    def _dense_step_kernel(s, w, block, nblocks, binary, bias, theta, tolerance, spikes, ties):
+        # pragma: no cover - compiled
+        acc = np.empty((nblocks, w.shape[1]), w.dtype)
+        index = np.empty(s.shape[1], np.int64)
         for i in range(s.shape[0]):
-            counts[i] = _active(s, i, index[i])
-        for lo in range(0, width, tile):  # a tile of columns serves every sample (cache)
-            hi = min(lo + tile, width)
-            for i in range(s.shape[0]):
-                _dense_sums(s, i, index[i, : counts[i]], w, block, lo, hi, binary, acc)
-                count = 0
-                for o in range(lo, hi):
-                    count += _fire(_total(acc, o - lo), bias, theta, tolerance, spikes[i], o)
-                ties[i] += count
+            active = index[: _active(s, i, index)]
+            _dense_sums(s, i, active, w, block, 0, w.shape[1], binary, acc)
+            row = spikes[i]
+            count = 0
+            for o in range(w.shape[1]):
+                count += _fire(_total(acc, o), bias, theta, tolerance, row, o)
+            ties[i] = count
 
     @numba.njit(**_JIT)
     def _conv_step_kernel(s, w, block, nblocks, rows, cols, binary, bias, theta, tolerance,
@@ -315,8 +310,7 @@ def step(s: np.ndarray, stage, w: np.ndarray, block: np.ndarray, bias: np.ndarra
     """Spikes (bool, ``(n, *out)``) and per-sample ties of a dense or conv stage in one pass.
 
     :func:`product` (or :func:`conv_product`) then :func:`finish`, without the products
-    in memory; a dense stage's columns are taken a tile at a time for all samples, so
-    the tile's weights stay in cache. ``bias`` holds one value per neuron.
+    in memory. ``bias`` holds one value per neuron.
 
     Example:
         >>> from whetstone.network import Stage
@@ -332,20 +326,14 @@ def step(s: np.ndarray, stage, w: np.ndarray, block: np.ndarray, bias: np.ndarra
     if stage.kind == "dense":
         s = _operand(s.reshape(len(s), -1), w.dtype)
         spikes = np.empty((len(s), w.shape[1]), bool)
-        tile = max(_TILE_MIN, _TILE_BYTES // max(w.shape[0] * w.itemsize, 1))
         _dense_step_kernel(s, np.ascontiguousarray(w), block, _count(block), s.dtype == bool,
-                           bias, theta, tolerance, tile, spikes, ties)  # fmt: skip
+                           bias, theta, tolerance, spikes, ties)  # fmt: skip
         return spikes, ties
     s, w, rows, cols, shape = _conv_operands(s, stage, w)
     spikes = np.empty((len(s), *shape), bool)
     _conv_step_kernel(s, w, block, _count(block), rows, cols, s.dtype == bool, bias, theta,
                       tolerance, spikes, ties)  # fmt: skip
     return spikes.reshape(len(s), *stage.output_shape), ties
-
-
-_TILE_BYTES, _TILE_MIN = 1 << 18, 128
-"""A tile of a dense stage's columns: weights of a quarter MiB (at home in L2), at least
-128 columns (whole vectors)."""
 
 
 def _count(block: np.ndarray) -> int:

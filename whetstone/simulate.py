@@ -37,6 +37,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -55,6 +56,7 @@ TIE_TOLERANCE = 1e-6
 _BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _CHUNK_VALUES = 1 << 20  # about 4 MiB of float32 im2col per chunk: stays in cache
 _FAST_SAMPLES = 256  # samples per call of the fast path's kernels, at least
+_MEASURE_SAMPLES = 64  # samples on which each stage times its event kernel against the BLAS
 
 
 @dataclass
@@ -338,21 +340,20 @@ def _event_product(stage: Stage, s: np.ndarray, kernel: np.ndarray) -> np.ndarra
 
 class _Plan:
     """What the fast path prepares once per run: each stage's weights and per-neuron bias
-    in the run's dtype, and whether its product may use the event kernels."""
+    in the run's dtype, and whether its product runs on the event kernels (``events``;
+    while ``measuring``, each stage times both and keeps the faster)."""
 
     def __init__(self, net: SpikingNetwork, dtype):
-        self.net, self.dtype = net, dtype
-        self.weights = [None if s.kind == "pool" else s.weights.astype(dtype) for s in net.stages]
+        self.net, self.dtype, self.measuring = net, dtype, False
+        self.weights = [
+            None if s.kind == "pool" else s.weights.astype(dtype, copy=False) for s in net.stages
+        ]
         self.biases = [None if s.kind == "pool" else _full_bias(s, dtype) for s in net.stages]
         self.events = [events.AVAILABLE and s.kind != "pool" for s in net.stages]
 
     def step(self, layer: int, s: np.ndarray, parts: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """:func:`_step` of stage ``layer`` with bool spikes out (and in, after the first),
         on consecutive chunks of the oracle of sizes ``parts``.
-
-        An event kernel's sums do not depend on the other samples, only on the blocks of
-        the BLAS product of each oracle chunk: where every part has the same, one call
-        serves them all. A BLAS product runs part by part, as the oracle's.
 
         An OR-pool (threshold 0.5) of spikes needs no arithmetic: its pre-activation is
         a whole count, so ``count - 0.5`` is never a tie and fires exactly when a spike
@@ -370,16 +371,45 @@ class _Plan:
             spikes = diff >= 0
             near = np.abs(diff, out=diff) < TIE_TOLERANCE
             return spikes, _counts(near) if np.count_nonzero(near) else np.zeros(len(s), np.int64)
+        block = self._block(stage, s, parts) if self.events[layer] else None
+        if block is not None and self.measuring:
+            self.events[layer] = self._events_faster(layer, s[:_MEASURE_SAMPLES], block)
+        if block is None or not self.events[layer]:
+            self.events[layer] = self.events[layer] and not self.measuring
+            return self._blas_step(layer, s, parts)
         w, bias = self.weights[layer], self.biases[layer]
-        if self.events[layer]:
-            found = [_event_block(stage, s[:n], self.dtype) for n in sorted(set(parts))]
-            if found[0] is not None and all(np.array_equal(b, found[0]) for b in found[1:]):
-                return events.step(s, stage, w, found[0], bias, TIE_TOLERANCE)
-        bounds = np.cumsum([0, *parts])
+        return events.step(s, stage, w, block, bias, TIE_TOLERANCE)
+
+    def _events_faster(self, layer: int, s: np.ndarray, block: np.ndarray) -> bool:
+        """Whether the event kernel beats the BLAS on ``s`` (best of two runs each)."""
+        stage, w, bias = self.net.stages[layer], self.weights[layer], self.biases[layer]
+        seconds = [
+            _best(lambda: events.step(s, stage, w, block, bias, TIE_TOLERANCE), 2),
+            _best(lambda: self._blas_step(layer, s, [len(s)]), 2),
+        ]
+        return seconds[0] <= seconds[1]
+
+    def _block(self, stage: Stage, s: np.ndarray, parts: list[int]) -> np.ndarray | None:
+        """The event kernels' blocks for all the parts at once, or None.
+
+        A kernel's sums do not depend on the other samples, only on the blocks of the
+        BLAS product of each oracle chunk: where every part has the same, one call
+        serves them all.
+        """
+        found = [_event_block(stage, s[:n], self.dtype) for n in sorted(set(parts))]
+        same = found[0] is not None and all(np.array_equal(b, found[0]) for b in found[1:])
+        return found[0] if same else None
+
+    def _blas_step(self, layer: int, s: np.ndarray, parts: list[int]):
+        """The BLAS product part by part (each as the oracle's), then the fused finish."""
+        stage, bounds = self.net.stages[layer], np.cumsum([0, *parts])
         pre = np.concatenate(
-            [_blas_product(stage, s[a:b], w) for a, b in itertools.pairwise(bounds)]
+            [
+                _blas_product(stage, s[a:b], self.weights[layer])
+                for a, b in itertools.pairwise(bounds)
+            ]
         ).reshape(len(s), -1)
-        spikes, ties = events.finish(pre, bias, stage.threshold, TIE_TOLERANCE)
+        spikes, ties = events.finish(pre, self.biases[layer], stage.threshold, TIE_TOLERANCE)
         return spikes.reshape(len(s), *stage.output_shape), ties
 
     def chunk(self, x, parts: list[int], start: int, tally: _Tally, outputs) -> None:
@@ -391,15 +421,30 @@ class _Plan:
             lambda layer, s, spikes, ties: tally.add_counted(index, layer, s, spikes, ties),
         )  # fmt: skip
 
+    @property
+    def uses_blas(self) -> bool:
+        """Whether a dense or conv stage runs on the BLAS (its threads and ours compete)."""
+        stages = zip(self.net.stages, self.events, strict=True)
+        return any(s.kind != "pool" and not on for s, on in stages)
 
-def _threads() -> int:
-    """Default worker threads of the fast path.
 
-    One per CPU this process may use (at most 8) where BLAS runs on one thread
-    (``OPENBLAS_NUM_THREADS=1`` or the like), else one: BLAS's own threads and these
+def _best(function, repeats: int) -> float:
+    """Seconds of ``function()``, the best of ``repeats`` runs."""
+    seconds = math.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        seconds = min(seconds, time.perf_counter() - started)
+    return seconds
+
+
+def _threads(blas: bool = True) -> int:
+    """Default worker threads of the fast path: one per CPU this process may use (at
+    most 8), unless a stage runs on a BLAS that has threads of its own (not limited by
+    ``OPENBLAS_NUM_THREADS=1`` or the like): then one, as BLAS's threads and these
     compete (measured on two loaded cores: twice the CPU time, no gain).
     """
-    if not any(os.environ.get(name) == "1" for name in _BLAS_THREADS):
+    if blas and not any(os.environ.get(name) == "1" for name in _BLAS_THREADS):
         return 1
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(cpus or 1, 8))
@@ -407,16 +452,24 @@ def _threads() -> int:
 
 def _run_fast(net: SpikingNetwork, x: np.ndarray, dtype, tally: _Tally, threads=None) -> np.ndarray:
     """The chunks of :func:`_run_batch` (so the same sums), a few at a time (at least
-    ``_FAST_SAMPLES`` samples: a dense stage's weights serve them all from cache), spread
-    over threads. The kernels, NumPy and BLAS release the GIL; each chunk writes its own rows.
+    ``_FAST_SAMPLES`` samples: fewer calls, a dense stage's weights reused from cache),
+    spread over threads. The kernels, NumPy and BLAS release the GIL; each job writes its
+    own rows. In a large run, the first job times each stage's event kernel against the
+    BLAS on a few samples and keeps the faster (the same bits either way).
     """
     plan = _Plan(net, dtype)
+    if net.input_encoding == "binary":
+        x = x != 0  # spikes from the start: one byte each, the binary kernels
     outputs = np.empty((len(x), *net.output_shape), np.uint8)
     size = _chunk_size(net)
     sizes = [min(size, len(x) - start) for start in range(0, len(x), size)]
-    threads = min(threads or _threads(), len(sizes))
-    group = max(1, min(-(-_FAST_SAMPLES // size), -(-len(sizes) // threads)))
+    group = max(1, -(-_FAST_SAMPLES // size))
     jobs = [(sizes[i : i + group], i * size) for i in range(0, len(sizes), group)]
+    if len(x) >= 4 * _MEASURE_SAMPLES and events.AVAILABLE:
+        plan.measuring = True
+        plan.chunk(x, *jobs.pop(0), tally, outputs)
+        plan.measuring = False
+    threads = min(threads or _threads(plan.uses_blas), max(len(jobs), 1))
     if threads == 1:
         for parts, start in jobs:
             plan.chunk(x, parts, start, tally, outputs)
