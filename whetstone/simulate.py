@@ -81,6 +81,7 @@ class SimulationResult:
         ann_macs: multiply-accumulates of one inference of the same network as an
             ANN (dense and conv stages, in-bounds taps, plus a readout).
         latency: steps from an input to its output spikes (the longest path).
+        threads: worker threads that ran the samples (more than one only on the fast path).
     """
 
     predictions: np.ndarray
@@ -95,6 +96,7 @@ class SimulationResult:
     ann_macs: int
     latency: int
     sample_spikes: np.ndarray | None = None
+    threads: int = 1
 
     def first(self, n: int) -> SimulationResult:
         """The result of the first ``n`` samples alone (as if only they had been run).
@@ -119,6 +121,7 @@ class SimulationResult:
             ann_macs=self.ann_macs,
             latency=self.latency,
             sample_spikes=self.sample_spikes[:n],
+            threads=self.threads,
         )
 
     @property
@@ -184,6 +187,7 @@ class _Tally:
         self.spikes = np.zeros((n, len(net.stages)), np.int64)
         self.ties = np.zeros((n, len(net.stages)), np.int64)
         self.synops = np.zeros(n, np.float64)
+        self.threads = 1  # worker threads that ran the samples
 
     def add(self, index, layer: int, s_in: np.ndarray, spikes, ties) -> None:
         if layer > 0 or self.on_chip_input:
@@ -470,6 +474,7 @@ def _run_fast(net: SpikingNetwork, x: np.ndarray, dtype, tally: _Tally, threads=
         plan.chunk(x, *jobs.pop(0), tally, outputs)
         plan.measuring = False
     threads = min(threads or _threads(plan.uses_blas), max(len(jobs), 1))
+    tally.threads = threads
     if threads == 1:
         for parts, start in jobs:
             plan.chunk(x, parts, start, tally, outputs)
@@ -594,6 +599,7 @@ def run(
         ann_macs=_ann_macs(net),
         latency=net.latency,
         sample_spikes=tally.spikes,
+        threads=tally.threads,
     )
 
 
