@@ -131,19 +131,21 @@ if AVAILABLE:
         return count
 
     @numba.njit(**_JIT)
-    def _dense_sums(s, i, active, w, block, lo, hi, binary, acc):  # pragma: no cover
-        """Block sums of row ``i`` (its nonzero inputs ``active``) for outputs ``lo:hi``
-        into ``acc[:, :hi - lo]``."""
-        acc[:, : hi - lo] = 0
+    def _dense_sums(s, i, active, w, block, binary, acc):  # pragma: no cover - compiled
+        """Block sums of row ``i`` (its nonzero inputs ``active``) into ``acc``."""
+        acc[:] = 0
         for j in active:
-            b = block[j]
-            if binary:
-                for o in range(lo, hi):
-                    acc[b, o - lo] += w[j, o]
-            else:
-                v = s[i, j]
-                for o in range(lo, hi):
-                    acc[b, o - lo] += v * w[j, o]
+            _add(acc[block[j]], w[j], s[i, j], binary)
+
+    @numba.njit(**_JIT)
+    def _add(acc, w, v, binary):  # pragma: no cover - compiled
+        """``acc += w`` (0/1 input) or ``acc += v * w`` (one FMA each), on rows: vectorised."""
+        if binary:
+            for o in range(acc.size):
+                acc[o] += w[o]
+        else:
+            for o in range(acc.size):
+                acc[o] += v * w[o]
 
     @numba.njit(**_JIT)
     def _conv_sums(s, i, w, block, rows, cols, binary, acc):  # pragma: no cover - compiled
@@ -151,7 +153,7 @@ if AVAILABLE:
         ``rows[y, dy]`` (``cols[x, dx]``): the output row (column) that input row ``y``
         reaches through tap ``dy``, or -1."""
         _, height, width, channels = s.shape
-        kh, kw, _, c_out = w.shape
+        kh, kw = w.shape[0], w.shape[1]
         acc[:] = 0
         for y in range(height):  # raster order: each output meets its taps in order
             for x in range(width):
@@ -168,12 +170,7 @@ if AVAILABLE:
                             if ox < 0:
                                 continue
                             b = block[(dy * kw + dx) * channels + c]
-                            if binary:
-                                for o in range(c_out):
-                                    acc[b, oy, ox, o] += w[dy, dx, c, o]
-                            else:
-                                for o in range(c_out):
-                                    acc[b, oy, ox, o] += v * w[dy, dx, c, o]
+                            _add(acc[b, oy, ox], w[dy, dx, c], v, binary)
 
     @numba.njit(**_JIT)
     def _total(acc, index):  # pragma: no cover - compiled
@@ -197,7 +194,7 @@ if AVAILABLE:
         index = np.empty(s.shape[1], np.int64)
         for i in range(s.shape[0]):
             active = index[: _active(s, i, index)]
-            _dense_sums(s, i, active, w, block, 0, w.shape[1], binary, acc)
+            _dense_sums(s, i, active, w, block, binary, acc)
             for o in range(w.shape[1]):
                 out[i, o] = _total(acc, o)
 
@@ -218,7 +215,7 @@ if AVAILABLE:
         index = np.empty(s.shape[1], np.int64)
         for i in range(s.shape[0]):
             active = index[: _active(s, i, index)]
-            _dense_sums(s, i, active, w, block, 0, w.shape[1], binary, acc)
+            _dense_sums(s, i, active, w, block, binary, acc)
             row = spikes[i]
             count = 0
             for o in range(w.shape[1]):
