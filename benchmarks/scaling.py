@@ -29,14 +29,19 @@ import click
 import numpy as np
 
 from benchmarks.common import RESULTS, write_result
-from whetstone import backends, simulate
+from whetstone import backends, files, simulate
 from whetstone.network import SpikingNetwork, Stage
 
 INPUTS = 784
 WIDTHS = (64, 256, 1024)
 DEPTHS = (1, 2, 4, 8)
-BACKENDS = {"nengo": {}, "loihi": {"target": "sim"}, "spinnaker": {"simulator": "nest"}}
-"""Back ends measured and their run options (Loihi: the integer emulator)."""
+BACKENDS = {
+    "nengo": ("nengo", {}),
+    "loihi": ("loihi emulator", {"target": "sim"}),
+    "spinnaker": ("PyNN/NEST", {"simulator": "nest"}),
+}
+"""Back ends measured: the name of their rows and their run options (Loihi: the integer
+emulator; the SpiNNaker back end's PyNN network on NEST)."""
 
 
 def network(width: int, depth: int, seed: int = 0) -> SpikingNetwork:
@@ -80,11 +85,12 @@ def measure_backend(name: str, width: int, depth: int, n_images: int) -> dict:
     """One size on one back end: images/s of its run and seconds of its build."""
     net = network(width, depth)
     x = images(n_images)
-    result = backends.get(name).run(net, x, **BACKENDS[name])
+    label, options = BACKENDS[name]
+    result = backends.get(name).run(net, x, **options)
     synops = simulate.run(net, x).synops_per_inference
     return {
         **_work(net, synops),
-        "path": name,
+        "path": label,
         "images_per_s": round(result.images_per_second, 2),
         "build_seconds": round(result.build_seconds, 3),
     }
@@ -129,8 +135,9 @@ def table(rows: list[dict], growths: list[dict]) -> str:
              "|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         build = f"{r['build_seconds']:.2f}" if "build_seconds" in r else ""
-        lines.append(f"| {r['path']} | {r['width']} | {r['depth']} | {r['synapses']:,} | "
-                     f"{r['synops_per_image']:,.0f} | {r['images_per_s']:,.1f} | {build} |")  # fmt: skip
+        cells = [r["path"], r["width"], r["depth"], f"{r['synapses']:,}",
+                 f"{r['synops_per_image']:,.0f}", f"{r['images_per_s']:,.1f}", build]  # fmt: skip
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
     lines.append("")
     for g in growths:
         verdict = "grows faster than the work" if g["faster_than_work"] else "grows with the work"
@@ -168,7 +175,7 @@ def _lines(rows: list[dict]) -> dict:
 @click.command()
 @click.option("--images", "n_images", default=2000, show_default=True, help="per simulator run")
 @click.option("--repeats", default=2, show_default=True)
-@click.option("--backend-images", default=20, show_default=True, help="per back-end run")
+@click.option("--backend-images", default=50, show_default=True, help="per back-end run")
 @click.option("--backend-synapses", default=1_300_000, show_default=True,
               help="back ends run the sizes with at most this many synapses")  # fmt: skip
 @click.option("--backends", "names", default=",".join(BACKENDS), show_default=True)
@@ -191,7 +198,7 @@ def main(n_images, repeats, backend_images, backend_synapses, names, out: Path) 
     growths = growth(rows)
     out.mkdir(parents=True, exist_ok=True)
     plot(rows, out / "scaling.png")
-    (out / "scaling.md").write_text(table(rows, growths))
+    files.write_bytes(out / "scaling.md", table(rows, growths).encode(), force=True)
     click.echo(table(rows, growths))
     result = {"images": n_images, "backend_images": backend_images, "skipped": skipped,
               "rows": rows, "growth": growths,
