@@ -124,20 +124,19 @@ if AVAILABLE:
     def _active(s, i, index):  # pragma: no cover - compiled
         """The nonzero inputs of row ``i`` into ``index``; returns how many."""
         count = 0
-        for j in range(s.shape[1]):
-            if s[i, j]:
-                index[count] = j
-                count += 1
+        for j in range(s.shape[1]):  # without a branch: the pattern is unpredictable
+            index[count] = j
+            count += s[i, j] != 0
         return count
 
-    @numba.njit(**_JIT)
+    @numba.njit(inline="always", **_JIT)
     def _dense_sums(s, i, active, w, block, binary, acc):  # pragma: no cover - compiled
         """Block sums of row ``i`` (its nonzero inputs ``active``) into ``acc``."""
         acc[:] = 0
         for j in active:
             _add(acc[block[j]], w[j], s[i, j], binary)
 
-    @numba.njit(**_JIT)
+    @numba.njit(inline="always", **_JIT)
     def _add(acc, w, v, binary):  # pragma: no cover - compiled
         """``acc += w`` (0/1 input) or ``acc += v * w`` (one FMA each), on rows: vectorised."""
         if binary:
@@ -172,21 +171,24 @@ if AVAILABLE:
                             b = block[(dy * kw + dx) * channels + c]
                             _add(acc[b, oy, ox], w[dy, dx, c], v, binary)
 
-    @numba.njit(**_JIT)
-    def _total(acc, index):  # pragma: no cover - compiled
-        """The blocks of one output added in order (BLAS adds each block's sum to C)."""
-        total = acc[0, index]
+    @numba.njit(inline="always", **_JIT)
+    def _total(acc):  # pragma: no cover - compiled
+        """The blocks ``acc`` ``(blocks, F)`` added in order into ``acc[0]``, returned (the
+        BLAS adds each block's sum to C in turn)."""
         for b in range(1, acc.shape[0]):
-            total = total + acc[b, index]
-        return total
+            _add(acc[0], acc[b], 1, True)
+        return acc[0]
 
-    @numba.njit(**_JIT)
-    def _fire(pre, bias, theta, tolerance, spikes, index):  # pragma: no cover - compiled
-        """Spike of one neuron (``pre + bias - theta >= 0``, two roundings); 1 on a tie."""
-        diff = pre + bias[index]
-        diff = diff - theta
-        spikes[index] = diff >= 0
-        return abs(diff) < tolerance
+    @numba.njit(inline="always", **_JIT)
+    def _fire(pre, bias, theta, tolerance, spikes):  # pragma: no cover - compiled
+        """Spikes of a row (``pre + bias - theta >= 0``, two roundings); returns its ties."""
+        count = 0
+        for o in range(pre.size):
+            diff = pre[o] + bias[o]
+            diff = diff - theta
+            spikes[o] = diff >= 0
+            count += abs(diff) < tolerance
+        return count
 
     @numba.njit(**_JIT)
     def _dense_kernel(s, w, block, nblocks, binary, out):  # pragma: no cover - compiled
@@ -195,8 +197,7 @@ if AVAILABLE:
         for i in range(s.shape[0]):
             active = index[: _active(s, i, index)]
             _dense_sums(s, i, active, w, block, binary, acc)
-            for o in range(w.shape[1]):
-                out[i, o] = _total(acc, o)
+            out[i] = _total(acc)
 
     @numba.njit(**_JIT)
     def _conv_kernel(s, w, block, nblocks, rows, cols, binary, out):  # pragma: no cover
@@ -204,9 +205,7 @@ if AVAILABLE:
         flat = acc.reshape(nblocks, -1)
         for i in range(s.shape[0]):
             _conv_sums(s, i, w, block, rows, cols, binary, acc)
-            row = out[i].reshape(-1)
-            for o in range(row.size):
-                row[o] = _total(flat, o)
+            out[i].reshape(-1)[:] = _total(flat)
 
     @numba.njit(**_JIT)
     def _dense_step_kernel(s, w, block, nblocks, binary, bias, theta, tolerance, spikes, ties):
@@ -216,11 +215,7 @@ if AVAILABLE:
         for i in range(s.shape[0]):
             active = index[: _active(s, i, index)]
             _dense_sums(s, i, active, w, block, binary, acc)
-            row = spikes[i]
-            count = 0
-            for o in range(w.shape[1]):
-                count += _fire(_total(acc, o), bias, theta, tolerance, row, o)
-            ties[i] = count
+            ties[i] = _fire(_total(acc), bias, theta, tolerance, spikes[i])
 
     @numba.njit(**_JIT)
     def _conv_step_kernel(s, w, block, nblocks, rows, cols, binary, bias, theta, tolerance,
@@ -229,19 +224,12 @@ if AVAILABLE:
         flat = acc.reshape(nblocks, -1)
         for i in range(s.shape[0]):
             _conv_sums(s, i, w, block, rows, cols, binary, acc)
-            row = spikes[i].reshape(-1)
-            count = 0
-            for o in range(row.size):
-                count += _fire(_total(flat, o), bias, theta, tolerance, row, o)
-            ties[i] = count
+            ties[i] = _fire(_total(flat), bias, theta, tolerance, spikes[i].reshape(-1))
 
     @numba.njit(**_JIT)
     def _finish_kernel(pre, bias, theta, tolerance, spikes, ties):  # pragma: no cover
         for i in range(pre.shape[0]):
-            count = 0
-            for j in range(pre.shape[1]):
-                count += _fire(pre[i, j], bias, theta, tolerance, spikes[i], j)
-            ties[i] = count
+            ties[i] = _fire(pre[i], bias, theta, tolerance, spikes[i])
 
     @numba.njit(nogil=True, cache=True)
     def _weighted_kernel(s, weights, out):  # pragma: no cover - compiled
