@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import click
 import numpy as np
 
 from benchmarks import subject
-from benchmarks.common import write_result
+from benchmarks.common import RESULTS, write_result
 from whetstone import simulate
 
 BATCH = 1000
@@ -119,8 +120,9 @@ def trained(name: str) -> bool:
               show_default=True, help="comma-separated reference models")  # fmt: skip
 @click.option("--repeats", default=3, show_default=True)
 @click.option("--limit", type=int, default=None, help="first test images only (default all)")
-def main(data_dir: str, models: str, repeats: int, limit: int | None) -> None:
-    """Measure every model in ``--models``; write ``results/simulator_throughput.json``."""
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=RESULTS)
+def main(data_dir: str, models: str, repeats: int, limit: int | None, out: Path) -> None:
+    """Measure every model in ``--models``; write ``simulator_throughput.json`` into ``out``."""
     figures = []
     for name in models.split(","):
         if not trained(name):
@@ -133,7 +135,7 @@ def main(data_dir: str, models: str, repeats: int, limit: int | None) -> None:
                    f"{row['simulator_images_per_s']:,.0f} img/s ({row['simulator_over_keras']}x), "
                    f"fast equals oracle: {row['fast_equals_batch']}, "
                    f"{row['simulator_threads']} threads", err=True)  # fmt: skip
-    click.echo(f"wrote {write_result('simulator_throughput', {'models': figures})}")
+    click.echo(f"wrote {write_result('simulator_throughput', {'models': figures}, folder=out)}")
 
 
 if __name__ == "__main__":
