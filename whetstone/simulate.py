@@ -4,15 +4,16 @@ Stage ``l`` computes ``s_l[t] = H(W_l s_{l-1}[t-1] + b_l - theta_l)`` with
 ``H(x) = 1 if x >= 0`` and memoryless neurons; ``s_{-1}[t]`` is the input presented at
 step ``t``. A stage with several sources (a DAG) reads their spikes concatenated, each
 ``1 + delay`` steps old (``SpikingNetwork.stage_input``); the delays align the paths, so
-every stage sees one input's spikes. Everything is vectorised NumPy in float32 (like
-Keras). Three paths give the same spikes:
+every stage sees one input's spikes. The arithmetic is float32 (like Keras). Three paths
+give the same spikes:
 
 * ``mode="batch"``: the whole stack in one pass per batch (inputs and outputs matched
   trivially), written plainly; the oracle the other paths are tested against;
 * ``mode="fast"`` (default): the same arithmetic on the same chunks, bit for bit, with
-  the spikes kept as one byte each: a stage fed by spikes adds only the weights of the
-  active inputs (:mod:`whetstone.events`, in the BLAS's own summation order, so the
-  same sums), and the chunks are optionally spread over threads;
+  the spikes kept as one byte each: a dense or conv stage adds only the terms of its
+  nonzero inputs, spikes or pixels (:mod:`whetstone.events`, in the BLAS's own
+  summation order, so the same sums), where that is measured faster than the BLAS, and
+  the chunks are spread over threads;
 * ``mode="timestep"``: the pipelined network, a new input every step, each edge
   carrying its source's spikes of ``1 + delay`` steps before, each output matched to its
   input by the latency (the longest path).
@@ -55,6 +56,7 @@ TIE_TOLERANCE = 1e-6
 
 _BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _CHUNK_VALUES = 1 << 20  # about 4 MiB of float32 im2col per chunk: stays in cache
+_MAX_CHUNK = 512  # samples per chunk at most: several chunks to share among threads
 _FAST_SAMPLES = 256  # samples per call of the fast path's kernels, at least
 _MEASURE_SAMPLES = 64  # samples on which each stage times its event kernel against the BLAS
 
@@ -240,7 +242,7 @@ def _chunk_size(net: SpikingNetwork) -> int:
         s.num_neurons // s.output_shape[-1] * s.fan_in if s.kind != "dense" else s.num_neurons
         for s in net.stages
     )
-    return max(1, min(2048, _CHUNK_VALUES // max(per_sample, 1)))
+    return max(1, min(_MAX_CHUNK, _CHUNK_VALUES // max(per_sample, 1)))
 
 
 # ---------------------------------------------------------------- the two paths
@@ -385,13 +387,16 @@ class _Plan:
         return events.step(s, stage, w, block, bias, TIE_TOLERANCE)
 
     def _events_faster(self, layer: int, s: np.ndarray, block: np.ndarray) -> bool:
-        """Whether the event kernel beats the BLAS on ``s`` (best of two runs each)."""
+        """Whether the event kernel beats the BLAS on ``s`` (best of two runs each), its
+        time divided by the worker threads it would get where the BLAS has threads of
+        its own (each then uses every CPU)."""
         stage, w, bias = self.net.stages[layer], self.weights[layer], self.biases[layer]
         seconds = [
             _best(lambda: events.step(s, stage, w, block, bias, TIE_TOLERANCE), 2),
             _best(lambda: self._blas_step(layer, s, [len(s)]), 2),
         ]
-        return seconds[0] <= seconds[1]
+        share = _threads(blas=False) if _threads(blas=True) == 1 else 1
+        return seconds[0] / share <= seconds[1]
 
     def _block(self, stage: Stage, s: np.ndarray, parts: list[int]) -> np.ndarray | None:
         """The event kernels' blocks for all the parts at once, or None.
@@ -458,8 +463,8 @@ def _run_fast(net: SpikingNetwork, x: np.ndarray, dtype, tally: _Tally, threads=
     """The chunks of :func:`_run_batch` (so the same sums), a few at a time (at least
     ``_FAST_SAMPLES`` samples: fewer calls, a dense stage's weights reused from cache),
     spread over threads. The kernels, NumPy and BLAS release the GIL; each job writes its
-    own rows. In a large run, the first job times each stage's event kernel against the
-    BLAS on a few samples and keeps the faster (the same bits either way).
+    own rows. In a run of four jobs or more, the first times each stage's event kernel
+    against the BLAS on a few samples and keeps the faster (the same bits either way).
     """
     plan = _Plan(net, dtype)
     if net.input_encoding == "binary":
@@ -469,7 +474,7 @@ def _run_fast(net: SpikingNetwork, x: np.ndarray, dtype, tally: _Tally, threads=
     sizes = [min(size, len(x) - start) for start in range(0, len(x), size)]
     group = max(1, -(-_FAST_SAMPLES // size))
     jobs = [(sizes[i : i + group], i * size) for i in range(0, len(sizes), group)]
-    if len(x) >= 4 * _MEASURE_SAMPLES and events.AVAILABLE:
+    if len(jobs) >= 4 and len(x) >= 4 * _MEASURE_SAMPLES and events.AVAILABLE:
         plan.measuring = True
         plan.chunk(x, *jobs.pop(0), tally, outputs)
         plan.measuring = False
