@@ -204,3 +204,20 @@ def test_split_follows_openblas():
     assert events.split(640, 320, 4, 0) == (320, 320)
     assert events.split(641, 320, 4, 0) == (320, 160, 161)
     assert sum(events.split(5000, 256, 8, 1)) == 5000
+
+
+@pytest.mark.parametrize("strides", [(1, 1), (1, 2)])
+def test_a_conv_whose_taps_span_blocks_equals_the_oracle(strides):
+    """3 x 3 x 64 inputs per output: the BLAS sums them in two blocks, which split some
+    kernel rows (their taps then go one by one, the others in one add)."""
+    rng = np.random.default_rng(2)
+    out = (6, 6 // strides[1], 8)
+    conv = Stage("c", "conv", (6, 6, 64), out, rng.normal(size=(3, 3, 64, 8)).astype("f4"),
+                 rng.normal(size=8).astype("f4"), 0.5, strides=strides, padding="same")  # fmt: skip
+    net = SpikingNetwork((6, 6, 64), [conv], input_encoding="binary")
+    block = events.blocks(40 * 36 // strides[1], 576, 8, "float32")
+    assert block is not None and block[-1] == 1  # two blocks
+    x = (rng.uniform(size=(40, 6, 6, 64)) < 0.3).astype("f4")
+    expected = simulate.preactivation(conv, x) - np.float32(0.5)
+    np.testing.assert_array_equal(simulate._fast_diff(conv, x.astype(bool), "float32"), expected)
+    run_same(net, x, threads=2, group=8)

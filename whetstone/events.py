@@ -147,12 +147,16 @@ if AVAILABLE:
                 acc[o] += v * w[o]
 
     @numba.njit(**_JIT)
-    def _conv_sums(s, i, w, block, rows, cols, binary, acc):  # pragma: no cover - compiled
+    def _conv_sums(s, i, w, block, rows, cols, runs, binary, acc):  # pragma: no cover
         """Block sums of sample ``i``'s conv outputs into ``acc`` ``(blocks, oh, ow, c_out)``;
         ``rows[y, dy]`` (``cols[x, dx]``): the output row (column) that input row ``y``
-        reaches through tap ``dy``, or -1."""
+        reaches through tap ``dy``, or -1. ``runs``: see :func:`_runs`; where a run
+        applies, the input's whole row of taps is one add."""
         _, height, width, channels = s.shape
         kh, kw = w.shape[0], w.shape[1]
+        block_of, reversed_rows = runs
+        lines = acc.reshape(acc.shape[0], acc.shape[1], -1)  # (blocks, oh, ow * c_out)
+        span = kw * w.shape[3]
         acc[:] = 0
         for y in range(height):  # raster order: each output meets its taps in order
             for x in range(width):
@@ -163,6 +167,13 @@ if AVAILABLE:
                     for dy in range(kh):
                         oy = rows[y, dy]
                         if oy < 0:
+                            continue
+                        b = block_of[dy, c]
+                        if b >= 0 and cols[x, 0] >= 0 and cols[x, kw - 1] >= 0:
+                            start = cols[x, kw - 1] * w.shape[3]  # taps reach kw outputs in a row
+                            _add(
+                                lines[b, oy, start : start + span], reversed_rows[dy, c], v, binary
+                            )
                             continue
                         for dx in range(kw):
                             ox = cols[x, dx]
@@ -200,11 +211,11 @@ if AVAILABLE:
             out[i] = _total(acc)
 
     @numba.njit(**_JIT)
-    def _conv_kernel(s, w, block, nblocks, rows, cols, binary, out):  # pragma: no cover
+    def _conv_kernel(s, w, block, nblocks, rows, cols, runs, binary, out):  # pragma: no cover
         acc = np.empty((nblocks, *out.shape[1:]), w.dtype)
         flat = acc.reshape(nblocks, -1)
         for i in range(s.shape[0]):
-            _conv_sums(s, i, w, block, rows, cols, binary, acc)
+            _conv_sums(s, i, w, block, rows, cols, runs, binary, acc)
             out[i].reshape(-1)[:] = _total(flat)
 
     @numba.njit(**_JIT)
@@ -218,12 +229,12 @@ if AVAILABLE:
             ties[i] = _fire(_total(acc), bias, theta, tolerance, spikes[i])
 
     @numba.njit(**_JIT)
-    def _conv_step_kernel(s, w, block, nblocks, rows, cols, binary, bias, theta, tolerance,
+    def _conv_step_kernel(s, w, block, nblocks, rows, cols, runs, binary, bias, theta, tolerance,
                           spikes, ties):  # pragma: no cover - compiled  # fmt: skip
         acc = np.empty((nblocks, spikes.shape[1], spikes.shape[2], w.shape[3]), w.dtype)
         flat = acc.reshape(nblocks, -1)
         for i in range(s.shape[0]):
-            _conv_sums(s, i, w, block, rows, cols, binary, acc)
+            _conv_sums(s, i, w, block, rows, cols, runs, binary, acc)
             ties[i] = _fire(_total(flat), bias, theta, tolerance, spikes[i].reshape(-1))
 
     @numba.njit(**_JIT)
@@ -285,9 +296,9 @@ def conv_product(s: np.ndarray, stage, w: np.ndarray, block: np.ndarray) -> np.n
 
     ``w`` is the stage's kernel ``(*window, c_in, c_out)`` in the product's dtype.
     """
-    s, w, rows, cols, shape = _conv_operands(s, stage, w)
+    s, w, rows, cols, runs, shape = _conv_operands(s, stage, w, block)
     out = np.empty((len(s), *shape), w.dtype)
-    _conv_kernel(s, w, block, _count(block), rows, cols, s.dtype == bool, out)
+    _conv_kernel(s, w, block, _count(block), rows, cols, runs, s.dtype == bool, out)
     return out.reshape(len(out), *stage.output_shape)
 
 
@@ -314,9 +325,9 @@ def step(s: np.ndarray, stage, w: np.ndarray, block: np.ndarray, bias: np.ndarra
         _dense_step_kernel(s, np.ascontiguousarray(w), block, _count(block), s.dtype == bool,
                            bias, theta, tolerance, spikes, ties)  # fmt: skip
         return spikes, ties
-    s, w, rows, cols, shape = _conv_operands(s, stage, w)
+    s, w, rows, cols, runs, shape = _conv_operands(s, stage, w, block)
     spikes = np.empty((len(s), *shape), bool)
-    _conv_step_kernel(s, w, block, _count(block), rows, cols, s.dtype == bool, bias, theta,
+    _conv_step_kernel(s, w, block, _count(block), rows, cols, runs, s.dtype == bool, bias, theta,
                       tolerance, spikes, ties)  # fmt: skip
     return spikes.reshape(len(s), *stage.output_shape), ties
 
@@ -330,9 +341,9 @@ def _operand(s: np.ndarray, dtype) -> np.ndarray:
     return np.ascontiguousarray(s if s.dtype == bool else s.astype(dtype, copy=False))
 
 
-def _conv_operands(s: np.ndarray, stage, w: np.ndarray):
+def _conv_operands(s: np.ndarray, stage, w: np.ndarray, block: np.ndarray):
     """A rank-1 or rank-2 conv's input and kernel as rank 2, its two :func:`_reach`
-    tables and its output shape."""
+    tables, its :func:`_runs` and its output shape."""
     from whetstone.geometry import axes
 
     s = _operand(s.reshape(len(s), *stage.input_shape), w.dtype)
@@ -340,7 +351,26 @@ def _conv_operands(s: np.ndarray, stage, w: np.ndarray):
     if len(stage.window) == 1:  # a row of height one
         s, w, tables = s[:, None], w[None], [np.zeros((1, 1), np.int64), *tables]
     shape = (*(1,) * (3 - len(stage.output_shape)), *stage.output_shape)
-    return s, np.ascontiguousarray(w), *tables, shape
+    w = np.ascontiguousarray(w)
+    contiguous = stage.strides[-1] == 1 and stage.dilation[-1] == 1
+    return s, w, *tables, _runs(w, block, contiguous), shape
+
+
+def _runs(w: np.ndarray, block: np.ndarray, contiguous: bool):
+    """Per kernel row ``dy`` and input channel ``c``: the block of all its taps (-1 where
+    they span two blocks, or the last axis has a stride or dilation), and its weights in
+    the order of the outputs they reach, ``w[dy, ::-1, c]`` as ``(kh, c_in, kw * c_out)``.
+
+    With stride and dilation 1 an input reaches ``kw`` neighbouring outputs of a row, the
+    last tap the first output: one add of ``kw * c_out`` values, the same terms in the
+    same order for each output.
+    """
+    kh, kw, c_in, _ = w.shape
+    taps = block.reshape(kh, kw, c_in)
+    same = (taps == taps[:, :1]).all(axis=1) & contiguous
+    block_of = np.where(same, taps[:, 0], -1).astype(np.int64)
+    reversed_rows = np.ascontiguousarray(w[:, ::-1].transpose(0, 2, 1, 3)).reshape(kh, c_in, -1)
+    return block_of, reversed_rows
 
 
 def _reach(n: int, k: int, s: int, d: int, padding: str) -> np.ndarray:
