@@ -1,10 +1,13 @@
-"""Event-driven stage products: the reference's own float sums, from binary spikes.
+"""Event-driven stage products: the reference's own float sums, from nonzero inputs only.
 
 A BLAS product of 0/1 spikes with weights adds, for each output, the weights of the
 active inputs one after another in input order, in blocks of the inner dimension that
 are summed afterwards (OpenBLAS: blocks of ``GEMM_Q``, the last two halved). The kernels
 here add only the weights of active inputs (work in proportion to the synaptic events,
 not to the synapses), in the same order and the same blocks, so they give the same bits.
+Real inputs (the host encoder's pixels) work alike: each term is one fused multiply-add,
+as in the BLAS's kernels, and a zero input's terms, which add nothing, are skipped.
+:func:`step` adds bias and threshold and returns spikes and ties in the same pass.
 
 Which blocks the BLAS uses is *measured*, once per product shape, on weights with a wide
 spread of magnitudes (where any other order changes the bits): :func:`blocks` returns
