@@ -397,6 +397,7 @@ def benchmarks_readme(results: Path) -> str:
         ]
     parts += honing_section(results) + seeds_section(results) + mapping_section(results)
     parts += weight_sharpening_section(results) + spike_budget_section(results)
+    parts += scaling_section(results)
     parts += ["## Against NengoDL (rate-coded conversion)", "", peer_table(results, rows), ""]
     plot = accuracy_vs_timesteps_plot(results, rows, Path(results) / "accuracy_vs_timesteps.png")
     if plot:
@@ -471,6 +472,22 @@ def seeds_section(results: Path) -> list[str]:
     return [f"## Repeatability: {seeds['model']} over {len(seeds['runs'])} seeds", "",
             f"`{seeds['command']}`, {seeds['test_images']:,} test images.", "",
             _table(header, rows), ""]  # fmt: skip
+
+
+def scaling_section(results: Path) -> list[str]:
+    """Throughput against width and depth (``results/scaling.json``, its plot and table)."""
+    from benchmarks import scaling
+
+    figures = load(results, "scaling")
+    if not figures or "growth" not in figures:  # an older file: the simulator only
+        return []
+    return ["## Scaling with width and depth", "",
+            f"`{figures['command']}`: generated dense chains (784 binary inputs, about one "
+            f"neuron in seven firing), the simulator on {figures['images']:,} images, each "
+            f"back end on {figures['backend_images']} (build seconds apart). A growth exponent "
+            "above 1 is a part whose seconds grow faster than the work.", "",
+            scaling.table(figures["rows"], figures["growth"]),
+            "![scaling](results/scaling.png)", ""]  # fmt: skip
 
 
 def mapping_section(results: Path) -> list[str]:

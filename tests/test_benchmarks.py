@@ -7,6 +7,8 @@ smoke runs are in ``test_benchmarks_fashion.py`` and ``test_benchmarks_suites.py
 one file each, so that pytest-xdist (``--dist loadfile``) spreads them over its workers.
 """
 
+import json
+
 import pytest
 from _helpers import benchmark_smoke, check_model_suite
 from click.testing import CliRunner
@@ -82,3 +84,27 @@ def test_sized_runs_everything_that_fits_the_budget_and_says_why():
     assert sized("nest", 50, timed(0.1))["images"] == 50
     calls.clear()
     assert sized("loihi", 10_000, timed(1.0), quick=True)["images"] == 100 and not calls
+
+
+def test_scaling_growth_says_which_part_grows_faster_than_the_work():
+    from benchmarks.scaling import growth, table
+
+    rows = [{"path": "b", "width": 8, "depth": d, "synapses": 100 * d,
+             "synops_per_image": 10 * d, "images_per_s": 1000 / d, "build_seconds": 0.01 * d**2}
+            for d in (1, 2, 4)]  # fmt: skip
+    fits = {(g["path"], g["part"]): g for g in growth(rows)}
+    assert fits["b", "run"]["exponent"] == 1.0 and not fits["b", "run"]["faster_than_work"]
+    assert fits["b", "build"]["exponent"] == 2.0 and fits["b", "build"]["faster_than_work"]
+    text = table(rows, growth(rows))
+    assert "| b | 8 | 4 | 400 | 40 | 250.0 | 0.16 |" in text
+    assert "- b build: seconds ~ synapses^2.0 (grows faster than the work)" in text
+
+
+def test_simulator_throughput_skips_a_model_that_is_not_trained(tmp_path, monkeypatch):
+    from benchmarks import simulator_throughput, trained
+
+    monkeypatch.setattr(trained, "CACHE", tmp_path)
+    args = ["--models", "resnet_mnist", "--out", str(tmp_path)]
+    result = CliRunner().invoke(simulator_throughput.main, args)
+    assert "resnet_mnist: skipped, no trained model" in result.output
+    assert json.loads((tmp_path / "simulator_throughput.json").read_text())["models"] == []
