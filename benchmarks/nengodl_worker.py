@@ -51,10 +51,11 @@ DATASETS = {
     "conv_mnist_avgpool": "mnist",
     "conv_fashion_avgpool": "fashion-mnist",
     "vgg_cifar10": "cifar10",
+    "vgg_cifar10_avgpool": "cifar10",
 }
-CONV_FILTERS = {"vgg_cifar10": (32, 64, 128)}
+CONV_FILTERS = {"vgg_cifar10": (32, 64, 128), "vgg_cifar10_avgpool": (32, 64, 128)}
 """Filters per conv block (one 3x3 conv each); (32, 64) unless listed: whetstone's models."""
-INPUT_SHAPES = {"vgg_cifar10": (32, 32, 3)}
+INPUT_SHAPES = {"vgg_cifar10": (32, 32, 3), "vgg_cifar10_avgpool": (32, 32, 3)}
 
 
 def log(*parts: object) -> None:
@@ -98,6 +99,7 @@ RECIPES = {
     "conv_mnist_avgpool": ("adam", 1e-3, 128),
     "conv_fashion_avgpool": ("adam", 1e-3, 128),
     "vgg_cifar10": ("adam", 1e-3, 128),
+    "vgg_cifar10_avgpool": ("adam", 1e-3, 128),
 }
 
 

@@ -48,6 +48,7 @@ DATASETS = {
     "conv_mnist_avgpool": "mnist",  # AveragePooling2D in the ANN: what NengoDL converts
     "conv_fashion_avgpool": "fashion-mnist",
     "vgg_cifar10": "cifar10",
+    "vgg_cifar10_avgpool": "cifar10",
 }
 EPOCHS = {name: 10 if name == "dense_mnist" else 5 for name in DATASETS}
 FULL = {"timesteps": 128, "scales": [1, 10, 100, 1000, 10000], "n_test_conv": 2000}
