@@ -34,7 +34,7 @@ OTHER_SUITES = {
     "weight_sharpening": "dense_mnist with and without weight sharpening for Loihi and SpiNNaker",
     "weight_sharpening_conv": "conv_mnist fine-tuned with and without weight sharpening",
     "spike_budget": "conv_mnist fine-tuned under spike budgets: accuracy, synaptic ops, energy",
-    "scaling": "reference simulator throughput against width and depth, generated networks",
+    "scaling": "simulator and back-end throughput against width and depth, generated networks",
 }
 
 
@@ -67,7 +67,12 @@ def run_model_suite(name: str, data_dir: str, out: Path, quick: bool) -> None:
         "quick": quick,
         "datasets": datasets,
         "seed": 0,
-        "subsets": {b: {m: suite.subset(b, m, quick) for m in models} for b in suite.SUBSETS},
+        "subsets": {
+            **{
+                b: {f["model"]: f["sizes"][b]["images"] for f in figures} for b in ("loihi", "nest")
+            },
+            **{b: {m: suite.subset(b, m, quick) for m in models} for b in suite.SUBSETS},
+        },
         "summary": rows,
         "models": figures,
         "wall_seconds": round(time.perf_counter() - started, 1),
@@ -130,7 +135,9 @@ def run_other_suite(name: str, data_dir: str, out: Path, quick: bool) -> None:
     elif name == "scaling":
         from benchmarks import scaling
 
-        args = ["--out", str(out)] + (["--images", "200", "--repeats", "1"] if quick else [])
+        quick_args = ["--images", "200", "--repeats", "1", "--backend-images", "5",
+                      "--backend-synapses", "100000"]  # fmt: skip
+        args = ["--out", str(out)] + (quick_args if quick else [])
         scaling.main(args, standalone_mode=False)
 
 

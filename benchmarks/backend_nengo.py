@@ -37,6 +37,21 @@ def _backend_figures(result, y, reference) -> dict:
     return out
 
 
+LOIHI_TARGETS = ("sim", "simreal")
+
+
+def timed(subject: Subject):
+    """``timed(n)``: build and run seconds of both Loihi emulator targets on ``n`` images
+    (for :func:`benchmarks.suite.sized`)."""
+
+    def run(n: int) -> tuple[float, float]:
+        x = subject.x[:n]
+        results = [get("loihi").run(subject.net, x, target=t) for t in LOIHI_TARGETS]
+        return sum(r.build_seconds for r in results), sum(r.run_seconds for r in results)
+
+    return run
+
+
 def bench_model(subject: Subject, loihi_images: int) -> dict:
     """Figures of a loaded model: Nengo on all its images, Loihi on the first ``loihi_images``."""
     net, y, ref = subject.net, subject.y, subject.reference
@@ -56,7 +71,7 @@ def bench_model(subject: Subject, loihi_images: int) -> dict:
     print(subject.name, "nengo", report["nengo"], flush=True)
     xs, ys, ref_s = subject.first(loihi_images)
     loihi = get("loihi")
-    for target in ("sim", "simreal"):
+    for target in LOIHI_TARGETS:
         result = loihi.run(net, xs, target=target)
         figures = _backend_figures(result, ys, ref_s)
         figures["keras_accuracy_same_images"] = _accuracy(subject.keras_predictions[: len(ys)], ys)

@@ -19,18 +19,36 @@ import warnings
 from benchmarks.subject import Subject
 from whetstone.backends import agreement, compare, spinnaker
 
+THREADS = 2
+"""NEST's threads (both cores of the benchmark machine; results can differ on ties only)."""
+MAP_IMAGES = 300
+"""Images played in on the virtual board when mapping (they size sPyNNaker's buffers)."""
+
+
+def timed(subject: Subject):
+    """``timed(n)``: build and simulation seconds of NEST on ``n`` images (for
+    :func:`benchmarks.suite.sized`)."""
+
+    def run(n: int) -> tuple[float, float]:
+        x = subject.x[:n]
+        result = spinnaker.get_backend().run(subject.net, x, simulator="nest", threads=THREADS)
+        return result.build_seconds, result.run_seconds
+
+    return run
+
 
 def evaluate(subject: Subject, n: int) -> dict:
-    """All figures of one loaded model on its first ``n`` test images."""
+    """All figures of one loaded model on its first ``n`` test images (the virtual board
+    maps the first ``MAP_IMAGES`` of them)."""
     net = subject.net
     x, y, reference = subject.first(n)
     backend = spinnaker.get_backend()
-    nest = backend.run(net, x, simulator="nest")
+    nest = backend.run(net, x, simulator="nest", threads=THREADS)
     record = compare(reference, nest)
     fixed, _ = spinnaker.fixed_point_run(net, x)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        mapping = backend.map(net, x)
+        mapping = backend.map(net, x[:MAP_IMAGES])
     quant = spinnaker.quantisation(net, x)
     quant.pop("changed_samples", None)
     return {
@@ -45,6 +63,8 @@ def evaluate(subject: Subject, n: int) -> dict:
             "disagreements_on_tie_samples": record["differing"] - record["differing_not_ties"],
             "accuracy": float((nest.predictions == y).mean()),
             "images_per_second": len(x) / (nest.build_seconds + nest.run_seconds),
+            "simulate_images_per_second": nest.images_per_second,
+            "threads": THREADS,
             "build_seconds": nest.build_seconds,
             "simulate_seconds": nest.run_seconds,
         },

@@ -5,8 +5,9 @@ simulator's fast path run once), run the oracle (``mode="batch"``, the plain BLA
 and Keras ``predict`` on the same images in one process, and record accuracies,
 disagreements, ties, throughput (images/s, best of ``repeats`` interleaved runs) and the
 ratios, whether the fast path equals the oracle in every output (spikes, ties, synaptic
-operations), spikes and synaptic operations. Run alone it writes
-``results/simulator_throughput.json``:
+operations), spikes, synaptic operations and the worker threads the fast path used. Run
+alone it measures every reference model whose trained file is cached (and says which it
+skips) and writes ``results/simulator_throughput.json``:
 
     python -m benchmarks.simulator_throughput --models conv_mnist --repeats 3
 
@@ -17,13 +18,15 @@ Example:
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import click
 import numpy as np
 
 from benchmarks import subject
-from benchmarks.common import write_result
+from benchmarks.common import RESULTS, write_result
 from whetstone import simulate
 
 BATCH = 1000
@@ -56,10 +59,10 @@ def measure_subject(loaded: subject.Subject, repeats: int) -> dict:
     differ = keras_predictions != result.predictions
     timestep = simulate.run(net, x_test[:500], mode="timestep")
 
-    keras_times, simulator_times, batch_times = [], [], []
+    keras_times, simulator_times, batch_times, runs = [], [], [], []
     for _ in range(repeats):  # interleaved, so all see the same machine load
         keras_times.append(_timed(lambda: model.predict(x_test, batch_size=BATCH, verbose=0)))
-        simulator_times.append(_timed(lambda: simulate.run(net, x_test)))
+        simulator_times.append(_timed(lambda: runs.append(simulate.run(net, x_test))))
         batch_times.append(_timed(lambda: simulate.run(net, x_test, mode="batch")))
     keras_rate = len(x_test) / min(keras_times)
     simulator_rate = len(x_test) / min(simulator_times)
@@ -91,7 +94,9 @@ def measure_subject(loaded: subject.Subject, repeats: int) -> dict:
         "simulator_over_keras": round(simulator_rate / keras_rate, 3),
         "keras_seconds": [round(t, 3) for t in keras_times],
         "simulator_seconds": [round(t, 3) for t in simulator_times],
-        "simulator_threads": simulate._threads(),
+        "simulator_threads": runs[-1].threads,
+        "blas_threads_env": {name: os.environ.get(name) for name in simulate._BLAS_THREADS},
+        "cpus": len(os.sched_getaffinity(0)),
         "fast_equals_batch": all(
             np.array_equal(getattr(result, f), getattr(oracle, f)) for f in SAME
         ),
@@ -102,22 +107,35 @@ def measure_subject(loaded: subject.Subject, repeats: int) -> dict:
     }
 
 
+def trained(name: str) -> bool:
+    """Whether the sharpened model ``name`` is in the model cache (else it would be trained)."""
+    from benchmarks import trained as cache
+
+    return (cache.CACHE / f"{name}.keras").is_file()
+
+
 @click.command()
 @click.option("--data", "data_dir", default="../shared/data", show_default=True)
-@click.option("--models", default="dense_mnist,conv_mnist,conv_fashion,vgg_cifar10",
+@click.option("--models", default="dense_mnist,conv_mnist,conv_fashion,vgg_cifar10,resnet_mnist",
               show_default=True, help="comma-separated reference models")  # fmt: skip
 @click.option("--repeats", default=3, show_default=True)
 @click.option("--limit", type=int, default=None, help="first test images only (default all)")
-def main(data_dir: str, models: str, repeats: int, limit: int | None) -> None:
-    """Measure every model in ``--models``; write ``results/simulator_throughput.json``."""
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=RESULTS)
+def main(data_dir: str, models: str, repeats: int, limit: int | None, out: Path) -> None:
+    """Measure every model in ``--models``; write ``simulator_throughput.json`` into ``out``."""
     figures = []
     for name in models.split(","):
+        if not trained(name):
+            click.echo(f"{name}: skipped, no trained model (python -m benchmarks.trained {name})",
+                       err=True)  # fmt: skip
+            continue
         figures.append(measure(name, data_dir, repeats, limit))
         row = figures[-1]
         click.echo(f"{name}: keras {row['keras_images_per_s']:,.0f} img/s, simulator "
                    f"{row['simulator_images_per_s']:,.0f} img/s ({row['simulator_over_keras']}x), "
-                   f"fast equals oracle: {row['fast_equals_batch']}", err=True)  # fmt: skip
-    click.echo(f"wrote {write_result('simulator_throughput', {'models': figures})}")
+                   f"fast equals oracle: {row['fast_equals_batch']}, "
+                   f"{row['simulator_threads']} threads", err=True)  # fmt: skip
+    click.echo(f"wrote {write_result('simulator_throughput', {'models': figures}, folder=out)}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@ and the sharpened Keras accuracy, training time per epoch with and without the
 sharpener, the reference simulator (accuracy, agreement with Keras, timesteps,
 synaptic operations vs ANN MACs, speed against Keras), Nengo, the Loihi emulator,
 PyNN on NEST and the SpiNNaker fixed-point model, and the NIR round trip plus
-snnTorch. Slow back ends run on the first images of the test set (``SUBSETS``).
+snnTorch. The Loihi emulator (integer and float) and NEST run the whole test set when a
+timed run of ``PROBE_IMAGES`` projects it within their budget (``BUDGET_SECONDS``), and
+otherwise the largest multiple of 100 images that fits (:func:`sized` records which, and
+why); snnTorch runs on the first images of the test set (``SUBSETS``).
 
 Example:
     >>> from benchmarks.suite import SUITES
@@ -33,21 +36,61 @@ SUITES = {
     "resnet": ("resnet_mnist",),
 }
 
-# Test images on the slow back ends (full runs); the dense model runs everywhere on more.
-SUBSETS = {
-    "loihi": {"dense_mnist": 10_000, "*": 1000},
-    "nest": {"dense_mnist": 1000, "*": 300},
-    "snntorch": {"dense_mnist": 1000, "*": 300},
-}
+# Test images on snnTorch (full runs); the dense model runs on more.
+SUBSETS = {"snntorch": {"dense_mnist": 1000, "*": 300}}
 QUICK_TEST_IMAGES = 100
+BUDGET_SECONDS = {"loihi": 1800.0, "nest": 1800.0}
+"""Wall seconds per model that a full run may take: Loihi (both emulator targets together)
+and NEST (build and simulation)."""
+PROBE_IMAGES = 200
+"""Images of the timed run that projects a back end's full run."""
 
 
 def subset(backend: str, model: str, quick: bool) -> int:
-    """How many test images ``backend`` runs for ``model``."""
+    """How many test images ``backend`` (one of ``SUBSETS``) runs for ``model``."""
     if quick:
         return QUICK_TEST_IMAGES
     sizes = SUBSETS[backend]
     return sizes.get(model, sizes["*"])
+
+
+def sized(backend: str, total: int, timed, quick: bool = False) -> dict:
+    """How many of ``total`` test images ``backend`` runs, within ``BUDGET_SECONDS``.
+
+    ``timed(n)`` runs the first ``n`` images and gives ``(build_seconds, run_seconds)``;
+    the full run is projected as the build plus ``total`` times the run's seconds per image.
+
+    Example:
+        >>> sized("nest", 10_000, lambda n: (20.0, n / 50))["images"]  # 220 s projected
+        10000
+        >>> sized("nest", 10_000, lambda n: (20.0, n / 4))["images"]  # 2,520 s projected
+        7100
+    """
+    if quick:
+        return {"images": min(QUICK_TEST_IMAGES, total), "of": total, "why": "quick run"}
+    probe = min(PROBE_IMAGES, total)
+    build, run = timed(probe)
+    per_image = run / probe
+    projected = build + total * per_image
+    budget = BUDGET_SECONDS[backend]
+    images = total
+    why = f"all: {projected:,.0f} s projected, budget {budget:,.0f} s"
+    if projected > budget:
+        images = max(probe, int((budget - build) / per_image) // 100 * 100)
+        why = (
+            f"budget: all {total:,} would take {projected:,.0f} s > {budget:,.0f} s "
+            f"({1 / per_image:,.1f} images/s on {probe}, build {build:,.0f} s)"
+        )
+    return {
+        "images": images,
+        "of": total,
+        "why": why,
+        "probe_images": probe,
+        "probe_build_seconds": round(build, 2),
+        "probe_images_per_second": round(probe / run, 2) if run else None,
+        "projected_seconds": round(projected, 1),
+        "budget_seconds": budget,
+    }
 
 
 def _training(name: str, data_dir) -> dict:
@@ -84,8 +127,13 @@ def evaluate(name: str, data_dir, quick: bool = False) -> dict:
     loaded = subject.load(name, data_dir, n_test)  # model, data and reference run: once
     figures["simulator"] = simulator_throughput.measure_subject(loaded, repeats=1 if quick else 3)
     print(name, "reference simulator done", flush=True)
-    figures["nengo"] = backend_nengo.bench_model(loaded, subset("loihi", name, quick))
-    figures["spinnaker"] = backend_spinnaker.evaluate(loaded, subset("nest", name, quick))
+    total = len(loaded.y)
+    figures["sizes"] = {"loihi": sized("loihi", total, backend_nengo.timed(loaded), quick)}
+    print(name, "Loihi emulator images", figures["sizes"]["loihi"], flush=True)
+    figures["nengo"] = backend_nengo.bench_model(loaded, figures["sizes"]["loihi"]["images"])
+    figures["sizes"]["nest"] = sized("nest", total, backend_spinnaker.timed(loaded), quick)
+    print(name, "NEST images", figures["sizes"]["nest"], flush=True)
+    figures["spinnaker"] = backend_spinnaker.evaluate(loaded, figures["sizes"]["nest"]["images"])
     print(name, "PyNN/NEST done", flush=True)
     figures["nir"] = backend_nir.measure(loaded, subset("snntorch", name, quick))
     figures["wall_seconds"] = round(time.perf_counter() - started, 1)
@@ -116,6 +164,7 @@ def summary_row(figures: dict) -> dict:
         "loihi_keras_accuracy_same_images": loihi.get("keras_accuracy_same_images"),
         "loihi_agreement": loihi.get("agreement"),
         "loihi_images": loihi.get("images"),
+        "loihi_float_images": ng.get("loihi_simreal", {}).get("images"),
         "loihi_cores": ng.get("loihi_resources", {}).get("cores"),
         "loihi_chips": ng.get("loihi_resources", {}).get("chips"),
         "spinnaker_cores": figures["spinnaker"].get("virtual_board", {}).get("cores"),
@@ -138,5 +187,8 @@ def summary_row(figures: dict) -> dict:
         "reference_images_per_s": sim["simulator_images_per_s"],
         "nengo_images_per_s": round(ng["nengo"].get("images_per_second", 0), 1),
         "loihi_images_per_s": round(loihi.get("images_per_second", 0), 1),
+        "loihi_float_images_per_s": round(
+            ng.get("loihi_simreal", {}).get("images_per_second", 0), 1
+        ),
         "nest_images_per_s": round(nest["images_per_second"], 1),
     }

@@ -414,6 +414,7 @@ def check_model_suite(out: Path, text: str, suite: str, models: list[str]) -> No
     assert result["quick"] is True
     assert {"versions", "machine", "command", "date", "seed", "wall_seconds"} <= set(result)
     assert [row["model"] for row in result["summary"]] == models
+    assert result["subsets"]["loihi"] == result["subsets"]["nest"] == dict.fromkeys(models, 100)
     for row in result["summary"]:
         for key in ("baseline_accuracy", "keras_accuracy", "reference_accuracy"):
             assert 0 <= row[key] <= 1

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _helpers import conv_stage, dense_stage, pool_stage, trained_model
+from _helpers import conv_stage, dense_stage, inputs, networks, pool_stage, trained_model
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import whetstone.backends as backends
 from whetstone import simulate
 from whetstone.backends.loihi import LoihiResourceWarning
+from whetstone.backends.loihi_emulator import _segments
 from whetstone.network import KeyDecoder, SpikingNetwork, Stage
 
 loihi = backends.get("loihi")
@@ -124,3 +127,33 @@ def test_real_mnist_subset(name, data_dir):
     assert exact.info["differing_not_ties"] == 0
     chip = loihi.run(net, x, target="sim", compare_reference=True)
     assert abs((chip.predictions == y).mean() - keras_accuracy) <= 0.02
+
+
+SMALL = networks(ranks=(0, 2), dilation=False, square=True, on_chip=True, sizes=(3, 6))
+SMALL_DAG = networks(ranks=(0, 2), dilation=False, square=True, on_chip=True, sizes=(3, 5),
+                     dag=True, window_stages=(1, 3), units=(1, 5))  # fmt: skip
+
+
+@pytest.mark.parametrize("target", ["sim", "simreal"])
+def test_vectorised_emulator_equals_nengo_loihis_loop(target):
+    """The vectorised spike delivery gives bit for bit nengo-loihi's own run: chains and DAGs,
+    integer and float emulator, every stage's spike count and the output spikes (read in
+    chunks of 5 steps against one chunk)."""
+
+    @settings(max_examples=3, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+    @given(st.one_of(SMALL, SMALL_DAG))
+    def check(net):
+        x = inputs(net, n=12)
+        fast = loihi.run(net, x, target=target, chunk_steps=5)
+        loop = loihi.run(net, x, target=target, fast_emulator=False)
+        assert (fast.info["emulator"], loop.info["emulator"]) == ("vectorised", "nengo-loihi")
+        np.testing.assert_array_equal(fast.output_spikes, loop.output_spikes)
+        np.testing.assert_array_equal(fast.spike_counts, loop.spike_counts)
+
+    check()
+
+
+def test_emulator_segments():
+    assert _segments(np.array([3, 0, 7]), np.array([2, 0, 1])).tolist() == [3, 4, 7]
+    assert _segments(np.zeros(0, np.int64), np.zeros(0, np.int64)).tolist() == []

@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
-from _helpers import small_convnet, trained_network
+from _helpers import networks, small_convnet, trained_network
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -173,6 +173,53 @@ def test_nest_equals_reference_conv_pool(nest, encoding):
     result = get("spinnaker").run(net, x, simulator="nest")
     _same_as_reference(net, x, result)
     assert result.output_spikes.sum() > 0
+
+
+def _nest_connections(net, list_connector: bool) -> np.ndarray:
+    """Every NEST connection of the built network, ``(source, target, weight, delay,
+    receptor)`` sorted; ``list_connector``: built with PyNN's own ``FromListConnector``."""
+    import nest as nest_kernel
+
+    from whetstone.backends.spinnaker import pynn
+
+    with pytest.MonkeyPatch.context() as patch:
+        if list_connector:
+            patch.setattr(pynn, "_array_connector", lambda sim: sim.FromListConnector)
+        built = get("spinnaker").build(net, "nest")
+    found = nest_kernel.GetConnections().get(["source", "target", "weight", "delay", "receptor"])
+    built.sim.end()
+    rows = np.array([found[k] for k in ("source", "target", "weight", "delay", "receptor")]).T
+    return rows[np.lexsort(rows.T[::-1])]
+
+
+@settings(
+    max_examples=4,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(networks(ranks=(0, 2), dilation=False, on_chip=True, sizes=(3, 6), dag=True))
+def test_array_connections_equal_pynns_list_connector(nest, net):
+    """One ``nest.Connect`` of arrays per projection makes exactly PyNN's connections:
+    the same sources, targets, weights (bit for bit), delays and receptors."""
+    fast, listed = _nest_connections(net, False), _nest_connections(net, True)
+    synapses = sum(len(r) for layer in sp.build_plan(net) for *_, start, width in layer.inputs
+                   for r in layer.edge_rows(start, width))  # fmt: skip
+    assert len(fast) >= synapses  # and the recorders' and input parrots' connections
+    np.testing.assert_array_equal(fast, listed)
+
+
+def test_nest_threads_give_the_same_run(nest):
+    rng = np.random.default_rng(5)
+    net = small_convnet(rng, "host")
+    x = rng.normal(size=(30, 8, 8, 1)).astype("float32")
+    one = get("spinnaker").run(net, x, simulator="nest")
+    two = get("spinnaker").run(net, x, simulator="nest", threads=2)
+    assert one.output_spikes.sum() > 0
+    np.testing.assert_array_equal(one.output_spikes, two.output_spikes)
+    np.testing.assert_array_equal(one.spike_counts, two.spike_counts)
+    with pytest.raises(ValueError, match="threads must be at least 1, got 0"):
+        get("spinnaker").run(net, x, simulator="nest", threads=0)
 
 
 def test_exported_script_runs_on_nest(nest, tmp_path):

@@ -7,12 +7,15 @@ smoke runs are in ``test_benchmarks_fashion.py`` and ``test_benchmarks_suites.py
 one file each, so that pytest-xdist (``--dist loadfile``) spreads them over its workers.
 """
 
+import json
+
 import pytest
 from _helpers import benchmark_smoke, check_model_suite
 from click.testing import CliRunner
 
 from benchmarks.__main__ import main
 from benchmarks.report import targets_table
+from benchmarks.suite import BUDGET_SECONDS, PROBE_IMAGES, sized
 
 
 def test_list_names_every_suite():
@@ -55,3 +58,53 @@ def test_mnist_suite_smoke_runs_and_reports(tmp_path, data_dir):
     pytest-xdist (``--dist loadfile``) runs them on both workers."""
     out, text = benchmark_smoke(tmp_path, data_dir, "mnist")
     check_model_suite(out, text, "mnist", ["dense_mnist", "conv_mnist"])
+
+
+def test_sized_runs_everything_that_fits_the_budget_and_says_why():
+    budget = BUDGET_SECONDS["nest"]
+    calls = []
+
+    def timed(seconds_per_image, build=10.0):
+        def run(n):
+            calls.append(n)
+            return build, n * seconds_per_image
+
+        return run
+
+    fits = sized("nest", 10_000, timed((budget - 10.0) / 10_000))
+    assert (fits["images"], fits["of"], calls) == (10_000, 10_000, [PROBE_IMAGES])
+    assert fits["why"].startswith("all:") and fits["projected_seconds"] <= budget
+    # too slow: the largest multiple of 100 whose projection fits
+    slow = sized("nest", 10_000, timed(1.0))
+    assert slow["images"] == int(budget - 10.0) // 100 * 100
+    assert slow["why"].startswith("budget:") and "10,000" in slow["why"]
+    assert 10.0 + slow["images"] * 1.0 <= budget < 10.0 + (slow["images"] + 100) * 1.0
+    # never fewer than the probe, which has run anyway
+    assert sized("nest", 10_000, timed(budget))["images"] == PROBE_IMAGES
+    assert sized("nest", 50, timed(0.1))["images"] == 50
+    calls.clear()
+    assert sized("loihi", 10_000, timed(1.0), quick=True)["images"] == 100 and not calls
+
+
+def test_scaling_growth_says_which_part_grows_faster_than_the_work():
+    from benchmarks.scaling import growth, table
+
+    rows = [{"path": "b", "width": 8, "depth": d, "synapses": 100 * d,
+             "synops_per_image": 10 * d, "images_per_s": 1000 / d, "build_seconds": 0.01 * d**2}
+            for d in (1, 2, 4)]  # fmt: skip
+    fits = {(g["path"], g["part"]): g for g in growth(rows)}
+    assert fits["b", "run"]["exponent"] == 1.0 and not fits["b", "run"]["faster_than_work"]
+    assert fits["b", "build"]["exponent"] == 2.0 and fits["b", "build"]["faster_than_work"]
+    text = table(rows, growth(rows))
+    assert "| b | 8 | 4 | 400 | 40 | 250.0 | 0.16 |" in text
+    assert "- b build: seconds ~ synapses^2.0 (grows faster than the work)" in text
+
+
+def test_simulator_throughput_skips_a_model_that_is_not_trained(tmp_path, monkeypatch):
+    from benchmarks import simulator_throughput, trained
+
+    monkeypatch.setattr(trained, "CACHE", tmp_path)
+    args = ["--models", "resnet_mnist", "--out", str(tmp_path)]
+    result = CliRunner().invoke(simulator_throughput.main, args)
+    assert "resnet_mnist: skipped, no trained model" in result.output
+    assert json.loads((tmp_path / "simulator_throughput.json").read_text())["models"] == []

@@ -1,89 +1,30 @@
 """The fast simulator path equals its oracle (``mode="batch"``) bit for bit.
 
-Spikes, ties and synaptic operations, on random networks: dense, conv (rank 1 and 2,
-strides, padding, dilation, per-position bias), OR-pools and pools with other
-thresholds, host and binary input, weights on a coarse grid (exact ties) or not, one
-chunk or many, one thread or several.
+Spikes, ties and synaptic operations, on random networks (the shared strategy: chains
+and DAGs; dense, conv of rank 1 and 2 with strides, padding, dilation and per-position
+bias, OR-pools, host and binary input, weights on a 1/4 grid for exact ties), with one
+chunk or many, kernel calls over several chunks, one worker thread or several, each
+stage on the event kernels or the BLAS (forced either way, or measured).
 """
 
+import contextlib
 from unittest import mock
 
 import numpy as np
 import pytest
-from _helpers import cases, geometry
+from _helpers import cases, inputs, networks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from whetstone import events, simulate
-from whetstone.network import KeyDecoder, ReadoutDecoder, SpikingNetwork, Stage, output_length
+from whetstone.network import SpikingNetwork, Stage
 
 FIELDS = ("predictions", "output_spikes", "scores", "spike_counts", "ties", "sample_ties",
-          "decoder_ties", "tie_mask", "synaptic_operations", "ann_macs", "latency")  # fmt: skip
+          "decoder_ties", "tie_mask", "synaptic_operations", "ann_macs", "latency",
+          "sample_spikes")  # fmt: skip
 
-
-def _values(rng, shape, grid: bool) -> np.ndarray:
-    """Normal values, or multiples of 1/4 (sums of them hit thresholds exactly: ties)."""
-    values = rng.normal(0, 0.6, shape)
-    return np.round(values * 4) / 4 if grid else values
-
-
-def _window_stage(draw, rng, name, shape, grid):
-    """A conv or pool stage on ``shape`` (the geometry of tests/test_network.py), or None."""
-    _, _, k, s, d, padding, _, c_out = draw(geometry)
-    rank = len(shape) - 1
-    out = tuple(output_length(n, k, s, d, padding) for n in shape[:-1])
-    if min(out) == 0:
-        return None
-    window = dict(strides=(s,) * rank, padding=padding, dilation=(d,) * rank)
-    if draw(st.booleans()):
-        threshold = draw(st.sampled_from([0.5, 0.5, 1.0, 2.0]))  # 1, 2: whole counts, ties
-        return Stage(name, "pool", shape, (*out, shape[-1]), threshold=threshold,
-                     pool_size=(k,) * rank, **window)  # fmt: skip
-    bias_shape = draw(st.sampled_from([(c_out,), (*out, c_out)]))
-    kernel = _values(rng, (*(k,) * rank, shape[-1], c_out), grid)
-    threshold = draw(st.sampled_from([0.5, 0.0, 0.25]))
-    bias = _values(rng, bias_shape, grid)
-    return Stage(name, "conv", shape, (*out, c_out), kernel, bias, threshold, **window)
-
-
-@st.composite
-def chains(draw):
-    """Random chains: window stages (conv/pool) on a rank-1 or rank-2 input, then dense."""
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    grid = draw(st.booleans())
-    rank = draw(st.integers(1, 2))
-    shape = (*(draw(st.integers(3, 9)) for _ in range(rank)), draw(st.integers(1, 3)))
-    stages, current = [], shape
-    for i in range(draw(st.integers(0, 3))):
-        stage = _window_stage(draw, rng, f"w{i}", current, grid)
-        if stage is None:
-            break
-        stages.append(stage)
-        current = stage.output_shape
-    width = int(np.prod(current))
-    for i in range(draw(st.integers(0 if stages else 1, 2))):
-        n_out = draw(st.integers(1, 12))
-        weights = _values(rng, (width, n_out), grid)
-        bias = _values(rng, (n_out,), grid) if draw(st.booleans()) else None
-        threshold = draw(st.sampled_from([0.5, 0.0]))
-        stages.append(Stage(f"d{i}", "dense", current, (n_out,), weights, bias, threshold))
-        current, width = (n_out,), n_out
-    decoder = draw(st.sampled_from(["none", "key", "readout"]))
-    decoder = {
-        "none": None,
-        "key": KeyDecoder(rng.integers(0, 2, (3, width))),
-        "readout": ReadoutDecoder(rng.normal(size=(width, 3)), rng.normal(size=3), "softmax"),
-    }[decoder]
-    encoding = draw(st.sampled_from(["host", "binary"]))
-    return SpikingNetwork(shape, stages, decoder, encoding)
-
-
-def _inputs(net: SpikingNetwork, n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(0, 1, (n, *net.input_shape)).astype(np.float32)
-    if net.input_encoding == "binary":
-        return (x < rng.uniform(0.05, 0.5)).astype(np.float32)
-    return np.round(x * 4) / 4  # on the grid too, so that host stages can tie
+choices = st.sampled_from(["measured", "events", "blas"])
+"""How each stage picks its product in a run large enough to measure: by timing, or forced."""
 
 
 def assert_same(net, x, dtype="float32", threads=None):
@@ -94,51 +35,87 @@ def assert_same(net, x, dtype="float32", threads=None):
     return fast
 
 
-@settings(max_examples=150, deadline=None)
-@given(net=chains(), n=st.integers(1, 40), seed=st.integers(0, 1000),
-       chunk_values=st.sampled_from([1, 300, 1 << 20]), threads=st.integers(1, 3),
+def run_same(net, x, dtype="float32", threads=None, chunk=1 << 20, group=256, choice="measured"):
+    """:func:`assert_same` with the oracle's chunks near ``chunk`` values, ``group`` samples
+    per kernel call at least, and every run measured (``choice``: the measurement's outcome)."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(mock.patch.object(simulate, "_CHUNK_VALUES", chunk))
+        stack.enter_context(mock.patch.object(simulate, "_FAST_SAMPLES", group))
+        stack.enter_context(mock.patch.object(simulate, "_MEASURE_SAMPLES", 1))  # n >= 4
+        if choice != "measured":
+            forced = choice == "events"
+            faster = mock.patch.object(simulate._Plan, "_events_faster", lambda *a: forced)
+            stack.enter_context(faster)
+        return assert_same(net, x, dtype, threads)
+
+
+@settings(max_examples=120, deadline=None)
+@given(net=networks(), n=st.integers(1, 41),
+       seed=st.integers(0, 1000), chunk=st.sampled_from([1, 300, 1 << 20]),
+       group=st.sampled_from([1, 7, 256]), threads=st.integers(1, 3), choice=choices,
        dtype=st.sampled_from(["float32", "float32", "float64"]))  # fmt: skip
-def test_fast_equals_the_oracle_on_random_chains(net, n, seed, chunk_values, threads, dtype):
-    x = _inputs(net, n, seed)
-    with mock.patch.object(simulate, "_CHUNK_VALUES", chunk_values):  # 1: a sample per chunk
-        assert_same(net, x, dtype, threads)
+def test_fast_equals_the_oracle_on_random_chains(
+    net, n, seed, chunk, group, threads, choice, dtype
+):
+    run_same(net, inputs(net, n, seed), dtype, threads, chunk, group, choice)
 
 
-@settings(max_examples=100, deadline=None)
-@given(net=chains(), n=st.integers(1, 20), seed=st.integers(0, 1000),
-       dtype=st.sampled_from(["float32", "float64"]))  # fmt: skip
-def test_fast_preactivations_are_the_oracle_bits(net, n, seed, dtype):
-    """Stage by stage, ``W s + b - theta`` from bool spikes is the oracle's, to the last bit."""
-    dtype = np.dtype(dtype)
-    s = _inputs(net, n, seed)
-    for layer, stage in enumerate(net.stages):
-        expected = simulate.preactivation(stage, s, dtype) - np.asarray(stage.threshold, dtype)
-        got = simulate._fast_diff(stage, s if layer == 0 else s.astype(bool), dtype)
-        assert got.dtype == dtype
-        np.testing.assert_array_equal(got, expected, err_msg=stage.name)
-        s, _ = simulate._step(stage, s, dtype)
+@settings(max_examples=60, deadline=None)
+@given(net=networks(dag=True), n=st.sampled_from([1, 2, 3, 5, 17, 33]), seed=st.integers(0, 99),
+       chunk=st.sampled_from([1, 300, 1 << 20]), group=st.sampled_from([1, 3, 256]),
+       threads=st.integers(1, 3), choice=choices)  # fmt: skip
+def test_fast_equals_the_oracle_on_random_dags(net, n, seed, chunk, group, threads, choice):
+    run_same(net, inputs(net, n, seed), "float32", threads, chunk, group, choice)
 
 
 @settings(max_examples=40, deadline=None)
-@given(case=cases(ranks=(0, 2), dilation=False))
-def test_fast_equals_the_oracle_on_the_back_end_networks(case):
+@given(net=networks(dag=True), threads=st.integers(1, 3))
+def test_an_empty_batch_is_refused_by_every_path(net, threads):
+    x = np.zeros((0, *net.input_shape), np.float32)
+    for mode in ("fast", "batch", "timestep"):
+        with pytest.raises(ValueError, match="x is an empty batch"):
+            simulate.run(net, x, mode, threads=threads if mode == "fast" else None)
+
+
+@settings(max_examples=100, deadline=None)
+@given(net=networks(dag=True), n=st.integers(1, 20), seed=st.integers(0, 1000),
+       dtype=st.sampled_from(["float32", "float64"]))  # fmt: skip
+def test_fast_preactivations_are_the_oracle_bits(net, n, seed, dtype):
+    """Stage by stage, ``W s + b - theta`` from real input or bool spikes is the oracle's,
+    to the last bit (the event kernels' sums, real or 0/1, where their blocks exist)."""
+    dtype = np.dtype(dtype)
+    x = inputs(net, n, seed)
+    outputs = [None] * len(net.stages)
+    for layer, stage in enumerate(net.stages):
+        s = net.stage_input(layer, x, outputs)
+        expected = simulate.preactivation(stage, s, dtype) - np.asarray(stage.threshold, dtype)
+        spikes = s.dtype == bool or (layer > 0 and -1 not in stage.sources)
+        got = simulate._fast_diff(stage, s.astype(bool) if spikes else s, dtype)
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, expected, err_msg=stage.name)
+        outputs[layer] = simulate._step(stage, s, dtype)[0]
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=cases(ranks=(0, 2), dilation=False, dag=True), threads=st.integers(1, 2))
+def test_fast_equals_the_oracle_on_the_back_end_networks(case, threads):
     net, x = case
-    with mock.patch.object(simulate, "_CHUNK_VALUES", 200):
-        assert_same(net, x)
+    run_same(net, x, threads=threads, chunk=200, group=2)
 
 
 def test_ties_are_counted_like_the_oracle():
     """Weights on a 1/4 grid and binary input: many exact ties, on several threads."""
     rng = np.random.default_rng(0)
-    conv = Stage("c", "conv", (16, 16, 2), (16, 16, 4), _values(rng, (3, 3, 2, 4), True),
+    grid = lambda *shape: (np.round(rng.normal(0, 0.6, shape) * 4) / 4).astype("float32")  # noqa: E731
+    conv = Stage("c", "conv", (16, 16, 2), (16, 16, 4), grid(3, 3, 2, 4),
                  np.zeros(4, np.float32), 0.5, padding="same")  # fmt: skip
     pool = Stage("p", "pool", (16, 16, 4), (8, 8, 4), pool_size=(2, 2), strides=(2, 2))
-    dense = Stage("d", "dense", (8, 8, 4), (6,), _values(rng, (256, 6), True), None, 1.0)
+    dense = Stage("d", "dense", (8, 8, 4), (6,), grid(256, 6), None, 1.0)
     net = SpikingNetwork((16, 16, 2), [conv, pool, dense], input_encoding="binary")
-    x = (rng.uniform(size=(300, 16, 16, 2)) < 0.3).astype(np.float32)
-    with mock.patch.object(simulate, "_CHUNK_VALUES", 2000):
-        result = assert_same(net, x, threads=2)
-    assert result.ties[0] > 0 and result.ties[2] > 0 and result.ties[1] == 0
+    x = (rng.uniform(size=(301, 16, 16, 2)) < 0.3).astype(np.float32)
+    for choice in ("events", "blas"):
+        result = run_same(net, x, threads=2, chunk=2000, group=16, choice=choice)
+        assert result.ties[0] > 0 and result.ties[2] > 0 and result.ties[1] == 0
 
 
 @pytest.mark.parametrize("width", [1, 7, 1023, 1024, 3000])
@@ -161,12 +138,26 @@ def test_modes_and_the_refusal_name_them():
             simulate.run(net, [[0.5]], threads=threads)
 
 
-def test_threads_default_to_one_unless_blas_runs_on_one(monkeypatch):
+def test_threads_use_every_cpu_unless_a_threaded_blas_runs(monkeypatch):
     for name in simulate._BLAS_THREADS:
         monkeypatch.delenv(name, raising=False)
-    assert simulate._threads() == 1
+    cpus = min(len(simulate.os.sched_getaffinity(0)), 8)
+    assert simulate._threads(blas=True) == 1
+    assert simulate._threads(blas=False) == cpus
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
-    assert 1 <= simulate._threads() <= 8
+    assert simulate._threads(blas=True) == cpus
+
+
+def test_a_stage_measured_slower_on_events_runs_on_the_blas():
+    rng = np.random.default_rng(1)
+    net = SpikingNetwork((20,), [Stage("d", "dense", (20,), (5,), rng.normal(size=(20, 5)))],
+                         input_encoding="binary")  # fmt: skip
+    plan = simulate._Plan(net, np.dtype("float32"))
+    x = rng.uniform(size=(40, 20)) < 0.5
+    with mock.patch.object(simulate._Plan, "_events_faster", lambda *a: False):
+        plan.measuring = True
+        plan.step(0, x, [40])
+    assert plan.events == [False] and plan.uses_blas
 
 
 def test_an_error_in_a_worker_thread_reaches_the_caller():
@@ -177,27 +168,34 @@ def test_an_error_in_a_worker_thread_reaches_the_caller():
 
     with (
         mock.patch.object(simulate, "_CHUNK_VALUES", 1),
-        mock.patch.object(simulate, "_fast_step", broken),
+        mock.patch.object(simulate, "_FAST_SAMPLES", 1),
+        mock.patch.object(simulate._Plan, "step", broken),
         pytest.raises(RuntimeError, match="worker failed"),
     ):
         simulate.run(net, np.zeros((5, 1), np.float32), threads=2)
 
 
 SHAPES = [(7, 9, 5), (60, 288, 64), (33, 700, 64), (18, 3136, 256), (5, 3136, 16)]
+REAL = [(784 * 18, 9, 32), (1024 * 14, 27, 32), (1000, 784, 256)]  # the models' encoders
 
 
-@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("shape", SHAPES + REAL)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_the_event_kernels_reproduce_this_blas(shape, dtype):
-    """The blocking measured for shapes like the models' exists here and gives the BLAS's bits.
+@pytest.mark.parametrize("real", [False, True])
+def test_the_event_kernels_reproduce_this_blas(shape, dtype, real):
+    """The blocking measured for shapes like the models' exists here and gives the BLAS's
+    bits, on 0/1 and on real inputs (each term one fused multiply-add).
 
-    (Some other shapes, e.g. 20 outputs, have none on OpenBLAS 0.3.23: they use the BLAS.)
+    (Some other shapes, e.g. 20 outputs or one row, have none on OpenBLAS 0.3.23: they use
+    the BLAS.)
     """
     m, k, n = shape
-    block = events.blocks(m, k, n, dtype)
+    block = events.blocks(m, k, n, dtype, real)
     assert block is not None, "no candidate blocking reproduces this BLAS: the fast path falls back"
     rng = np.random.default_rng(k)
     s = rng.uniform(size=(m, k)) < 0.3
+    if real:
+        s = (s * rng.uniform(size=(m, k))).astype(dtype)
     w = rng.normal(size=(k, n)).astype(dtype)
     np.testing.assert_array_equal(events.product(s, w, block), s.astype(dtype) @ w)
 
@@ -206,3 +204,20 @@ def test_split_follows_openblas():
     assert events.split(640, 320, 4, 0) == (320, 320)
     assert events.split(641, 320, 4, 0) == (320, 160, 161)
     assert sum(events.split(5000, 256, 8, 1)) == 5000
+
+
+@pytest.mark.parametrize("strides", [(1, 1), (1, 2)])
+def test_a_conv_whose_taps_span_blocks_equals_the_oracle(strides):
+    """3 x 3 x 64 inputs per output: the BLAS sums them in two blocks, which split some
+    kernel rows (their taps then go one by one, the others in one add)."""
+    rng = np.random.default_rng(2)
+    out = (6, 6 // strides[1], 8)
+    conv = Stage("c", "conv", (6, 6, 64), out, rng.normal(size=(3, 3, 64, 8)).astype("f4"),
+                 rng.normal(size=8).astype("f4"), 0.5, strides=strides, padding="same")  # fmt: skip
+    net = SpikingNetwork((6, 6, 64), [conv], input_encoding="binary")
+    block = events.blocks(40 * 36 // strides[1], 576, 8, "float32")
+    assert block is not None and block[-1] == 1  # two blocks
+    x = (rng.uniform(size=(40, 6, 6, 64)) < 0.3).astype("f4")
+    expected = simulate.preactivation(conv, x) - np.float32(0.5)
+    np.testing.assert_array_equal(simulate._fast_diff(conv, x.astype(bool), "float32"), expected)
+    run_same(net, x, threads=2, group=8)

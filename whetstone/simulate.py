@@ -4,15 +4,16 @@ Stage ``l`` computes ``s_l[t] = H(W_l s_{l-1}[t-1] + b_l - theta_l)`` with
 ``H(x) = 1 if x >= 0`` and memoryless neurons; ``s_{-1}[t]`` is the input presented at
 step ``t``. A stage with several sources (a DAG) reads their spikes concatenated, each
 ``1 + delay`` steps old (``SpikingNetwork.stage_input``); the delays align the paths, so
-every stage sees one input's spikes. Everything is vectorised NumPy in float32 (like
-Keras). Three paths give the same spikes:
+every stage sees one input's spikes. The arithmetic is float32 (like Keras). Three paths
+give the same spikes:
 
 * ``mode="batch"``: the whole stack in one pass per batch (inputs and outputs matched
   trivially), written plainly; the oracle the other paths are tested against;
 * ``mode="fast"`` (default): the same arithmetic on the same chunks, bit for bit, with
-  the spikes kept as one byte each: a stage fed by spikes adds only the weights of the
-  active inputs (:mod:`whetstone.events`, in the BLAS's own summation order, so the
-  same sums), and the chunks are optionally spread over threads;
+  the spikes kept as one byte each: a dense or conv stage adds only the terms of its
+  nonzero inputs, spikes or pixels (:mod:`whetstone.events`, in the BLAS's own
+  summation order, so the same sums), where that is measured faster than the BLAS, and
+  the chunks are spread over threads;
 * ``mode="timestep"``: the pipelined network, a new input every step, each edge
   carrying its source's spikes of ``1 + delay`` steps before, each output matched to its
   input by the latency (the longest path).
@@ -37,6 +38,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -54,6 +56,9 @@ TIE_TOLERANCE = 1e-6
 
 _BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _CHUNK_VALUES = 1 << 20  # about 4 MiB of float32 im2col per chunk: stays in cache
+_MAX_CHUNK = 512  # samples per chunk at most: several chunks to share among threads
+_FAST_SAMPLES = 256  # samples per call of the fast path's kernels, at least
+_MEASURE_SAMPLES = 64  # samples on which each stage times its event kernel against the BLAS
 
 
 @dataclass
@@ -78,6 +83,7 @@ class SimulationResult:
         ann_macs: multiply-accumulates of one inference of the same network as an
             ANN (dense and conv stages, in-bounds taps, plus a readout).
         latency: steps from an input to its output spikes (the longest path).
+        threads: worker threads that ran the samples (more than one only on the fast path).
     """
 
     predictions: np.ndarray
@@ -92,6 +98,7 @@ class SimulationResult:
     ann_macs: int
     latency: int
     sample_spikes: np.ndarray | None = None
+    threads: int = 1
 
     def first(self, n: int) -> SimulationResult:
         """The result of the first ``n`` samples alone (as if only they had been run).
@@ -116,6 +123,7 @@ class SimulationResult:
             ann_macs=self.ann_macs,
             latency=self.latency,
             sample_spikes=self.sample_spikes[:n],
+            threads=self.threads,
         )
 
     @property
@@ -181,6 +189,7 @@ class _Tally:
         self.spikes = np.zeros((n, len(net.stages)), np.int64)
         self.ties = np.zeros((n, len(net.stages)), np.int64)
         self.synops = np.zeros(n, np.float64)
+        self.threads = 1  # worker threads that ran the samples
 
     def add(self, index, layer: int, s_in: np.ndarray, spikes, ties) -> None:
         if layer > 0 or self.on_chip_input:
@@ -233,7 +242,7 @@ def _chunk_size(net: SpikingNetwork) -> int:
         s.num_neurons // s.output_shape[-1] * s.fan_in if s.kind != "dense" else s.num_neurons
         for s in net.stages
     )
-    return max(1, min(2048, _CHUNK_VALUES // max(per_sample, 1)))
+    return max(1, min(_MAX_CHUNK, _CHUNK_VALUES // max(per_sample, 1)))
 
 
 # ---------------------------------------------------------------- the two paths
@@ -247,7 +256,7 @@ def _forward(net: SpikingNetwork, x: np.ndarray, step, record) -> np.ndarray:
     last = net.last_reads()
     for layer, stage in enumerate(net.stages):
         s = net.stage_input(layer, x, outputs)
-        spikes, ties = step(stage, s)
+        spikes, ties = step(layer, s)
         record(layer, s, spikes, ties)
         outputs[layer] = spikes
         for i in stage.sources:
@@ -263,7 +272,7 @@ def _run_batch(net: SpikingNetwork, x: np.ndarray, dtype, tally: _Tally) -> np.n
     for start in range(0, len(x), size):
         index = slice(start, start + size)
         outputs[index] = _forward(
-            net, x[index], lambda stage, s: _step(stage, s, dtype),
+            net, x[index], lambda layer, s: _step(net.stages[layer], s, dtype),
             lambda layer, s, spikes, ties, i=index: tally.add(i, layer, s, spikes, ties),
         )  # fmt: skip
     return outputs
@@ -272,8 +281,9 @@ def _run_batch(net: SpikingNetwork, x: np.ndarray, dtype, tally: _Tally) -> np.n
 def _fast_diff(stage: Stage, s: np.ndarray, dtype) -> np.ndarray:
     """``W s + b - theta`` with the arithmetic of :func:`preactivation`, ``s`` real or bool.
 
-    The same matrix products (operands, shapes and order) and the same roundings, so the
-    same bits; spikes arrive as one byte each and become ``dtype`` only where gathered.
+    The same sums (operands, order and roundings), so the same bits; spikes arrive as
+    one byte each and become ``dtype`` only where gathered. (The fast path's fallback
+    without Numba; the fused :func:`events.step` computes the same.)
     """
     s = s.reshape(len(s), *stage.input_shape)
     if stage.kind == "pool":  # sums of 0/1: exact in any order
@@ -282,21 +292,16 @@ def _fast_diff(stage: Stage, s: np.ndarray, dtype) -> np.ndarray:
         for view in views:
             diff += view
     else:
-        diff = _fast_product(stage, s, dtype).reshape(len(s), *stage.output_shape)
+        kernel = stage.weights.astype(dtype, copy=False)
+        product = _event_product(stage, s, kernel)
+        diff = _blas_product(stage, s, kernel) if product is None else product
+        diff = diff.reshape(len(s), *stage.output_shape)
         if stage.bias is not None:
             diff += stage.bias.astype(dtype, copy=False).reshape(
                 stage.bias.shape if stage.kind != "dense" else stage.output_shape
             )
     diff -= np.asarray(stage.threshold, dtype)
     return diff
-
-
-def _fast_product(stage: Stage, s: np.ndarray, dtype) -> np.ndarray:
-    """``W s`` of a dense or conv stage: the event kernels for spikes, else the BLAS."""
-    s = s.reshape(len(s), *stage.input_shape)
-    kernel = stage.weights.astype(dtype, copy=False)
-    product = _event_product(stage, s, kernel)
-    return _blas_product(stage, s, kernel) if product is None else product
 
 
 def _full_bias(stage: Stage, dtype) -> np.ndarray:
@@ -310,91 +315,177 @@ def _full_bias(stage: Stage, dtype) -> np.ndarray:
 
 def _blas_product(stage: Stage, s: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """``W s`` as :func:`preactivation` computes it: one BLAS product (im2col for a conv)."""
+    s = s.reshape(len(s), *stage.input_shape)
     if stage.kind == "dense":
         return s.reshape(len(s), -1).astype(kernel.dtype, copy=False) @ kernel
     return _im2col_runs(s, stage, kernel.dtype) @ kernel.reshape(-1, kernel.shape[-1])
 
 
-def _event_product(stage: Stage, s: np.ndarray, kernel: np.ndarray) -> np.ndarray | None:
-    """``W s`` of spikes ``s`` (bool) adding only the active inputs' weights, or None.
-
-    The bits of the BLAS product of :func:`preactivation` on the same chunk (the
-    :mod:`whetstone.events` kernels, in the BLAS's measured order); None where they do
-    not apply (real inputs, rank above 2, no Numba, a BLAS order they cannot reproduce).
-    """
-    if s.dtype != bool or not events.AVAILABLE or len(stage.window) > 2:
+def _event_block(stage: Stage, s: np.ndarray, dtype) -> np.ndarray | None:
+    """The blocks in which the BLAS sums this stage's product on ``s`` (see
+    :func:`events.blocks`), or None where the event kernels do not apply (a pool, rank
+    above 2, no Numba, a BLAS order they cannot reproduce)."""
+    if stage.kind == "pool" or not events.AVAILABLE or len(stage.window) > 2:
         return None
     dense = stage.kind == "dense"
     rows = len(s) if dense else len(s) * math.prod(stage.output_shape[:-1])
-    inner = kernel.shape[0] if dense else math.prod(kernel.shape[:-1])
-    block = events.blocks(rows, inner, kernel.shape[-1], kernel.dtype.name)
+    inner = stage.fan_in if dense else math.prod(stage.weights.shape[:-1])
+    real = s.dtype != bool
+    return events.blocks(rows, inner, stage.output_shape[-1], np.dtype(dtype).name, real)
+
+
+def _event_product(stage: Stage, s: np.ndarray, kernel: np.ndarray) -> np.ndarray | None:
+    """``W s`` adding only the nonzero inputs' terms in the BLAS's order, or None."""
+    block = _event_block(stage, s, kernel.dtype)
     if block is None:
         return None
-    if dense:
+    if stage.kind == "dense":
         return events.product(s.reshape(len(s), -1), kernel, block)
     return events.conv_product(s, stage, kernel, block)
 
 
-def _fast_step(stage: Stage, s: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_step` with bool spikes out (and in, after the first stage).
+class _Plan:
+    """What the fast path prepares once per run: each stage's weights and per-neuron bias
+    in the run's dtype, and whether its product runs on the event kernels (``events``;
+    while ``measuring``, each stage times both and keeps the faster)."""
 
-    An OR-pool (threshold 0.5) of spikes needs no arithmetic: its pre-activation is a
-    whole count, so ``count - 0.5`` is never a tie and fires exactly when a spike is in
-    the window.
-    """
-    if stage.kind == "pool" and stage.threshold == 0.5 and s.dtype == bool:
-        views = taps(s.reshape(len(s), *stage.input_shape), stage)
-        spikes = next(views).copy()
-        for view in views:
-            spikes |= view
-        return spikes, np.zeros(len(s), np.int64)
-    if events.AVAILABLE and stage.kind != "pool":
-        pre = _fast_product(stage, s, dtype).reshape(len(s), -1)
-        bias = _full_bias(stage, dtype)
-        spikes, ties = events.finish(pre, bias, stage.threshold, TIE_TOLERANCE)
+    def __init__(self, net: SpikingNetwork, dtype):
+        self.net, self.dtype, self.measuring = net, dtype, False
+        self.weights = [
+            None if s.kind == "pool" else s.weights.astype(dtype, copy=False) for s in net.stages
+        ]
+        self.biases = [None if s.kind == "pool" else _full_bias(s, dtype) for s in net.stages]
+        self.events = [events.AVAILABLE and s.kind != "pool" for s in net.stages]
+
+    def step(self, layer: int, s: np.ndarray, parts: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`_step` of stage ``layer`` with bool spikes out (and in, after the first),
+        on consecutive chunks of the oracle of sizes ``parts``.
+
+        An OR-pool (threshold 0.5) of spikes needs no arithmetic: its pre-activation is
+        a whole count, so ``count - 0.5`` is never a tie and fires exactly when a spike
+        is in the window.
+        """
+        stage = self.net.stages[layer]
+        if stage.kind == "pool" and stage.threshold == 0.5 and s.dtype == bool:
+            views = taps(s.reshape(len(s), *stage.input_shape), stage)
+            spikes = next(views).copy()
+            for view in views:
+                spikes |= view
+            return spikes, np.zeros(len(s), np.int64)
+        if stage.kind == "pool" or not events.AVAILABLE:
+            diff = _fast_diff(stage, s, self.dtype)
+            spikes = diff >= 0
+            near = np.abs(diff, out=diff) < TIE_TOLERANCE
+            return spikes, _counts(near) if np.count_nonzero(near) else np.zeros(len(s), np.int64)
+        block = self._block(stage, s, parts) if self.events[layer] else None
+        if block is not None and self.measuring:
+            self.events[layer] = self._events_faster(layer, s[:_MEASURE_SAMPLES], block)
+        if block is None or not self.events[layer]:
+            self.events[layer] = self.events[layer] and not self.measuring
+            return self._blas_step(layer, s, parts)
+        w, bias = self.weights[layer], self.biases[layer]
+        return events.step(s, stage, w, block, bias, TIE_TOLERANCE)
+
+    def _events_faster(self, layer: int, s: np.ndarray, block: np.ndarray) -> bool:
+        """Whether the event kernel beats the BLAS on ``s`` (best of two runs each), its
+        time divided by the worker threads it would get where the BLAS has threads of
+        its own (each then uses every CPU)."""
+        stage, w, bias = self.net.stages[layer], self.weights[layer], self.biases[layer]
+        seconds = [
+            _best(lambda: events.step(s, stage, w, block, bias, TIE_TOLERANCE), 2),
+            _best(lambda: self._blas_step(layer, s, [len(s)]), 2),
+        ]
+        share = _threads(blas=False) if _threads(blas=True) == 1 else 1
+        return seconds[0] / share <= seconds[1]
+
+    def _block(self, stage: Stage, s: np.ndarray, parts: list[int]) -> np.ndarray | None:
+        """The event kernels' blocks for all the parts at once, or None.
+
+        A kernel's sums do not depend on the other samples, only on the blocks of the
+        BLAS product of each oracle chunk: where every part has the same, one call
+        serves them all.
+        """
+        found = [_event_block(stage, s[:n], self.dtype) for n in sorted(set(parts))]
+        same = found[0] is not None and all(np.array_equal(b, found[0]) for b in found[1:])
+        return found[0] if same else None
+
+    def _blas_step(self, layer: int, s: np.ndarray, parts: list[int]):
+        """The BLAS product part by part (each as the oracle's), then the fused finish."""
+        stage, bounds = self.net.stages[layer], np.cumsum([0, *parts])
+        pre = np.concatenate(
+            [
+                _blas_product(stage, s[a:b], self.weights[layer])
+                for a, b in itertools.pairwise(bounds)
+            ]
+        ).reshape(len(s), -1)
+        spikes, ties = events.finish(pre, self.biases[layer], stage.threshold, TIE_TOLERANCE)
         return spikes.reshape(len(s), *stage.output_shape), ties
-    diff = _fast_diff(stage, s, dtype)
-    spikes = diff >= 0
-    near = np.abs(diff, out=diff) < TIE_TOLERANCE
-    return spikes, _counts(near) if np.count_nonzero(near) else np.zeros(len(s), np.int64)
+
+    def chunk(self, x, parts: list[int], start: int, tally: _Tally, outputs) -> None:
+        """Oracle chunks of sizes ``parts`` from ``start`` on, at once: their output
+        spikes written to ``outputs``."""
+        index = slice(start, start + sum(parts))
+        outputs[index] = _forward(
+            self.net, x[index], lambda layer, s: self.step(layer, s, parts),
+            lambda layer, s, spikes, ties: tally.add_counted(index, layer, s, spikes, ties),
+        )  # fmt: skip
+
+    @property
+    def uses_blas(self) -> bool:
+        """Whether a dense or conv stage runs on the BLAS (its threads and ours compete)."""
+        stages = zip(self.net.stages, self.events, strict=True)
+        return any(s.kind != "pool" and not on for s, on in stages)
 
 
-def _fast_chunk(net: SpikingNetwork, x, index: slice, dtype, tally: _Tally, outputs) -> None:
-    """One chunk of :func:`_run_fast`, its output spikes written to ``outputs[index]``."""
-    outputs[index] = _forward(
-        net, x[index], lambda stage, s: _fast_step(stage, s, dtype),
-        lambda layer, s, spikes, ties: tally.add_counted(index, layer, s, spikes, ties),
-    )  # fmt: skip
+def _best(function, repeats: int) -> float:
+    """Seconds of ``function()``, the best of ``repeats`` runs."""
+    seconds = math.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        seconds = min(seconds, time.perf_counter() - started)
+    return seconds
 
 
-def _threads() -> int:
-    """Default worker threads of the fast path.
-
-    One per CPU this process may use (at most 8) where BLAS runs on one thread
-    (``OPENBLAS_NUM_THREADS=1`` or the like), else one: BLAS's own threads and these
+def _threads(blas: bool = True) -> int:
+    """Default worker threads of the fast path: one per CPU this process may use (at
+    most 8), unless a stage runs on a BLAS that has threads of its own (not limited by
+    ``OPENBLAS_NUM_THREADS=1`` or the like): then one, as BLAS's threads and these
     compete (measured on two loaded cores: twice the CPU time, no gain).
     """
-    if not any(os.environ.get(name) == "1" for name in _BLAS_THREADS):
+    if blas and not any(os.environ.get(name) == "1" for name in _BLAS_THREADS):
         return 1
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(cpus or 1, 8))
 
 
 def _run_fast(net: SpikingNetwork, x: np.ndarray, dtype, tally: _Tally, threads=None) -> np.ndarray:
-    """The chunks of :func:`_run_batch` (so the same matrix products), spread over threads.
-
-    NumPy and BLAS release the GIL in their loops; each chunk writes its own rows.
+    """The chunks of :func:`_run_batch` (so the same sums), a few at a time (at least
+    ``_FAST_SAMPLES`` samples: fewer calls, a dense stage's weights reused from cache),
+    spread over threads. The kernels, NumPy and BLAS release the GIL; each job writes its
+    own rows. In a run of four jobs or more, the first times each stage's event kernel
+    against the BLAS on a few samples and keeps the faster (the same bits either way).
     """
+    plan = _Plan(net, dtype)
+    if net.input_encoding == "binary":
+        x = x != 0  # spikes from the start: one byte each, the binary kernels
     outputs = np.empty((len(x), *net.output_shape), np.uint8)
     size = _chunk_size(net)
-    chunks = [slice(start, start + size) for start in range(0, len(x), size)]
-    threads = min(threads or _threads(), len(chunks))
+    sizes = [min(size, len(x) - start) for start in range(0, len(x), size)]
+    group = max(1, -(-_FAST_SAMPLES // size))
+    jobs = [(sizes[i : i + group], i * size) for i in range(0, len(sizes), group)]
+    if len(jobs) >= 4 and len(x) >= 4 * _MEASURE_SAMPLES and events.AVAILABLE:
+        plan.measuring = True
+        plan.chunk(x, *jobs.pop(0), tally, outputs)
+        plan.measuring = False
+    threads = min(threads or _threads(plan.uses_blas), max(len(jobs), 1))
+    tally.threads = threads
     if threads == 1:
-        for index in chunks:
-            _fast_chunk(net, x, index, dtype, tally, outputs)
+        for parts, start in jobs:
+            plan.chunk(x, parts, start, tally, outputs)
         return outputs
     with ThreadPoolExecutor(threads) as pool:
-        for future in [pool.submit(_fast_chunk, net, x, i, dtype, tally, outputs) for i in chunks]:
+        for future in [pool.submit(plan.chunk, x, *job, tally, outputs) for job in jobs]:
             future.result()  # re-raises a worker's error
     return outputs
 
@@ -513,6 +604,7 @@ def run(
         ann_macs=_ann_macs(net),
         latency=net.latency,
         sample_spikes=tally.spikes,
+        threads=tally.threads,
     )
 
 

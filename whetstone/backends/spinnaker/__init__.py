@@ -3,9 +3,10 @@
 Every on-chip stage becomes one PyNN ``Population`` of ``IF_curr_delta`` cells; its
 weights become two ``FromListConnector`` projections (``"excitatory"``: the positive
 weights, ``"inhibitory"``: the negative ones, which PyNN wants negative for current-based
-cells and sPyNNaker stores as magnitudes), all with a delay of
-one time step, so stage ``l`` sees the spikes stage ``l - 1`` emitted one step
-earlier and a new input can enter every step. With ``input_encoding="host"`` stage 0
+cells and sPyNNaker stores as magnitudes; on NEST each list is connected in one
+``nest.Connect`` of arrays, the same connections), all with a delay of one time step,
+so stage ``l`` sees the spikes stage ``l - 1`` emitted one step earlier and a new input
+can enter every step. With ``input_encoding="host"`` stage 0
 runs on the host (exactly as :func:`whetstone.simulate.run` does) and its spikes are
 played in by a ``SpikeSourceArray``; with ``"binary"`` the 0/1 inputs are. Output
 spikes are recorded and decoded on the host.
@@ -169,7 +170,7 @@ class SpiNNakerBackend:
         sim = _import_simulator(simulator)
         plan = build_plan(net)
         spikes = np.zeros((0, net.encoded_size), np.uint8) if x is None else net.encode(x, WHERE)
-        _setup(sim, simulator)
+        _setup(sim, simulator, options.get("threads", 1))
         return PyNNNetwork(sim, *_assemble(sim, simulator, net, plan, spikes, options))
 
     def run(
@@ -195,6 +196,8 @@ class SpiNNakerBackend:
         ``progress`` (optional): called with the number of images done so far while
         one network is simulated in a few steps (a progress bar needs no rebuilds).
         ``compare_reference``: fill ``agreement`` (:func:`whetstone.backends.compared`).
+        ``threads`` (NEST, default 1): NEST's threads; they change the order in which a
+        neuron's inputs are summed, so results can differ on ties only.
         """
         x = net.check_input(x, WHERE)
         result = self._run(net, x, simulator, progress, options)
@@ -207,7 +210,7 @@ class SpiNNakerBackend:
         sim = _import_simulator(simulator)
         spikes = net.encode(x, WHERE)
         started = time.perf_counter()
-        _setup(sim, simulator)
+        _setup(sim, simulator, options.get("threads", 1))
         try:
             _, populations = _assemble(sim, simulator, net, plan, spikes, options)
             built = time.perf_counter()
