@@ -10,7 +10,12 @@ not changed.
 
     python -m benchmarks.continued vgg_cifar10 --epochs 8 --rates 1e-4 --rates 3e-4
 
-Writes ``results/continued_<model>[_<which>][_rate<r>...].json``.
+``--teacher A`` distils the sharpened model from the baseline ANN while honing: the
+targets are ``(1 - A) * labels + A * ann(x)`` on the same augmented images, the ANN's
+softmax as soft labels (Hinton et al. 2015, temperature 1). The ANN is the committed
+baseline of the same recipe, so the comparison stays with the same architecture.
+
+Writes ``results/continued_<model>[_<which>][_rate<r>...][_teacher<A>].json``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import keras
 import whetstone as ws
 from benchmarks import trained
 from benchmarks.common import RESULTS, write_result
+from whetstone import files
 
 
 class TestAccuracy(keras.callbacks.Callback):
@@ -46,17 +52,58 @@ class TestAccuracy(keras.callbacks.Callback):
         click.echo(f"  epoch {epoch + 1}: test accuracy {self.accuracy[-1]:.4f}", err=True)
 
 
-def continue_training(model: keras.Model, recipe: trained.Recipe, data, rate: float, epochs: int):
-    """Train ``model`` ``epochs`` more epochs at ``rate``; the per-epoch test accuracy."""
+class SoftTargets(keras.utils.PyDataset):
+    """``batches`` with each label mixed with a teacher's output on the same images:
+    ``(1 - share) * y + share * teacher(x)`` (distillation with soft labels).
+
+    Example:
+        >>> import numpy as np
+        >>> teacher = keras.Sequential([keras.Input((2,)), keras.layers.Softmax()])
+        >>> soft = SoftTargets([(np.zeros((1, 2)), np.array([[1.0, 0.0]]))], teacher, 0.5)
+        >>> soft[0][1].tolist()
+        [[0.75, 0.25]]
+    """
+
+    def __init__(self, batches, teacher: keras.Model, share: float):
+        super().__init__()
+        self.batches, self.teacher, self.share = batches, teacher, share
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i):
+        x, y = self.batches[i]
+        soft = keras.ops.convert_to_numpy(self.teacher(x, training=False))
+        return x, (1 - self.share) * y + self.share * soft
+
+    def on_epoch_end(self) -> None:
+        if hasattr(self.batches, "on_epoch_end"):
+            self.batches.on_epoch_end()
+
+
+def continue_training(
+    model: keras.Model,
+    recipe: trained.Recipe,
+    data,
+    rate: float,
+    epochs: int,
+    teacher: keras.Model | None = None,
+    share: float = 0.0,
+):
+    """Train ``model`` ``epochs`` more epochs at ``rate`` (distilled from ``teacher`` with
+    soft-label ``share`` if given); the per-epoch test accuracy."""
     (x, y), (x_test, y_test) = data
     model.compile(keras.optimizers.Adam(rate), "categorical_crossentropy", metrics=["accuracy"])
     labels = keras.utils.to_categorical(y, 10)
     batches = trained.ShiftedImages(
         x, labels, recipe.batch_size, recipe.shift, recipe.seed + 1, recipe.flip
     )
+    if teacher is not None:
+        batches = SoftTargets(batches, teacher, share)
     tracker = TestAccuracy(x_test, y_test)
     model.fit(batches, epochs=epochs, callbacks=[tracker], verbose=0)
-    return {"learning_rate": rate, "test_accuracy": tracker.accuracy, "seconds": tracker.seconds}
+    run = {"learning_rate": rate, "test_accuracy": tracker.accuracy, "seconds": tracker.seconds}
+    return run | ({"teacher_share": share} if teacher is not None else {})
 
 
 @click.command()
@@ -65,8 +112,31 @@ def continue_training(model: keras.Model, recipe: trained.Recipe, data, rate: fl
 @click.option("--epochs", default=8, show_default=True, help="epochs to continue")
 @click.option("--rates", type=float, multiple=True, help="honing rates (default: the recipe's)")
 @click.option("--which", type=click.Choice(["both", "sharpened", "baseline"]), default="both")
+@click.option(
+    "--teacher",
+    "share",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="distil from the baseline ANN: the soft-label share (0: no teacher)",
+)
+@click.option(
+    "--save",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="save the (last) continued sharpened model here (.keras)",
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=RESULTS)
-def main(model_name: str, data_dir, epochs: int, rates, which: str, out: Path) -> None:
+def main(
+    model_name: str,
+    data_dir,
+    epochs: int,
+    rates,
+    which: str,
+    share: float,
+    save: Path | None,
+    out: Path,
+) -> None:
     """Continue MODEL_NAME's sharpened and baseline models; write continued_<model>.json."""
     recipe = trained.RECIPES[model_name]
     data = ws.datasets.load(recipe.dataset, data_dir)
@@ -79,8 +149,14 @@ def main(model_name: str, data_dir, epochs: int, rates, which: str, out: Path) -
         for rate in rates or (recipe.hone_learning_rate,):
             click.echo(f"{model_name} sharpened, rate {rate}", err=True)
             model = trained.sharpened_model(model_name, data_dir)
-            runs["sharpened"].append(continue_training(model, recipe, data, rate, epochs))
+            teacher = trained.baseline_model(model_name, data_dir) if share else None
+            runs["sharpened"].append(
+                continue_training(model, recipe, data, rate, epochs, teacher, share)
+            )
             runs["sharpened"][-1]["fully_sharpened"] = ws.sharpness.is_fully_sharpened(model)
+            if save is not None:
+                with files.staged(save, force=True) as staging:
+                    model.save(staging)
     if which in ("both", "baseline"):
         click.echo(f"{model_name} baseline, rate {recipe.hone_learning_rate}", err=True)
         model = trained.baseline_model(model_name, data_dir)
@@ -88,7 +164,7 @@ def main(model_name: str, data_dir, epochs: int, rates, which: str, out: Path) -
             continue_training(model, recipe, data, recipe.hone_learning_rate, epochs)
         )
     name = f"continued_{model_name}" + ("" if which == "both" else f"_{which}")
-    name += "".join(f"_rate{r:g}" for r in rates)
+    name += "".join(f"_rate{r:g}" for r in rates) + (f"_teacher{share:g}" if share else "")
     result = {
         "model": model_name,
         "recipe": recipe.__dict__,

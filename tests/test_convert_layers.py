@@ -348,7 +348,8 @@ def test_new_layers_on_real_mnist_equal_keras_and_nir(data_dir, tmp_path):
     # The point is equality, not accuracy: 4 brief epochs on 3,000 images reach 15-31%
     # sharpened (runs differ). Equality is not trivial: the decisions and spikes vary.
     assert len(np.unique(keras_predictions)) >= 3, "constant decisions: equality is trivial"
-    assert 0.05 < result.output_spikes.mean() < 0.95
+    # Output rates seen in CI runs: 4.6% to 30%; the bound only rules out silent or saturated.
+    assert 0.01 < result.output_spikes.mean() < 0.99
     nir = backends.get("nir")
     back = nir.load(nir.export(net, tmp_path / "folds.nir"))
     trip = simulate.run(back, x)
