@@ -111,6 +111,20 @@ def _tie_net() -> SpikingNetwork:
     return SpikingNetwork((1,), [Stage("d", "dense", (1,), (3,), w, None, 0.5)])
 
 
+@pytest.mark.parametrize("value", [0.0, -0.0, 0.25])
+def test_position_bias_equal_everywhere_keeps_its_shape(value, tmp_path):
+    """A position bias with one value everywhere is written as a channel bias (and, where
+    it is zero, no leak); reading restores its shape, so the network reads back equal.
+    Found by hypothesis on a DAG (a zero position bias on a conv before a merge)."""
+    kernel = np.ones((1, 1, 1, 2), np.float32)
+    bias = np.full((2, 3, 2), value, np.float32)
+    conv = Stage("c", "conv", (2, 3, 1), (2, 3, 2), kernel, bias, 0.5)
+    net = SpikingNetwork((2, 3, 1), [conv])
+    back = wn.load(_export(net, tmp_path))
+    assert back == net and back.stages[0].bias.shape == (2, 3, 2)
+    _same_run(net, back, inputs(net))
+
+
 def test_thresholds_are_one_float32_below_and_restored():
     net = _tie_net()
     lif = wn.to_graph(net).nodes["d_lif"]

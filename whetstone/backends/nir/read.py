@@ -447,12 +447,15 @@ def _dag_hints(graph) -> dict:
 
 
 def _restore_stage(stage: Stage, hint: dict) -> Stage:
-    """Name, input shape and a missing bias, as the ``whetstone`` metadata says."""
+    """Name, input shape and the bias's absence or shape, as the ``whetstone`` metadata says."""
     bias = stage.bias
     if hint["bias"] is None and bias is not None:
         if np.any(bias):
             raise ValueError(f"stage {stage.name!r} has a bias; the metadata says none")
         bias = None
+    if bias is not None and hint["bias"] is not None and list(bias.shape) != hint["bias"]:
+        # a position bias equal at every position comes back as the channel bias it equals
+        bias = np.broadcast_to(bias, hint["bias"]).astype(np.float32)
     fields = ("kind", "output_shape", "weights", "threshold", "strides", "padding")
     kwargs = {k: getattr(stage, k) for k in (*fields, "dilation", "pool_size", "sources")}
     shape = tuple(hint["input_shape"])
