@@ -184,7 +184,8 @@ REAL = [(784 * 18, 9, 32), (1024 * 14, 27, 32), (1000, 784, 256)]  # the models'
 @pytest.mark.parametrize("real", [False, True])
 def test_the_event_kernels_reproduce_this_blas(shape, dtype, real):
     """The blocking measured for shapes like the models' exists here and gives the BLAS's
-    bits, on 0/1 and on real inputs (each term one fused multiply-add).
+    bits, on 0/1 and on real inputs (each term one fused multiply-add, or a
+    rounded product then an add).
 
     (Some other shapes, e.g. 20 outputs or one row, have none on OpenBLAS 0.3.23: they use
     the BLAS.)

@@ -6,7 +6,8 @@ are summed afterwards (OpenBLAS: blocks of ``GEMM_Q``, the last two halved). The
 here add only the weights of active inputs (work in proportion to the synaptic events,
 not to the synapses), in the same order and the same blocks, so they give the same bits.
 Real inputs (the host encoder's pixels) work alike: each term is one fused multiply-add,
-as in the BLAS's kernels, and a zero input's terms, which add nothing, are skipped.
+or a rounded product then an add, as the BLAS's kernel does it (measured, see
+:func:`blocks`), and a zero input's terms, which add nothing, are skipped.
 :func:`step` adds bias and threshold and returns spikes and ties in the same pass.
 
 Which blocks the BLAS uses is *measured*, once per product shape, on weights with a wide
