@@ -184,7 +184,8 @@ REAL = [(784 * 18, 9, 32), (1024 * 14, 27, 32), (1000, 784, 256)]  # the models'
 @pytest.mark.parametrize("real", [False, True])
 def test_the_event_kernels_reproduce_this_blas(shape, dtype, real):
     """The blocking measured for shapes like the models' exists here and gives the BLAS's
-    bits, on 0/1 and on real inputs (each term one fused multiply-add).
+    bits, on 0/1 and on real inputs (each term one fused multiply-add, or a
+    rounded product then an add).
 
     (Some other shapes, e.g. 20 outputs or one row, have none on OpenBLAS 0.3.23: they use
     the BLAS.)
@@ -198,6 +199,25 @@ def test_the_event_kernels_reproduce_this_blas(shape, dtype, real):
         s = (s * rng.uniform(size=(m, k))).astype(dtype)
     w = rng.normal(size=(k, n)).astype(dtype)
     np.testing.assert_array_equal(events.product(s, w, block), s.astype(dtype) @ w)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 9), st.integers(1, 40), st.integers(1, 20), st.integers(1, 3),
+       st.integers(0, 2**16))  # fmt: skip
+def test_an_int32_index_rounds_each_product_before_adding(m, k, n, nblocks, seed):
+    """An int32 block index (a BLAS without fused multiply-adds): each term ``v * w``
+    rounds, then adds to its block's sum in input order; the blocks add in order."""
+    rng = np.random.default_rng(seed)
+    s = (rng.normal(size=(m, k)) * (rng.uniform(size=(m, k)) < 0.6)).astype("float32")
+    w = (rng.normal(size=(k, n)) * 2.0 ** rng.integers(-10, 10, (k, 1))).astype("float32")
+    block = np.sort(rng.integers(0, nblocks, k)).astype(np.int32)
+    block = np.unique(block, return_inverse=True)[1].astype(np.int32)  # blocks 0, 1, ...
+    sums = np.zeros((block[-1] + 1, m, n), np.float32)
+    for j in range(k):
+        sums[block[j]] += s[:, j : j + 1] * w[j]  # NumPy: a rounded product, then the add
+    for b in range(1, len(sums)):
+        sums[0] += sums[b]
+    np.testing.assert_array_equal(events.product(s, w, block), sums[0])
 
 
 def test_split_follows_openblas():
@@ -216,7 +236,7 @@ def test_a_conv_whose_taps_span_blocks_equals_the_oracle(strides):
                  rng.normal(size=8).astype("f4"), 0.5, strides=strides, padding="same")  # fmt: skip
     net = SpikingNetwork((6, 6, 64), [conv], input_encoding="binary")
     block = events.blocks(40 * 36 // strides[1], 576, 8, "float32")
-    assert block is not None and block[-1] == 1  # two blocks
+    assert block is not None and block[-1] >= 1  # two blocks (more where GEMM_Q is small)
     x = (rng.uniform(size=(40, 6, 6, 64)) < 0.3).astype("f4")
     expected = simulate.preactivation(conv, x) - np.float32(0.5)
     np.testing.assert_array_equal(simulate._fast_diff(conv, x.astype(bool), "float32"), expected)
