@@ -6,7 +6,8 @@ are summed afterwards (OpenBLAS: blocks of ``GEMM_Q``, the last two halved). The
 here add only the weights of active inputs (work in proportion to the synaptic events,
 not to the synapses), in the same order and the same blocks, so they give the same bits.
 Real inputs (the host encoder's pixels) work alike: each term is one fused multiply-add,
-as in the BLAS's kernels, and a zero input's terms, which add nothing, are skipped.
+or a rounded product then an add, as the BLAS's kernel does it (measured, see
+:func:`blocks`), and a zero input's terms, which add nothing, are skipped.
 :func:`step` adds bias and threshold and returns spikes and ties in the same pass.
 
 Which blocks the BLAS uses is *measured*, once per product shape, on weights with a wide
@@ -82,26 +83,28 @@ def _block_index(lengths: tuple[int, ...]) -> np.ndarray:
 def blocks(m: int, k: int, n: int, dtype: str, real: bool = False) -> np.ndarray | None:
     """Per inner index, its block in the BLAS's ``(m, k) @ (k, n)`` product of ``dtype``.
 
-    Measured on 0/1 left operands, or on real ones (``real=True``: then each term is one
-    fused multiply-add, as the BLAS's kernels do); None where no candidate blocking gives
-    the BLAS's bits (or without Numba).
+    Measured on 0/1 left operands, or on real ones (``real=True``: each term one fused
+    multiply-add, as most BLAS kernels do, or else a rounded product then an add, as
+    OpenBLAS's Sapphire Rapids SGEMM does; an index of int32 marks the latter). None
+    where no candidate blocking gives the BLAS's bits (or without Numba).
     """
     if not AVAILABLE or min(m, k, n) == 0:
         return None
     rng = np.random.default_rng(k * 7919 + n)
     rows = np.unique(np.r_[0 : min(m, 40), max(m - 40, 0) : m])
     trials = [_trial(rng, m, k, n, dtype, real, rows) for _ in range(-(-_SUMS // (len(rows) * n)))]
-    tried = set()
-    for rule in list(_RULES):
-        lengths = split(k, *rule)
-        if lengths in tried:
-            continue
-        tried.add(lengths)
-        index = _block_index(lengths)
-        if all(np.array_equal(product(a, w, index), expected) for a, w, expected in trials):
-            _RULES.remove(rule)
-            _RULES.insert(0, rule)  # most shapes of this process share it: tried first next
-            return index
+    for kind in (np.int64, np.int32) if real else (np.int64,):  # fused, then not
+        tried = set()
+        for rule in list(_RULES):
+            lengths = split(k, *rule)
+            if lengths in tried:
+                continue
+            tried.add(lengths)
+            index = _block_index(lengths).astype(kind)
+            if all(np.array_equal(product(a, w, index), expected) for a, w, expected in trials):
+                _RULES.remove(rule)
+                _RULES.insert(0, rule)  # most shapes of this process share it: tried first next
+                return index
     return None
 
 
@@ -149,7 +152,7 @@ if AVAILABLE:
             for o in range(acc.size):
                 acc[o] += v * w[o]
 
-    @numba.njit(**_JIT)
+    @numba.njit(inline="always", **_JIT)
     def _conv_sums(s, i, w, block, rows, cols, runs, binary, acc):  # pragma: no cover
         """Block sums of sample ``i``'s conv outputs into ``acc`` ``(blocks, oh, ow, c_out)``;
         ``rows[y, dy]`` (``cols[x, dx]``): the output row (column) that input row ``y``
@@ -254,6 +257,23 @@ if AVAILABLE:
                     total += weights[j]
             out[i] = total
 
+    def _unfused(kernel):
+        """``kernel`` compiled without contraction: ``acc + v * w`` rounds the product
+        first (the inlined helpers take the caller's flags). Not cached on disk: the cache
+        would not tell it from the fused kernel of the same function."""
+        return numba.njit(nogil=True)(kernel.py_func)
+
+    _KERNELS = {
+        f.__name__: (f, _unfused(f))
+        for f in (_dense_kernel, _conv_kernel, _dense_step_kernel, _conv_step_kernel)
+    }
+
+
+def _kernel(name: str, block: np.ndarray):
+    """The compiled kernel ``name`` for ``block``: fused multiply-adds, or rounded
+    products for an int32 index (see :func:`blocks`)."""
+    return _KERNELS[name][block.dtype == np.int32]
+
 
 def finish(pre: np.ndarray, bias: np.ndarray, theta, tolerance: float):
     """Spikes ``pre + bias - theta >= 0`` (bool) and per-sample ties (``|.| < tolerance``).
@@ -290,7 +310,9 @@ def product(s: np.ndarray, w: np.ndarray, block: np.ndarray) -> np.ndarray:
     """``s @ w`` for ``s`` of shape ``(n, k)`` (0/1 or real), summed in the blocks ``block``."""
     out = np.empty((len(s), w.shape[1]), w.dtype)
     s = _operand(s, w.dtype)
-    _dense_kernel(s, np.ascontiguousarray(w), block, _count(block), s.dtype == bool, out)
+    _kernel("_dense_kernel", block)(
+        s, np.ascontiguousarray(w), block, _count(block), s.dtype == bool, out
+    )
     return out
 
 
@@ -301,7 +323,9 @@ def conv_product(s: np.ndarray, stage, w: np.ndarray, block: np.ndarray) -> np.n
     """
     s, w, rows, cols, runs, shape = _conv_operands(s, stage, w, block)
     out = np.empty((len(s), *shape), w.dtype)
-    _conv_kernel(s, w, block, _count(block), rows, cols, runs, s.dtype == bool, out)
+    _kernel("_conv_kernel", block)(
+        s, w, block, _count(block), rows, cols, runs, s.dtype == bool, out
+    )
     return out.reshape(len(out), *stage.output_shape)
 
 
@@ -325,13 +349,15 @@ def step(s: np.ndarray, stage, w: np.ndarray, block: np.ndarray, bias: np.ndarra
     if stage.kind == "dense":
         s = _operand(s.reshape(len(s), -1), w.dtype)
         spikes = np.empty((len(s), w.shape[1]), bool)
-        _dense_step_kernel(s, np.ascontiguousarray(w), block, _count(block), s.dtype == bool,
-                           bias, theta, tolerance, spikes, ties)  # fmt: skip
+        kernel = _kernel("_dense_step_kernel", block)
+        kernel(s, np.ascontiguousarray(w), block, _count(block), s.dtype == bool, bias, theta,
+               tolerance, spikes, ties)  # fmt: skip
         return spikes, ties
     s, w, rows, cols, runs, shape = _conv_operands(s, stage, w, block)
     spikes = np.empty((len(s), *shape), bool)
-    _conv_step_kernel(s, w, block, _count(block), rows, cols, runs, s.dtype == bool, bias, theta,
-                      tolerance, spikes, ties)  # fmt: skip
+    kernel = _kernel("_conv_step_kernel", block)
+    kernel(s, w, block, _count(block), rows, cols, runs, s.dtype == bool, bias, theta,
+           tolerance, spikes, ties)  # fmt: skip
     return spikes.reshape(len(s), *stage.output_shape), ties
 
 
