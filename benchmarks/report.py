@@ -363,7 +363,7 @@ def benchmarks_readme(results: Path) -> str:
         "`BUDGET_SECONDS`), else the first images that fit; snnTorch runs on the first "
         "images of the test set (counts in each cell). A dash: not run (snnTorch's NIR "
         "importer has no `Delay` node, so branching networks are checked by the round trip "
-        "only). Suites measured before the faster back ends still show their subsets.",
+        "only).",
         "",
         "## Accuracy on every back end",
         "",
