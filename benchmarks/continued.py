@@ -146,10 +146,10 @@ def main(
     }
     runs: dict = {"sharpened": [], "baseline": []}
     if which in ("both", "sharpened"):
+        teacher = trained.baseline_model(model_name, data_dir) if share else None
         for rate in rates or (recipe.hone_learning_rate,):
             click.echo(f"{model_name} sharpened, rate {rate}", err=True)
             model = trained.sharpened_model(model_name, data_dir)
-            teacher = trained.baseline_model(model_name, data_dir) if share else None
             runs["sharpened"].append(
                 continue_training(model, recipe, data, rate, epochs, teacher, share)
             )
