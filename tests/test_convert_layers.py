@@ -152,6 +152,7 @@ def test_global_average_pooling_with_keepdims_folds_into_a_convolution():
 
 def test_batch_norm_offsets_before_padding_and_pooling():
     """The offset of a BatchNorm before padding is not added to the padded zeros."""
+    keras.utils.set_random_seed(4)  # the kernels: unseeded, some draws leave a stage silent
     model = keras.Sequential(
         [keras.Input((8, 8, 1)), L.Conv2D(3, 3, padding="same"), act(), L.BatchNormalization(),
          L.ZeroPadding2D(((1, 0), (0, 1))), L.AveragePooling2D(3),
