@@ -64,15 +64,19 @@ def test_sized_runs_everything_that_fits_the_budget_and_says_why():
     budget = BUDGET_SECONDS["nest"]
     calls = []
 
-    def timed(seconds_per_image, build=10.0):
+    def timed(seconds_per_image, build=10.0, warm_up=0.0):
         def run(n):
             calls.append(n)
-            return build, n * seconds_per_image
+            return build, warm_up + n * seconds_per_image
 
         return run
 
     fits = sized("nest", 10_000, timed((budget - 10.0) / 10_000))
-    assert (fits["images"], fits["of"], calls) == (10_000, 10_000, [PROBE_IMAGES])
+    quarter = PROBE_IMAGES // 4
+    assert (fits["images"], fits["of"], calls) == (10_000, 10_000, [PROBE_IMAGES, quarter])
+    # a run's fixed cost (warm-up) counts once, not once per image
+    warm = sized("nest", 10_000, timed((budget - 110.0) / 10_000, warm_up=90.0))
+    assert warm["images"] == 10_000 and warm["projected_seconds"] == pytest.approx(budget - 10.0)
     assert fits["why"].startswith("all:") and fits["projected_seconds"] <= budget
     # too slow: the largest multiple of 100 whose projection fits
     slow = sized("nest", 10_000, timed(1.0))
