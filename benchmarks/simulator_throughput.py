@@ -29,6 +29,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+from threadpoolctl import threadpool_info
 
 from benchmarks import subject
 from benchmarks.common import RESULTS, write_result
@@ -36,6 +37,7 @@ from whetstone import simulate
 
 BATCH = 1000
 MIN_SECONDS = 1.0
+BLAS_FACTS = ("internal_api", "version", "architecture", "num_threads")  # recorded per BLAS
 SAME = ("output_spikes", "predictions", "scores", "sample_ties", "synaptic_operations")
 
 
@@ -116,7 +118,7 @@ def measure_subject(loaded: subject.Subject, repeats: int) -> dict:
         "keras_seconds": [round(t, 3) for t in keras_times],
         "simulator_seconds": [round(t, 3) for t in simulator_times],
         "simulator_threads": runs[-1].threads,
-        "blas_threads_env": {name: os.environ.get(name) for name in simulate._BLAS_THREADS},
+        "blas": _blas(),
         "cpus": len(os.sched_getaffinity(0)),
         "fast_equals_batch": all(
             np.array_equal(getattr(result, f), getattr(oracle, f)) for f in SAME
@@ -126,6 +128,12 @@ def measure_subject(loaded: subject.Subject, repeats: int) -> dict:
         "fast_over_batch": round(simulator_rate / batch_rate, 3),
         "batch_seconds": [round(t, 3) for t in batch_times],
     }
+
+
+def _blas() -> list[dict]:
+    """The loaded BLAS libraries: which, their CPU kernel and threads."""
+    pools = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    return [{key: pool.get(key) for key in BLAS_FACTS} for pool in pools]
 
 
 def trained(name: str) -> bool:

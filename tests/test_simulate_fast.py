@@ -15,6 +15,7 @@ import pytest
 from _helpers import cases, inputs, networks
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from threadpoolctl import threadpool_info
 
 from whetstone import events, simulate
 from whetstone.network import SpikingNetwork, Stage
@@ -138,14 +139,27 @@ def test_modes_and_the_refusal_name_them():
             simulate.run(net, [[0.5]], threads=threads)
 
 
-def test_threads_use_every_cpu_unless_a_threaded_blas_runs(monkeypatch):
-    for name in simulate._BLAS_THREADS:
-        monkeypatch.delenv(name, raising=False)
-    cpus = min(len(simulate.os.sched_getaffinity(0)), 8)
-    assert simulate._threads(blas=True) == 1
-    assert simulate._threads(blas=False) == cpus
-    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
-    assert simulate._threads(blas=True) == cpus
+def blas_threads() -> set[int]:
+    return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+
+def test_threads_use_every_cpu_with_the_blas_on_one_thread_each(monkeypatch):
+    assert simulate._threads() == min(len(simulate.os.sched_getaffinity(0)), 8)
+    before, seen = blas_threads(), []
+    blas_product = simulate._blas_product
+
+    def spy(*args):
+        seen.append(blas_threads())
+        return blas_product(*args)
+
+    monkeypatch.setattr(simulate, "_blas_product", spy)
+    rng = np.random.default_rng(3)
+    net = SpikingNetwork((20,), [Stage("d", "dense", (20,), (5,), rng.normal(size=(20, 5)))])
+    x = rng.normal(size=(40, 20)).astype(np.float32)
+    with mock.patch.object(simulate._Plan, "_events_faster", lambda *a: False):
+        fast = run_same(net, x, threads=2, chunk=20, group=1, choice="blas")
+    assert fast.threads == 2 and seen and all(used <= {1} for used in seen)
+    assert blas_threads() == before  # the BLAS has its own threads again
 
 
 def test_a_stage_measured_slower_on_events_runs_on_the_blas():

@@ -35,6 +35,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import itertools
 import math
 import os
@@ -44,6 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+from threadpoolctl import ThreadpoolController
 
 from whetstone import events
 from whetstone.geometry import im2col, pad, preactivation, taps
@@ -54,7 +57,6 @@ __all__ = ["TIE_TOLERANCE", "SimulationResult", "preactivation", "run", "stage_s
 TIE_TOLERANCE = 1e-6
 """A neuron whose ``|pre-activation - threshold|`` is below this is a tie."""
 
-_BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _CHUNK_VALUES = 1 << 20  # about 4 MiB of float32 im2col per chunk: stays in cache
 _MAX_CHUNK = 512  # samples per chunk at most: several chunks to share among threads
 _FAST_SAMPLES = 256  # samples per call of the fast path's kernels, at least
@@ -387,16 +389,14 @@ class _Plan:
         return events.step(s, stage, w, block, bias, TIE_TOLERANCE)
 
     def _events_faster(self, layer: int, s: np.ndarray, block: np.ndarray) -> bool:
-        """Whether the event kernel beats the BLAS on ``s`` (best of two runs each), its
-        time divided by the worker threads it would get where the BLAS has threads of
-        its own (each then uses every CPU)."""
+        """Whether the event kernel beats the BLAS on ``s`` (best of two runs each), both
+        on the threads the run gives them (see :func:`_run_fast`)."""
         stage, w, bias = self.net.stages[layer], self.weights[layer], self.biases[layer]
         seconds = [
             _best(lambda: events.step(s, stage, w, block, bias, TIE_TOLERANCE), 2),
             _best(lambda: self._blas_step(layer, s, [len(s)]), 2),
         ]
-        share = _threads(blas=False) if _threads(blas=True) == 1 else 1
-        return seconds[0] / share <= seconds[1]
+        return seconds[0] <= seconds[1]
 
     def _block(self, stage: Stage, s: np.ndarray, parts: list[int]) -> np.ndarray | None:
         """The event kernels' blocks for all the parts at once, or None.
@@ -447,23 +447,30 @@ def _best(function, repeats: int) -> float:
     return seconds
 
 
-def _threads(blas: bool = True) -> int:
-    """Default worker threads of the fast path: one per CPU this process may use (at
-    most 8), unless a stage runs on a BLAS that has threads of its own (not limited by
-    ``OPENBLAS_NUM_THREADS=1`` or the like): then one, as BLAS's threads and these
-    compete (measured on two loaded cores: twice the CPU time, no gain).
-    """
-    if blas and not any(os.environ.get(name) == "1" for name in _BLAS_THREADS):
-        return 1
+def _threads() -> int:
+    """Default worker threads of the fast path: one per CPU this process may use, at most 8."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(cpus or 1, 8))
+
+
+@functools.cache
+def _blas_controller() -> ThreadpoolController:
+    """The process's thread pools (found once: finding them reads the loaded libraries)."""
+    return ThreadpoolController()
+
+
+def _one_blas_thread():
+    """A context in which the BLAS runs on one thread."""
+    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 def _run_fast(net: SpikingNetwork, x: np.ndarray, dtype, tally: _Tally, threads=None) -> np.ndarray:
     """The chunks of :func:`_run_batch` (so the same sums), a few at a time (at least
     ``_FAST_SAMPLES`` samples: fewer calls, a dense stage's weights reused from cache),
     spread over threads. The kernels, NumPy and BLAS release the GIL; each job writes its
-    own rows. In a run of four jobs or more, the first times each stage's event kernel
+    own rows. With several worker threads the BLAS runs on one thread each (its threads
+    and ours would compete; the BLAS splits no sum over threads, so its bits are the
+    same). In a run of four jobs or more, the first times each stage's event kernel
     against the BLAS on a few samples and keeps the faster (the same bits either way).
     """
     plan = _Plan(net, dtype)
@@ -474,19 +481,21 @@ def _run_fast(net: SpikingNetwork, x: np.ndarray, dtype, tally: _Tally, threads=
     sizes = [min(size, len(x) - start) for start in range(0, len(x), size)]
     group = max(1, -(-_FAST_SAMPLES // size))
     jobs = [(sizes[i : i + group], i * size) for i in range(0, len(sizes), group)]
-    if len(jobs) >= 4 and len(x) >= 4 * _MEASURE_SAMPLES and events.AVAILABLE:
-        plan.measuring = True
-        plan.chunk(x, *jobs.pop(0), tally, outputs)
-        plan.measuring = False
-    threads = min(threads or _threads(plan.uses_blas), max(len(jobs), 1))
+    measure = len(jobs) >= 4 and len(x) >= 4 * _MEASURE_SAMPLES and events.AVAILABLE
+    threads = min(threads or _threads(), max(len(jobs) - measure, 1))
     tally.threads = threads
-    if threads == 1:
-        for parts, start in jobs:
-            plan.chunk(x, parts, start, tally, outputs)
-        return outputs
-    with ThreadPoolExecutor(threads) as pool:
-        for future in [pool.submit(plan.chunk, x, *job, tally, outputs) for job in jobs]:
-            future.result()  # re-raises a worker's error
+    with _one_blas_thread() if threads > 1 else contextlib.nullcontext():
+        if measure:
+            plan.measuring = True
+            plan.chunk(x, *jobs.pop(0), tally, outputs)
+            plan.measuring = False
+        if threads == 1:
+            for parts, start in jobs:
+                plan.chunk(x, parts, start, tally, outputs)
+            return outputs
+        with ThreadPoolExecutor(threads) as pool:
+            for future in [pool.submit(plan.chunk, x, *job, tally, outputs) for job in jobs]:
+                future.result()  # re-raises a worker's error
     return outputs
 
 
@@ -528,22 +537,22 @@ def decode(net: SpikingNetwork, outputs: np.ndarray) -> np.ndarray:
 
 
 def _decode(net: SpikingNetwork, outputs: np.ndarray):
-    """Predictions, decoder scores (or None) and the samples whose two best scores tie."""
+    """Predictions, decoder scores (or None) and the samples whose two best scores tie.
+
+    Every decoder decides by the argmax of its scores (a tie to the lowest class), so the
+    scores are computed once."""
     flat = outputs.reshape(len(outputs), -1)
-    predictions = net.decode(flat)
     if net.decoder is None:
-        return predictions, None, np.zeros(len(flat), bool)
+        return net.decode(flat), None, np.zeros(len(flat), bool)
     scores = net.decoder.scores(flat)
-    if scores.shape[1] < 2:
-        return predictions, scores, np.zeros(len(flat), bool)
-    return predictions, scores, _decoder_tie(scores)
+    return scores.argmax(axis=-1), scores, _decoder_tie(scores)
 
 
 def _decoder_tie(scores: np.ndarray) -> np.ndarray:
     """``(n,)`` True where a sample's two best decoder scores are within the tolerance."""
     if scores.shape[1] < 2:
         return np.zeros(len(scores), bool)
-    top2 = np.sort(scores, axis=1)[:, -2:]
+    top2 = np.partition(scores, -2, axis=1)[:, -2:]  # the second best, then the best
     return (top2[:, 1] - top2[:, 0]) < TIE_TOLERANCE
 
 
@@ -564,9 +573,9 @@ def run(
             (pipelined, one new input per step) or ``"batch"`` (the plain form of
             ``"fast"``, its oracle); all give the same spikes.
         dtype: arithmetic precision, ``"float32"`` (like Keras) or ``"float64"``.
-        threads: worker threads of ``mode="fast"``, each on its own chunks; None: one
-            per CPU (at most 8) where BLAS is limited to one thread
-            (``OPENBLAS_NUM_THREADS=1``), else one. The spikes do not depend on it.
+        threads: worker threads of ``mode="fast"``, each on its own chunks (with the
+            BLAS on one thread each where there are several); None: one per CPU (at
+            most 8). The spikes do not depend on it.
 
     Example:
         >>> from whetstone.network import Stage, SpikingNetwork
