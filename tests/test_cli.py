@@ -212,6 +212,14 @@ def test_verify_on_nengo_agrees_exactly(files):
     assert rows["Keras"]["agreement"] == 1.0
 
 
+def test_verify_in_processes_reports_them_and_agrees(files):
+    result = invoke("--json", "verify", files["net"], "--to", "nengo", "--data", "demo",
+                    "-n", "30", "--processes", "2", "--min-agreement", "1")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["passed"] is True and report["backend_info"]["processes"] == 2
+
+
 def test_verify_exits_1_below_threshold(files, monkeypatch):
     def wrong(net, x, **options):
         return BackendResult(np.full(len(x), -1), np.zeros((len(x), 20)), np.zeros(3))

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from whetstone.backends import BackendResult, names
+from whetstone.backends import names
 from whetstone.cli.app import main
 from whetstone.cli.inputs import (
     load_data,
@@ -165,11 +165,16 @@ def _stage_rows(net) -> list[dict]:
     "8-bit weights].",
 )
 @BLOCK_SHAPE
+@click.option(
+    "--processes", type=click.IntRange(min=1), default=1, show_default=True,
+    help="Run the back end on this many chunks of the images at once, one process each "
+    "(for the one-core simulators: loihi, nengo).",
+)  # fmt: skip
 @reporting_options
 @click.pass_obj
 def verify(
     out: Output, model, target, dataset, data_dir, limit, batch_size, seed, min_agreement,
-    block_shapes,
+    block_shapes, processes,
 ) -> None:  # fmt: skip
     """Run MODEL on a back end next to Keras and the reference simulator.
 
@@ -190,6 +195,7 @@ def verify(
       whetstone verify sharp.keras --to nengo --data mnist --data-dir ../shared/data -n 1000
       whetstone verify sharp.keras --to nengo --data my.npz
       whetstone verify sharp.keras --to nir --data my_images.zip -n 500 --seed 1
+      whetstone verify sharp.keras --to loihi --data mnist -n 10000 --processes 2
     """
     from whetstone import backends as registry
     from whetstone import simulate
@@ -210,7 +216,8 @@ def verify(
     backend = registry.get(target)
     if min_agreement is None:
         min_agreement = exports.default_min_agreement(backend)
-    result = run_with_progress(out, backend, net, x, batch_size=batch_size, **options)
+    result = run_with_progress(out, backend, net, x, batch_size=batch_size, processes=processes,
+                               **options)  # fmt: skip
     rows.append(result_row(target, result.predictions, y, reference.predictions,
                      result.info.get("latency", reference.latency)))  # fmt: skip
     gate = exports.agreement(
@@ -250,18 +257,28 @@ def verify(
 
 
 def run_with_progress(
-    out: Output, backend, net, x, chunks: int = 10, batch_size: int | None = None, **options
+    out: Output,
+    backend,
+    net,
+    x,
+    chunks: int = 10,
+    batch_size: int | None = None,
+    processes: int = 1,
+    **options,
 ):
     """``backend.run(net, x, **options)`` with a progress bar on stderr.
 
-    A back end whose ``run`` takes ``progress`` builds its network once and reports;
-    others run in ``chunks`` chunks (or chunks of at most ``batch_size`` images, if
-    more), each from a fresh network, which changes nothing: neurons keep no state from
-    one image to the next.
+    With ``processes`` > 1 the images run in that many chunks at once, one process each
+    (:func:`whetstone.backends.chunks.run_chunks`). Else a back end whose ``run`` takes
+    ``progress`` builds its network once and reports; others run in ``chunks`` chunks (or
+    chunks of at most ``batch_size`` images, if more), each from a fresh network, which
+    changes nothing: neurons keep no state from one image to the next.
     """
     import inspect as signature
 
     import numpy as np
+
+    from whetstone.backends.chunks import join, run_chunks
 
     if batch_size:
         chunks = max(chunks, -(-len(x) // batch_size))
@@ -270,14 +287,15 @@ def run_with_progress(
     with click.progressbar(
         length=len(x), label=f"{backend.name}", file=sys.stderr, hidden=out.quiet or out.as_json
     ) as bar:
+
+        def progress(done: int) -> None:
+            bar.update(done - bar.pos)
+
+        if processes > 1:
+            return run_chunks(backend.name, net, x, processes, progress=progress, **options)
         if "progress" in signature.signature(backend.run).parameters:
-            return backend.run(net, x, progress=lambda done: bar.update(done - bar.pos), **options)
+            return backend.run(net, x, progress=progress, **options)
         for index in parts:
             results.append(backend.run(net, x[index], **options))
             bar.update(len(index))
-    return BackendResult(
-        np.concatenate([r.predictions for r in results]),
-        np.concatenate([r.output_spikes for r in results]),
-        np.sum([r.spike_counts for r in results], axis=0),
-        results[-1].info,
-    )
+    return join(results)
