@@ -2,6 +2,8 @@
 the target's grid, conversion for the target then changes none, and the Loihi integer
 emulator and the SpiNNaker fixed-point model compute what Keras computes (except ties)."""
 
+from dataclasses import replace
+
 import keras
 import numpy as np
 import pytest
@@ -197,3 +199,22 @@ def test_conv_network_with_batch_norm_folded_first_runs_exactly_on_loihi():
     assert quantize.off_grid(net, "loihi") == []
     chip = ws.backends.get("loihi").run(net, x_test[:200], target="sim").predictions
     assert not ((chip != predicted) & ~reference.tie_mask).any()
+
+
+def test_loihi_current_carries_nothing_over_between_steps():
+    """nengo-loihi's own ``tau_s = 0`` (``decayU = 4094``) carries ``floor(u / 4096)`` of the
+    current into the next step: after an image with 60 inputs at k = 127 (u = 128 * 7620
+    units) that is 238 units, more than the 64 that keep the next image, 10 inputs with
+    ``sum(k) + K + 1/2 = -1/2``, below its threshold (measured: it then fires on every such
+    image). The back end empties the current (``decayU = 4095``): the chip is exact."""
+    pytest.importorskip("nengo_loihi")
+    stage = Stage("d", "dense", (60,), (1,), np.ones((60, 1), "f4"))  # k = 127 each
+    net = quantize.project(SpikingNetwork((60,), [stage], input_encoding="binary"), "loihi")
+    bias = np.float32(0.5 + (-1271 + 0.5) / 127)  # K = -1271: fires iff 11 or more inputs
+    net = replace(net, stages=[replace(net.stages[0], bias=np.array([bias], "f4"))])
+    assert quantize.off_grid(net, "loihi") == []
+    x = np.zeros((8, 60), "f4")
+    x[0::2], x[1::2, :10] = 1, 1  # all 60 on, then 10 on, alternating
+    result = ws.backends.get("loihi").run(net, x, target="sim", compare_reference=True)
+    assert result.output_spikes.ravel().tolist() == [1, 0] * 4
+    assert result.info["output_spikes_differing"] == 0
