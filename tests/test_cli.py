@@ -319,6 +319,16 @@ def test_sharpen_rejects_a_learning_rate_that_is_not_positive(files, tmp_path, o
     assert result.exit_code == 2 and "finite number > 0" in result.output
 
 
+def test_sharpen_refuses_out_of_range_labels_with_exit_2(files, tmp_path):
+    data = tmp_path / "labels.npz"
+    x = np.random.default_rng(0).random((16, 28, 28)).astype("float32")
+    np.savez(data, x=x, y=np.arange(16))  # 10 classes, labels up to 15
+    result = invoke("sharpen", files["soft"], "--data", data, "--epochs", "1",
+                    "-o", tmp_path / "s.keras")  # fmt: skip
+    assert result.exit_code == 2 and "labels go up to 15" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "s.keras").exists()
+
+
 def test_sharpen_checks_the_output_before_training(files, tmp_path, monkeypatch):
     def no_training(*_args, **_kwargs):
         raise AssertionError("loaded data before checking the output")
