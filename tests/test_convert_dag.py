@@ -83,15 +83,20 @@ def test_residual_blocks_equal_keras(skip):
     assert 0 < result.output_spikes.mean() < 1
 
 
-def test_concatenate_of_branches_equals_keras():
-    inputs = keras.Input((8, 8, 2))
+def concatenating_model(shape=(8, 8, 2)):
+    """Paths of depth 1 and 3 meet in a Concatenate; a flattened one meets a pooled one."""
+    inputs = keras.Input(shape)
     a = act("a")(L.Conv2D(3, 3, padding="same", name="ca")(inputs))
     b = act("b")(L.Conv2D(2, 3, padding="same", name="cb")(a))
     c = act("c")(L.Conv2D(2, 1, name="cc")(b))
     x = L.Concatenate(name="cat")([a, c])  # paths of depth 1 and 3 meet
     x = act("d")(L.BatchNormalization()(L.Conv2D(4, 3, strides=2, name="cd")(x)))
     x = L.Concatenate()([L.Flatten()(x), L.Flatten()(L.MaxPooling2D(2)(b))])
-    model = randomize(keras.Model(inputs, act("e")(L.Dense(5, name="e_dense")(x))))
+    return randomize(keras.Model(inputs, act("e")(L.Dense(5, name="e_dense")(x))))
+
+
+def test_concatenate_of_branches_equals_keras():
+    model = concatenating_model()
     x = np.random.default_rng(1).uniform(-1, 1, (40, 8, 8, 2)).astype("float32")
     net, _ = assert_equals_keras(model, x)
     cd = net.stages[[s.name for s in net.stages].index("cd")]
@@ -174,3 +179,16 @@ def test_resnet_on_real_mnist_equals_keras_and_back_ends(data_dir):
     for name in ("nengo", "nir"):
         result = backends.get(name).run(net, x_test[:100], compare_reference=True)
         assert result.agreement["differing_not_ties"] == 0, (name, result.agreement)
+
+
+def test_concatenate_on_real_mnist_equals_keras(data_dir):
+    """The Concatenate model (random weights, sharp) on 100 real MNIST test images: the
+    reference equals Keras, and the decisions vary (equality is not trivial)."""
+    from whetstone import datasets
+
+    _, (x, _) = datasets.load("mnist", data_dir)
+    model = concatenating_model((28, 28, 1))
+    net, result = assert_equals_keras(model, x[:100, ..., None])
+    assert not net.is_chain
+    assert len(np.unique(result.predictions)) >= 2
+    assert 0 < result.output_spikes.mean() < 1
