@@ -399,7 +399,7 @@ def benchmarks_readme(results: Path) -> str:
         ]
     parts += honing_section(results) + seeds_section(results) + mapping_section(results)
     parts += weight_sharpening_section(results) + spike_budget_section(results)
-    parts += scaling_section(results)
+    parts += throughput_section(results) + scaling_section(results)
     parts += ["## Against NengoDL (rate-coded conversion)", "", peer_table(results, rows), ""]
     plot = accuracy_vs_timesteps_plot(results, rows, Path(results) / "accuracy_vs_timesteps.png")
     if plot:
@@ -490,6 +490,46 @@ def scaling_section(results: Path) -> list[str]:
             "above 1 is a part whose seconds grow faster than the work.", "",
             scaling.table(figures["rows"], figures["growth"]),
             "![scaling](results/scaling.png)", ""]  # fmt: skip
+
+
+THROUGHPUT_TARGETS = {"dense_mnist": 4.0, "conv_mnist": 1.5, "conv_fashion": 1.5,
+                      "vgg_cifar10": 1.5}  # fmt: skip
+"""Issue 18's targets: the reference simulator's images/s over Keras ``predict``'s."""
+
+
+def throughput_section(results: Path) -> list[str]:
+    """The reference simulator against Keras ``predict`` (``results/simulator_throughput.json``).
+
+    Example:
+        >>> throughput_section(Path("/nonexistent"))
+        []
+    """
+    figures = load(results, "simulator_throughput")
+    if not figures:
+        return []
+    rows = [
+        [m["model"], f"{m['test_images']:,}", f"{m['keras_images_per_s']:,.0f}",
+         f"{m['simulator_images_per_s']:,.0f}", f"{m['simulator_over_keras']:.2f}x",
+         _throughput_target(m), f"{m['batch_images_per_s']:,.0f}", f"{m['simulator_threads']}",
+         "yes" if m["fast_equals_batch"] else "**no**"]
+        for m in figures["models"]
+    ]  # fmt: skip
+    header = ["model", "images", "Keras predict img/s", "simulator img/s", "ratio",
+              "target", "oracle img/s", "threads", "fast = oracle"]  # fmt: skip
+    return ["## Reference simulator against Keras", "",
+            f"`{figures['command']}`: both in one process, best of the interleaved repeats; "
+            f"Keras `predict` in batches of {figures['models'][0]['keras_batch_size']:,}; "
+            "the oracle is the plain BLAS path (`mode=\"batch\"`) that the fast path equals "
+            "in every output (spikes, ties, synaptic operations).", "",
+            _table(header, rows), ""]  # fmt: skip
+
+
+def _throughput_target(model: dict) -> str:
+    target = THROUGHPUT_TARGETS.get(model["model"])
+    if target is None:
+        return "-"
+    met = "met" if model["simulator_over_keras"] >= target else "not met"
+    return f"{target:g}x: {met}"
 
 
 def mapping_section(results: Path) -> list[str]:

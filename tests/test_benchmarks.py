@@ -14,7 +14,7 @@ from _helpers import benchmark_smoke, check_model_suite
 from click.testing import CliRunner
 
 from benchmarks.__main__ import main
-from benchmarks.report import targets_table
+from benchmarks.report import targets_table, throughput_section
 from benchmarks.suite import BUDGET_SECONDS, PROBE_IMAGES, sized
 
 
@@ -112,3 +112,19 @@ def test_simulator_throughput_skips_a_model_that_is_not_trained(tmp_path, monkey
     result = CliRunner().invoke(simulator_throughput.main, args)
     assert "resnet_mnist: skipped, no trained model" in result.output
     assert json.loads((tmp_path / "simulator_throughput.json").read_text())["models"] == []
+
+
+def test_throughput_section_says_which_targets_are_met(tmp_path):
+    def model(name, ratio):
+        return {"model": name, "test_images": 100, "keras_images_per_s": 1000.0,
+                "simulator_images_per_s": 1000.0 * ratio, "simulator_over_keras": ratio,
+                "batch_images_per_s": 500.0, "simulator_threads": 2, "fast_equals_batch": True,
+                "keras_batch_size": 1000}  # fmt: skip
+
+    runs = [model("dense_mnist", 4.2), model("vgg_cifar10", 1.2), model("mine", 9.0)]
+    figures = {"command": "c", "models": runs}
+    (tmp_path / "simulator_throughput.json").write_text(json.dumps(figures))
+    text = "\n".join(throughput_section(tmp_path))
+    assert "| dense_mnist | 100 | 1,000 | 4,200 | 4.20x | 4x: met |" in text
+    assert "| vgg_cifar10 | 100 | 1,000 | 1,200 | 1.20x | 1.5x: not met |" in text
+    assert "| mine | 100 | 1,000 | 9,000 | 9.00x | - |" in text
