@@ -281,6 +281,24 @@ def test_user_converters_fold_and_name_their_op(user_converters):
     refused(negative, "'back' (Shift)", "steps=-1; only steps >= 0.")
 
 
+def test_user_converters_on_real_mnist_equal_keras(user_converters, data_dir):
+    """Both user layers (random weights, sharp) on 100 real MNIST test images: the
+    reference equals Keras, and the decisions vary (equality is not trivial)."""
+    from whetstone import datasets
+
+    _, (x, _) = datasets.load("mnist", data_dir)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((28, 28, 1)), L.Conv2D(4, 5, strides=2), act(), Halve(), Shift(1),
+         L.Flatten(), L.Dense(10), act()]
+    )  # fmt: skip
+    randomize(model, np.random.default_rng(1))  # 6 distinct decisions, 6% output spikes
+    net, result = assert_agrees(model, x[:100, ..., None])
+    assert [s.kind for s in net.stages] == ["conv", "dense"]
+    assert len(np.unique(result.predictions)) >= 2
+    assert 0 < result.output_spikes.mean() < 1
+
+
 # ---------------------------------------------------------------- real MNIST, every back end
 
 
