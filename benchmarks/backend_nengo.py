@@ -14,10 +14,13 @@ Example:
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from benchmarks.subject import Subject
 from whetstone.backends import compare, get
+from whetstone.backends.chunks import run_chunks
 
 
 def _accuracy(predictions, y) -> float:
@@ -38,6 +41,13 @@ def _backend_figures(result, y, reference) -> dict:
 
 
 LOIHI_TARGETS = ("sim", "simreal")
+LOIHI_PROCESSES = os.cpu_count() or 1
+"""The Loihi emulator runs on one core: a run is split into this many chunks, one process
+each (:func:`whetstone.backends.chunks.run_chunks`; the result equals a single run)."""
+
+
+def _run_loihi(net, x, target: str):
+    return run_chunks("loihi", net, x, LOIHI_PROCESSES, target=target)
 
 
 def timed(subject: Subject):
@@ -46,7 +56,7 @@ def timed(subject: Subject):
 
     def run(n: int) -> tuple[float, float]:
         x = subject.x[:n]
-        results = [get("loihi").run(subject.net, x, target=t) for t in LOIHI_TARGETS]
+        results = [_run_loihi(subject.net, x, t) for t in LOIHI_TARGETS]
         return sum(r.build_seconds for r in results), sum(r.run_seconds for r in results)
 
     return run
@@ -70,10 +80,10 @@ def bench_model(subject: Subject, loihi_images: int) -> dict:
     report["nengo"] = _backend_figures(get("nengo").run(net, subject.x), y, ref)
     print(subject.name, "nengo", report["nengo"], flush=True)
     xs, ys, ref_s = subject.first(loihi_images)
-    loihi = get("loihi")
     for target in LOIHI_TARGETS:
-        result = loihi.run(net, xs, target=target)
+        result = _run_loihi(net, xs, target)
         figures = _backend_figures(result, ys, ref_s)
+        figures["processes"] = result.info.get("processes", 1)
         figures["keras_accuracy_same_images"] = _accuracy(subject.keras_predictions[: len(ys)], ys)
         figures["reference_accuracy_same_images"] = _accuracy(ref_s.predictions, ys)
         report[f"loihi_{target}"] = figures

@@ -112,6 +112,15 @@ def _speed(images_per_s, images=None) -> str:
     return speed if images is None else f"{speed} (of {images:,})"
 
 
+def _minutes(minutes) -> str:
+    return "-" if minutes is None else f"{minutes:,.0f}"
+
+
+def _processes(processes: int) -> str:
+    """Where a back end ran in several processes at once (images/s of all together)."""
+    return "" if processes == 1 else f", {processes} processes"
+
+
 def cost_table(rows: list[dict]) -> str:
     """Latency, operations, training time and images/s per back end (with its images)."""
     header = [
@@ -121,6 +130,7 @@ def cost_table(rows: list[dict]) -> str:
         "SpiNNaker cores / chips",
         "synops / ANN MACs per image",
         "train s/epoch sharpened / not",
+        "train min sharpened",
         "Keras",
         "reference",
         "Nengo",
@@ -137,11 +147,13 @@ def cost_table(rows: list[dict]) -> str:
                 f"{r.get('spinnaker_cores')} / {r.get('spinnaker_chips')}",
                 f"{r['synops_per_inference']:,.0f} / {r['ann_macs_per_inference']:,}",
                 f"{r['epoch_seconds_sharpened']:.1f} / {r['epoch_seconds_baseline']:.1f}",
+                _minutes(r.get("train_minutes_sharpened")),
                 _speed(r["keras_images_per_s"]),
                 _speed(r["reference_images_per_s"]),
                 _speed(r["nengo_images_per_s"], r["nengo_images"]),
                 f"{_speed(r['loihi_images_per_s'])} / "
-                + _speed(r.get("loihi_float_images_per_s"), r["loihi_images"]),
+                + _speed(r.get("loihi_float_images_per_s"), r["loihi_images"])
+                + _processes(r.get("loihi_processes", 1)),
                 _speed(r["nest_images_per_s"], r["nest_images"]),
             ]
             for r in rows

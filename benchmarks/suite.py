@@ -125,6 +125,8 @@ def _training(name: str, data_dir) -> dict:
         "epochs_baseline": len(base["epoch_seconds"]),
         "epoch_seconds_sharpened": mean(sharp["epoch_seconds"]),
         "epoch_seconds_baseline": mean(base["epoch_seconds"]),
+        # from a trained baseline (``Recipe.from_baseline``), its training counts too
+        "train_seconds_sharpened": sharp["train_seconds"] + sharp.get("baseline_seconds", 0),
         "history_sharpened": sharp["history"],
         "history_baseline": base["history"],
     }
@@ -196,10 +198,12 @@ def summary_row(figures: dict) -> dict:
         "ann_macs_per_inference": sim["ann_macs_per_inference"],
         "epoch_seconds_sharpened": round(training["epoch_seconds_sharpened"], 2),
         "epoch_seconds_baseline": round(training["epoch_seconds_baseline"], 2),
+        "train_minutes_sharpened": round(training["train_seconds_sharpened"] / 60, 1),
         "keras_images_per_s": sim["keras_images_per_s"],
         "reference_images_per_s": sim["simulator_images_per_s"],
         "nengo_images_per_s": round(ng["nengo"].get("images_per_second", 0), 1),
         "loihi_images_per_s": round(loihi.get("images_per_second", 0), 1),
+        "loihi_processes": loihi.get("processes", 1),
         "loihi_float_images_per_s": round(
             ng.get("loihi_simreal", {}).get("images_per_second", 0), 1
         ),

@@ -37,3 +37,35 @@ def test_from_relu_benchmark_quick_run(tmp_path):
     assert result["cli"]["spiking"]["disagreements_not_ties"] == 0
     for name in ("from_relu_ann.keras", "from_relu.keras", "from_relu_cli.keras"):
         assert (tmp_path / "models" / name).is_file()
+
+
+def test_a_recipe_from_its_baseline_sharpens_the_trained_baseline(tmp_path, data_dir, monkeypatch):
+    """``Recipe.from_baseline``: the baseline trains first, and the sharpened run starts
+    from its weights at the honing rate; its report counts the baseline's seconds too."""
+    import dataclasses
+
+    import keras
+    import numpy as np
+
+    from benchmarks import trained
+
+    recipe = dataclasses.replace(trained.RECIPES["dense_mnist"], from_baseline=(3, 2))
+    monkeypatch.setitem(trained.RECIPES, "dense_mnist", recipe)
+    monkeypatch.setattr(trained, "CACHE", tmp_path)
+    monkeypatch.setattr(trained, "QUICK", True)
+    starts, train = [], trained.train
+
+    def spy(recipe, data_dir, **options):
+        starts.append(options.get("start"))
+        return train(recipe, data_dir, **options)
+
+    monkeypatch.setattr(trained, "train", spy)
+    model = trained.sharpened_model("dense_mnist", data_dir)
+    baseline = keras.models.load_model(tmp_path / "dense_mnist_baseline.keras")
+    assert starts[0] is None and starts[1] is not None  # the baseline first, then from it
+    for mine, theirs in zip(starts[1].get_weights(), baseline.get_weights(), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+    sharp, base = trained.report("dense_mnist"), trained.report("dense_mnist", sharpen=False)
+    assert sharp["fully_sharpened"] and not base["sharpened"]
+    assert sharp["baseline_seconds"] == base["train_seconds"] > 0
+    assert float(model.optimizer.learning_rate) == np.float32(recipe.hone_learning_rate)
