@@ -198,7 +198,9 @@ def summary_row(figures: dict) -> dict:
         "ann_macs_per_inference": sim["ann_macs_per_inference"],
         "epoch_seconds_sharpened": round(training["epoch_seconds_sharpened"], 2),
         "epoch_seconds_baseline": round(training["epoch_seconds_baseline"], 2),
-        "train_minutes_sharpened": round(training["train_seconds_sharpened"] / 60, 1),
+        "train_minutes_sharpened": round(training["train_seconds_sharpened"] / 60, 1)
+        if "train_seconds_sharpened" in training  # suites run before it was recorded
+        else None,
         "keras_images_per_s": sim["keras_images_per_s"],
         "reference_images_per_s": sim["simulator_images_per_s"],
         "nengo_images_per_s": round(ng["nengo"].get("images_per_second", 0), 1),
