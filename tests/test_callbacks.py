@@ -395,6 +395,37 @@ def test_hone_learning_rate_is_set_when_sharp():
     assert rates == pytest.approx([0.1, 0.1, 0.01, 0.01])
 
 
+def test_cosine_honing_anneals_the_rate_over_the_honing_epochs():
+    model = two_layer_model()
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    rates = []
+    recorder = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda e, logs: rates.append(float(model.optimizer.learning_rate))
+    )
+    sharpener = SimpleSharpener(
+        start_epoch=1, steps=1, hone_epochs=4, hone_learning_rate=0.01,
+        hone_schedule="cosine", stop_when_sharp=True, verbose=0,
+    )  # fmt: skip
+    model.fit(X, Y, epochs=20, batch_size=4, callbacks=[sharpener, recorder], verbose=0)
+    # sharp at the end of epoch 2 (two layers, one step each from epoch 1), 4 honing epochs
+    cosine = [0.01 * (1 + np.cos(np.pi * e / 4)) / 2 for e in range(4)]
+    assert rates == pytest.approx([0.1, 0.1, 0.1, *cosine])
+
+
+def test_cosine_honing_resumes_on_a_sharp_model():
+    model = two_layer_model()
+    ws.sharpness.set_model_sharpness(model, 1.0)
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    rates = []
+    recorder = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda e, logs: rates.append(float(model.optimizer.learning_rate))
+    )
+    honer = SimpleSharpener(hone_epochs=2, hone_learning_rate=0.02, hone_schedule="cosine",
+                            stop_when_sharp=True, verbose=0)  # fmt: skip
+    model.fit(X, Y, epochs=5, batch_size=4, callbacks=[honer, recorder], verbose=0)
+    assert rates == pytest.approx([0.02, 0.01])
+
+
 def test_honing_moves_the_weights_below_sharp_layers():
     model = two_layer_model()
     model.compile(keras.optimizers.SGD(0.5), "mse")
@@ -413,6 +444,10 @@ def test_hone_arguments_are_checked():
         SimpleSharpener(hone_epochs=-1)
     with pytest.raises(ValueError, match="hone_learning_rate"):
         AdaptiveSharpener(hone_learning_rate=float("nan"))
+    with pytest.raises(ValueError, match="hone_schedule"):
+        SimpleSharpener(hone_schedule="linear")
+    with pytest.raises(ValueError, match="give both"):
+        ScheduledSharpener((0, 1), hone_epochs=3, hone_schedule="cosine")
     model = two_layer_model()
     schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.9)
     model.compile(keras.optimizers.SGD(schedule), "mse")

@@ -271,7 +271,7 @@ def test_sharpen_rewrites_a_plain_relu_model_and_hones(tmp_path):
     output = tmp_path / "sharp.keras"
     result = invoke("--json", "sharpen", plain_model(tmp_path / "plain.keras"), "--data", "demo",
                     "--epochs", "2", "--hone-epochs", "1", "--hone-learning-rate", "1e-4",
-                    "--sample", "200", "-o", output, "-q")  # fmt: skip
+                    "--hone-schedule", "cosine", "--sample", "200", "-o", output, "-q")  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["labels"] == "sparse" and report["fully_sharpened"] is True
@@ -317,6 +317,13 @@ def test_sharpen_rejects_a_learning_rate_that_is_not_positive(files, tmp_path, o
     result = invoke("sharpen", files["soft"], "--data", "demo", "--epochs", "1", option, value,
                     "-o", tmp_path / "s.keras")  # fmt: skip
     assert result.exit_code == 2 and "finite number > 0" in result.output
+
+
+def test_sharpen_needs_honing_epochs_and_rate_for_a_cosine_schedule(files, tmp_path):
+    result = invoke("sharpen", files["soft"], "--data", "demo", "--epochs", "1",
+                    "--hone-schedule", "cosine", "-o", tmp_path / "s.keras")  # fmt: skip
+    assert result.exit_code == 2 and "give both" in result.output
+    assert not (tmp_path / "s.keras").exists()
 
 
 def test_sharpen_refuses_out_of_range_labels_with_exit_2(files, tmp_path):

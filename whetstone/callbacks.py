@@ -9,8 +9,9 @@ starts, so a run resumed from a saved model continues where it stopped.
 Once every layer is sharp, training may go on: this is *honing*. The forward pass is
 then exactly the spiking network's and the gradient comes from each layer's surrogate
 (see ``whetstone.layers``), so the layers learn to live with their steps. A sharpener
-can switch the learning rate when honing starts (``hone_learning_rate``) and, with
-``stop_when_sharp``, ends training ``hone_epochs`` epochs after the model became sharp.
+can switch the learning rate when honing starts (``hone_learning_rate``), anneal it over
+the honing epochs (``hone_schedule="cosine"``) and, with ``stop_when_sharp``, ends
+training ``hone_epochs`` epochs after the model became sharp.
 
 After every epoch the current sharpness goes into ``logs`` (``sharpness`` for the
 model's mean, ``sharpness_<layer name>`` per layer and ``honing``, 1 in an epoch that
@@ -58,6 +59,11 @@ class Sharpener(keras.callbacks.Callback):
         hone_epochs: epochs of honing before ``stop_when_sharp`` ends training.
         hone_learning_rate: learning rate set on the optimizer when the model becomes
             fully sharp (None keeps it).
+        hone_schedule: ``"constant"`` keeps ``hone_learning_rate`` while honing;
+            ``"cosine"`` anneals it, epoch by epoch, to
+            ``r_e = hone_learning_rate * (1 + cos(pi * e / hone_epochs)) / 2`` in honing
+            epoch ``e = 0 .. hone_epochs - 1`` (the last ``e`` holds beyond), so the
+            weights settle where the noise of the step network's gradient averages out.
         verbose: 1 prints a line when a layer becomes fully sharp; 0 is silent.
     """
 
@@ -68,10 +74,12 @@ class Sharpener(keras.callbacks.Callback):
         verbose: int = 1,
         hone_epochs: int = 0,
         hone_learning_rate: float | None = None,
+        hone_schedule: str = "constant",
     ):
         super().__init__()
         if not isinstance(hone_epochs, int) or hone_epochs < 0:
             raise ValueError(f"hone_epochs must be an integer >= 0, got {hone_epochs!r}.")
+        _check_hone_schedule(hone_schedule, hone_epochs, hone_learning_rate)
         if hone_learning_rate is not None and not (
             math.isfinite(hone_learning_rate) and hone_learning_rate > 0
         ):
@@ -82,6 +90,7 @@ class Sharpener(keras.callbacks.Callback):
         self.stop_when_sharp = stop_when_sharp
         self.hone_epochs = hone_epochs
         self.hone_learning_rate = hone_learning_rate
+        self.hone_schedule = hone_schedule
         self.verbose = verbose
         self.layers: list = []
         self.values: list[float] = []
@@ -92,7 +101,8 @@ class Sharpener(keras.callbacks.Callback):
         self.layers = require_spiking_layers(self.model)
         self.values = [layer.get_sharpness() for layer in self.layers]
         self._epoch = 0
-        self.sharp_epoch = -1 if self.fully_sharp else None  # resumed sharp: all honing
+        self.sharp_epoch = None
+        self._resumed_sharp = self.fully_sharp  # every epoch of this run hones
         if self.hone_learning_rate is not None:
             _check_settable_learning_rate(self.model)
             if self.fully_sharp:
@@ -100,8 +110,23 @@ class Sharpener(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
-        if self.sharp_epoch == -1:
+        if self._resumed_sharp and self.sharp_epoch is None:
             self.sharp_epoch = epoch - 1
+        if self.hone_schedule == "cosine" and self.honed_epochs >= 1:
+            self._set_learning_rate(self.honing_rate(self.honed_epochs - 1))
+
+    def honing_rate(self, e: int) -> float:
+        """The learning rate of honing epoch ``e`` (0-based) under ``hone_schedule``.
+
+        Example:
+            >>> s = Sharpener(hone_epochs=4, hone_learning_rate=1e-3, hone_schedule="cosine")
+            >>> [round(s.honing_rate(e), 7) for e in range(5)]
+            [0.001, 0.0008536, 0.0005, 0.0001464, 0.0001464]
+        """
+        if self.hone_schedule == "constant":
+            return self.hone_learning_rate
+        e = min(e, self.hone_epochs - 1)
+        return self.hone_learning_rate * (1 + math.cos(math.pi * e / self.hone_epochs)) / 2
 
     @property
     def fully_sharp(self) -> bool:
@@ -186,6 +211,16 @@ def _check_settable_learning_rate(model) -> None:
         )
 
 
+def _check_hone_schedule(schedule: str, epochs: int, rate: float | None) -> None:
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"hone_schedule must be 'constant' or 'cosine', got {schedule!r}.")
+    if schedule == "cosine" and (rate is None or epochs < 1):
+        raise ValueError(
+            "hone_schedule='cosine' anneals hone_learning_rate over hone_epochs: give both "
+            f"(got hone_learning_rate={rate}, hone_epochs={epochs})."
+        )
+
+
 def _check_steps(steps: int) -> int:
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}.")
@@ -205,8 +240,8 @@ class SimpleSharpener(Sharpener):
             sharpening steps are taken.
         steps: number of steps per layer (at least 1).
         per: ``"epoch"`` or ``"batch"``.
-        bottom_up, stop_when_sharp, verbose, hone_epochs, hone_learning_rate: see
-            ``Sharpener``.
+        bottom_up, stop_when_sharp, verbose, hone_epochs, hone_learning_rate,
+            hone_schedule: see ``Sharpener``.
 
     Example:
         >>> import whetstone as ws
@@ -225,8 +260,11 @@ class SimpleSharpener(Sharpener):
         verbose: int = 1,
         hone_epochs: int = 0,
         hone_learning_rate: float | None = None,
+        hone_schedule: str = "constant",
     ):
-        super().__init__(bottom_up, stop_when_sharp, verbose, hone_epochs, hone_learning_rate)
+        super().__init__(
+            bottom_up, stop_when_sharp, verbose, hone_epochs, hone_learning_rate, hone_schedule
+        )
         if per not in ("epoch", "batch"):
             raise ValueError(f"per must be 'epoch' or 'batch', got {per!r}.")
         if start_epoch < 0:
@@ -277,7 +315,8 @@ class ScheduledSharpener(Sharpener):
     Args:
         schedule: ``(start, stop)`` or a list of them, one per spiking layer.
         steps_per_epoch: batches per epoch; by default taken from ``fit``.
-        stop_when_sharp, verbose, hone_epochs, hone_learning_rate: see ``Sharpener``.
+        stop_when_sharp, verbose, hone_epochs, hone_learning_rate, hone_schedule: see
+            ``Sharpener``.
 
     Example:
         >>> import whetstone as ws
@@ -294,9 +333,12 @@ class ScheduledSharpener(Sharpener):
         verbose: int = 1,
         hone_epochs: int = 0,
         hone_learning_rate: float | None = None,
+        hone_schedule: str = "constant",
     ):
         single = len(schedule) == 2 and all(isinstance(e, int) for e in schedule)
-        super().__init__(not single, stop_when_sharp, verbose, hone_epochs, hone_learning_rate)
+        super().__init__(
+            not single, stop_when_sharp, verbose, hone_epochs, hone_learning_rate, hone_schedule
+        )
         self.windows = [tuple(schedule)] if single else [tuple(w) for w in schedule]
         _check_windows(self.windows)
         self.steps_per_epoch = steps_per_epoch
@@ -362,8 +404,8 @@ class AdaptiveSharpener(Sharpener):
         critical: sharpness from which ``slow_rate`` applies.
         tolerance: allowed relative increase of the loss over its best value.
         patience: epochs to pause after the loss degraded.
-        bottom_up, stop_when_sharp, verbose, hone_epochs, hone_learning_rate: see
-            ``Sharpener``.
+        bottom_up, stop_when_sharp, verbose, hone_epochs, hone_learning_rate,
+            hone_schedule: see ``Sharpener``.
 
     Example:
         >>> import whetstone as ws
@@ -385,8 +427,11 @@ class AdaptiveSharpener(Sharpener):
         verbose: int = 1,
         hone_epochs: int = 0,
         hone_learning_rate: float | None = None,
+        hone_schedule: str = "constant",
     ):
-        super().__init__(bottom_up, stop_when_sharp, verbose, hone_epochs, hone_learning_rate)
+        super().__init__(
+            bottom_up, stop_when_sharp, verbose, hone_epochs, hone_learning_rate, hone_schedule
+        )
         for name, value in (("rate", rate), ("slow_rate", slow_rate)):
             if not 0.0 < value <= 1.0:
                 raise ValueError(f"{name} must be in (0, 1], got {value}.")

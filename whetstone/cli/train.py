@@ -271,6 +271,14 @@ def _rewritten(out: Output, keras_model, x, y, learning_rate, percentile, head, 
     help="Learning rate from the moment the model is fully sharp (default: unchanged).",
 )
 @click.option(
+    "--hone-schedule",
+    type=click.Choice(["constant", "cosine"]),
+    default="constant",
+    show_default=True,
+    help="Keep the honing rate, or anneal it along a cosine over the honing epochs (needs "
+    "--hone-epochs and --hone-learning-rate).",
+)
+@click.option(
     "--learning-rate",
     type=float,
     default=None,
@@ -305,8 +313,8 @@ def _rewritten(out: Output, keras_model, x, y, learning_rate, percentile, head, 
 @click.pass_obj
 def sharpen(
     out: Output, model, dataset, data_dir, epochs, batch_size, seed, start_epoch, steps,
-    hone_epochs,
-    hone_learning_rate, learning_rate, percentile, head, sample, output, force,
+    hone_epochs, hone_learning_rate, hone_schedule, learning_rate, percentile, head, sample,
+    output, force,
 ) -> None:  # fmt: skip
     """Continue training MODEL with a sharpener and save the sharpened model.
 
@@ -323,7 +331,8 @@ def sharpen(
       whetstone sharpen model.keras --data mnist --data-dir ../shared/data \\
           --epochs 8 --start-epoch 2 --steps 2 -o sharp.keras
       whetstone sharpen plain_relu.keras --data mnist --data-dir ../shared/data \\
-          --epochs 5 --hone-epochs 3 --hone-learning-rate 1e-4 -o sharp.keras
+          --epochs 5 --hone-epochs 3 --hone-learning-rate 1e-4 --hone-schedule cosine \\
+          -o sharp.keras
       whetstone sharpen model.keras --data my.npz --epochs 8 --batch-size 64 --seed 0 \\
           -o sharp.keras
     """
@@ -331,6 +340,10 @@ def sharpen(
 
     from whetstone import callbacks, datasets, sharpness
 
+    if hone_schedule == "cosine" and not (hone_epochs and hone_learning_rate):
+        raise click.UsageError(
+            "--hone-schedule cosine anneals --hone-learning-rate over --hone-epochs: give both."
+        )
     target = _check_output(output, force, model)
     keras_model, _ = load_model_or_network(model)
     if keras_model is None:
@@ -371,6 +384,7 @@ def sharpen(
         verbose=int(not (out.quiet or out.as_json)),
         hone_epochs=hone_epochs,
         hone_learning_rate=hone_learning_rate,
+        hone_schedule=hone_schedule,
     )
     sparse, classes = _sparse_labels(keras_model), keras_model.output_shape[-1]
     history = keras_model.fit(
