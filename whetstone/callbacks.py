@@ -240,8 +240,9 @@ class SimpleSharpener(Sharpener):
             sharpening steps are taken.
         steps: number of steps per layer (at least 1).
         per: ``"epoch"`` or ``"batch"``.
-        bottom_up, stop_when_sharp, verbose, hone_epochs, hone_learning_rate,
-            hone_schedule: see ``Sharpener``.
+
+    The other arguments (``bottom_up``, ``stop_when_sharp``, ``verbose`` and the ``hone_*``
+    ones) are those of ``Sharpener``.
 
     Example:
         >>> import whetstone as ws
@@ -404,8 +405,9 @@ class AdaptiveSharpener(Sharpener):
         critical: sharpness from which ``slow_rate`` applies.
         tolerance: allowed relative increase of the loss over its best value.
         patience: epochs to pause after the loss degraded.
-        bottom_up, stop_when_sharp, verbose, hone_epochs, hone_learning_rate,
-            hone_schedule: see ``Sharpener``.
+
+    The other arguments (``bottom_up``, ``stop_when_sharp``, ``verbose`` and the ``hone_*``
+    ones) are those of ``Sharpener``.
 
     Example:
         >>> import whetstone as ws
