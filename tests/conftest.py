@@ -17,3 +17,15 @@ def data_dir() -> Path:
     if not (path / "mnist").is_dir():
         pytest.skip(f"real datasets not found in {path}; set WHETSTONE_DATA")
     return path
+
+
+@pytest.fixture(autouse=True)
+def seeded_keras() -> None:
+    """Every test starts from the same seed, so Keras's initial weights repeat run to run.
+
+    Without it a test that builds a random network draws new kernels on every run, and one
+    draw in a hundred can leave a layer silent (CI once saw that).
+    """
+    import keras
+
+    keras.utils.set_random_seed(0)

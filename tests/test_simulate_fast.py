@@ -43,6 +43,7 @@ def run_same(net, x, dtype="float32", threads=None, chunk=1 << 20, group=256, ch
         stack.enter_context(mock.patch.object(simulate, "_CHUNK_VALUES", chunk))
         stack.enter_context(mock.patch.object(simulate, "_FAST_SAMPLES", group))
         stack.enter_context(mock.patch.object(simulate, "_MEASURE_SAMPLES", 1))  # n >= 4
+        stack.enter_context(mock.patch.dict(simulate._CHOICES, clear=True))  # measured anew
         if choice != "measured":
             forced = choice == "events"
             faster = mock.patch.object(simulate._Plan, "_events_faster", lambda *a: forced)
@@ -224,15 +225,15 @@ def test_the_event_kernels_reproduce_this_blas(shape, dtype, real):
     so the kernel check is skipped there, saying so.
     """
     m, k, n = shape
-    block = events.blocks(m, k, n, dtype, real)
-    if block is None:
+    order = events.blocks(m, k, n, dtype, real)
+    if order is None:
         pytest.skip(f"no candidate blocking reproduces this CPU's BLAS for {shape}: BLAS used")
     rng = np.random.default_rng(k)
     s = rng.uniform(size=(m, k)) < 0.3
     if real:
         s = (s * rng.uniform(size=(m, k))).astype(dtype)
     w = rng.normal(size=(k, n)).astype(dtype)
-    np.testing.assert_array_equal(events.product(s, w, block), s.astype(dtype) @ w)
+    np.testing.assert_array_equal(events.product(s, w, order), s.astype(dtype) @ w)
 
 
 @settings(max_examples=20, deadline=None)
@@ -251,7 +252,7 @@ def test_an_int32_index_rounds_each_product_before_adding(m, k, n, nblocks, seed
         sums[block[j]] += s[:, j : j + 1] * w[j]  # NumPy: a rounded product, then the add
     for b in range(1, len(sums)):
         sums[0] += sums[b]
-    np.testing.assert_array_equal(events.product(s, w, block), sums[0])
+    np.testing.assert_array_equal(events.product(s, w, events.Order.of(block)), sums[0])
 
 
 def test_split_follows_openblas():
@@ -269,9 +270,16 @@ def test_a_conv_whose_taps_span_blocks_equals_the_oracle(strides):
     conv = Stage("c", "conv", (6, 6, 64), out, rng.normal(size=(3, 3, 64, 8)).astype("f4"),
                  rng.normal(size=8).astype("f4"), 0.5, strides=strides, padding="same")  # fmt: skip
     net = SpikingNetwork((6, 6, 64), [conv], input_encoding="binary")
-    block = events.blocks(40 * 36 // strides[1], 576, 8, "float32")
-    assert block is not None and block[-1] >= 1  # two blocks (more where GEMM_Q is small)
+    order = events.blocks(40 * 36 // strides[1], 576, 8, "float32")
+    assert order is not None and order.count >= 2  # two blocks (more where GEMM_Q is small)
     x = (rng.uniform(size=(40, 6, 6, 64)) < 0.3).astype("f4")
     expected = simulate.preactivation(conv, x) - np.float32(0.5)
     np.testing.assert_array_equal(simulate._fast_diff(conv, x.astype(bool), "float32"), expected)
     run_same(net, x, threads=2, group=8)
+
+
+@pytest.fixture(autouse=True)
+def fresh_choices():
+    """Each test measures its own choices of event kernel or BLAS (kept per process)."""
+    with mock.patch.dict(simulate._CHOICES, clear=True):
+        yield

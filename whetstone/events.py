@@ -10,11 +10,15 @@ or a rounded product then an add, as the BLAS's kernel does it (measured, see
 :func:`blocks`), and a zero input's terms, which add nothing, are skipped.
 :func:`step` adds bias and threshold and returns spikes and ties in the same pass.
 
-Which blocks the BLAS uses is *measured*, once per product shape, on weights with a wide
-spread of magnitudes (where any other order changes the bits): :func:`blocks` returns
-the partition that reproduces it, or None where no candidate does (another BLAS); the
-caller then runs the BLAS itself. The kernels are compiled by Numba; without Numba
-:data:`AVAILABLE` is False and the reference uses the BLAS everywhere.
+Some kernels (OpenBLAS's Haswell/Zen SGEMM) also sum part of their tiles in two
+accumulators, the block's even and odd terms apart, added at the end; which outputs of
+which rows is fixed by the shape and the BLAS's threads, not by the data.
+
+Which blocks and paired tiles the BLAS uses is *measured*, once per product shape, on
+weights with a wide spread of magnitudes (where any other order changes the bits):
+:func:`blocks` returns the :class:`Order` that reproduces it, or None where no candidate
+does (another BLAS); the caller then runs the BLAS itself. The kernels are compiled by
+Numba; without Numba :data:`AVAILABLE` is False and the reference uses the BLAS everywhere.
 
 Example:
     >>> import numpy as np
@@ -27,6 +31,8 @@ Example:
 from __future__ import annotations
 
 import functools
+import itertools
+from typing import NamedTuple
 
 import numpy as np
 
@@ -36,7 +42,8 @@ except ImportError:  # pragma: no cover - numba is a dependency; kept optional f
     numba = None
 
 __all__ = [
-    "AVAILABLE", "blocks", "conv_product", "finish", "product", "step", "weighted_counts",
+    "AVAILABLE", "Order", "blocks", "conv_product", "finish", "product", "stacked", "step",
+    "weighted_counts",
 ]  # fmt: skip
 
 AVAILABLE = numba is not None
@@ -79,17 +86,126 @@ def _block_index(lengths: tuple[int, ...]) -> np.ndarray:
     return np.repeat(np.arange(len(lengths)), lengths).astype(np.int64)
 
 
-@functools.lru_cache(maxsize=512)
-def blocks(m: int, k: int, n: int, dtype: str, real: bool = False) -> np.ndarray | None:
-    """Per inner index, its block in the BLAS's ``(m, k) @ (k, n)`` product of ``dtype``.
+PAIRED_UNROLL = 8
+"""Terms per pass of a paired kernel's loop: the first ``8 * (len // 8)`` terms of a block
+alternate between two accumulators (even positions, odd positions), the rest go to the
+first."""
 
-    Measured on 0/1 left operands, or on real ones (``real=True``: each term one fused
-    multiply-add, as most BLAS kernels do, or else a rounded product then an add, as
-    OpenBLAS's Sapphire Rapids SGEMM does; an index of int32 marks the latter). None
-    where no candidate blocking gives the BLAS's bits (or without Numba).
+
+class Order(NamedTuple):
+    """How a BLAS sums ``(m, k) @ (k, n)``: where each term goes, for each output.
+
+    ``block`` ``(k,)``: each inner index's block (blocks sum apart, then add in order;
+    int32 marks a BLAS that rounds each product before adding). ``lanes`` ``(k,)``: 1
+    where a term goes to a paired sum's odd accumulator. ``pattern`` ``(m,)``: per row,
+    the row of ``columns`` ``(P, L)`` that lists its paired outputs (padded with -1), or
+    -1 where it has none; a paired output's block sum is ``(even terms + tail) + odd
+    terms`` (see :data:`PAIRED_UNROLL`).
+
+    Example:
+        >>> order = Order.of(np.zeros(10, np.int64), np.array([[True, False], [False, False]]))
+        >>> order.lanes.tolist(), order.pattern.tolist(), order.columns.tolist()
+        ([0, 1, 0, 1, 0, 1, 0, 1, 0, 0], [0, -1], [[0]])
+    """
+
+    block: np.ndarray
+    lanes: np.ndarray
+    pattern: np.ndarray
+    columns: np.ndarray
+
+    @classmethod
+    def of(cls, block: np.ndarray, paired: np.ndarray | None = None, m: int = 0) -> Order:
+        """The order of ``block``, with the outputs ``paired`` ``(m, n)`` bool (None: no
+        output of the ``m`` rows)."""
+        if paired is None or not paired.any():
+            m = m if paired is None else len(paired)
+            return cls(block, _lanes(block), np.full(m, -1), np.zeros((0, 1), np.int64))
+        rows, inverse = np.unique(paired, axis=0, return_inverse=True)
+        inverse, keep = inverse.ravel(), rows.any(axis=1)
+        pattern = np.where(keep[inverse], (np.cumsum(keep) - 1)[inverse], -1)
+        rows = rows[keep]
+        columns = np.full((len(rows), rows.sum(axis=1).max()), -1, np.int64)
+        for r, row in enumerate(rows):
+            columns[r, : row.sum()] = np.flatnonzero(row)
+        return cls(block, _lanes(block), pattern.astype(np.int64), columns)
+
+    @property
+    def paired(self) -> bool:
+        """Whether any output's sums are paired."""
+        return bool((self.pattern >= 0).any())
+
+    def rows(self, index) -> Order:
+        """The order of the rows ``index`` of the product."""
+        return self._replace(pattern=self.pattern[index])
+
+    @property
+    def count(self) -> int:
+        """How many blocks."""
+        return int(self.block[-1]) + 1 if len(self.block) else 1
+
+
+def stacked(orders: list[Order | None]) -> Order | None:
+    """One order for products stacked row-wise, or None where their blocks differ.
+
+    Example:
+        >>> a = Order.of(np.zeros(8, np.int64), np.array([[True, False]]))
+        >>> b = Order.of(a.block, np.array([[False, True], [False, False]]))
+        >>> ab = stacked([a, b])
+        >>> ab.pattern.tolist(), ab.columns.tolist()
+        ([0, 1, -1], [[0], [1]])
+    """
+    first = orders[0]
+    if any(o is None or not np.array_equal(o.block, first.block) for o in orders):
+        return None
+    if len(orders) == 1:
+        return first
+    width = max(o.columns.shape[1] for o in orders)
+    columns = [np.pad(o.columns, ((0, 0), (0, width - o.columns.shape[1])), constant_values=-1)
+               for o in orders]  # fmt: skip
+    offsets = np.cumsum([0] + [len(c) for c in columns[:-1]])
+    pattern = [
+        np.where(o.pattern >= 0, o.pattern + at, -1) for o, at in zip(orders, offsets, strict=True)
+    ]
+    return first._replace(pattern=np.concatenate(pattern), columns=np.concatenate(columns))
+
+
+def _lanes(block: np.ndarray) -> np.ndarray:
+    """1 for each inner index summed in a paired tile's odd accumulator."""
+    starts = np.flatnonzero(np.r_[True, block[1:] != block[:-1]]) if len(block) else []
+    lanes = np.zeros(len(block), np.int64)
+    for start, stop in itertools.pairwise([*starts, len(block)]):
+        alternating = PAIRED_UNROLL * ((stop - start) // PAIRED_UNROLL)
+        lanes[start + 1 : start + alternating : 2] = 1
+    return lanes
+
+
+def _paired_outputs(m: int, k: int, n: int, dtype: str) -> np.ndarray:
+    """``(m, n)``: True where the BLAS pairs the block sums of that output.
+
+    One product tells: four terms ``big, 1, -big, 1`` (``big`` = 2 ** mantissa bits + 1)
+    sum to 1 in order (``big + 1`` rounds to ``big``) and to 2 paired (``0 + 2``).
+    """
+    if k < PAIRED_UNROLL:
+        return np.zeros((m, n), bool)
+    big = 2.0 ** (np.finfo(dtype).nmant + 1)
+    w = np.zeros((k, n), dtype)
+    w[:4] = np.array([big, 1, -big, 1], dtype)[:, None]
+    return (np.ones((m, k), dtype) @ w) == 2
+
+
+@functools.lru_cache(maxsize=512)
+def blocks(m: int, k: int, n: int, dtype: str, real: bool = False) -> Order | None:
+    """The :class:`Order` of the BLAS's ``(m, k) @ (k, n)`` product of ``dtype``, here.
+
+    Measured, with the BLAS's threads at the time, on 0/1 left operands, or on real ones
+    (``real=True``: each term one fused multiply-add, as most BLAS kernels do, or else a
+    rounded product then an add, as OpenBLAS's Sapphire Rapids SGEMM does; an index of
+    int32 marks the latter). None where no candidate gives the BLAS's bits (or without
+    Numba).
     """
     if not AVAILABLE or min(m, k, n) == 0:
         return None
+    paired = _paired_outputs(m, k, n, dtype)
     rng = np.random.default_rng(k * 7919 + n)
     rows = np.unique(np.r_[0 : min(m, 40), max(m - 40, 0) : m])
     trials = [_trial(rng, m, k, n, dtype, real, rows) for _ in range(-(-_SUMS // (len(rows) * n)))]
@@ -100,11 +216,12 @@ def blocks(m: int, k: int, n: int, dtype: str, real: bool = False) -> np.ndarray
             if lengths in tried:
                 continue
             tried.add(lengths)
-            index = _block_index(lengths).astype(kind)
-            if all(np.array_equal(product(a, w, index), expected) for a, w, expected in trials):
+            order = Order.of(_block_index(lengths).astype(kind), paired)
+            on_rows = order.rows(rows)
+            if all(np.array_equal(product(a, w, on_rows), expected) for a, w, expected in trials):
                 _RULES.remove(rule)
                 _RULES.insert(0, rule)  # most shapes of this process share it: tried first next
-                return index
+                return order
     return None
 
 
@@ -141,6 +258,21 @@ if AVAILABLE:
         acc[:] = 0
         for j in active:
             _add(acc[block[j]], w[j], s[i, j], binary)
+
+    @numba.njit(**_JIT)
+    def _paired_sums(s, i, active, block, lanes, columns, paired_w, binary, acc, pair):
+        # pragma: no cover - compiled
+        """Row ``i``'s block sums of the outputs ``columns`` (weights ``paired_w``) in two
+        accumulators ``pair``, then added, into ``acc`` (see :class:`Order`)."""
+        width = 0
+        while width < columns.size and columns[width] >= 0:
+            width += 1
+        pair[:, :, :width] = 0
+        for j in active:
+            _add(pair[lanes[j], block[j], :width], paired_w[j, :width], s[i, j], binary)
+        for c in range(width):
+            for b in range(acc.shape[0]):
+                acc[b, columns[c]] = pair[0, b, c] + pair[1, b, c]
 
     @numba.njit(inline="always", **_JIT)
     def _add(acc, w, v, binary):  # pragma: no cover - compiled
@@ -208,12 +340,17 @@ if AVAILABLE:
         return count
 
     @numba.njit(**_JIT)
-    def _dense_kernel(s, w, block, nblocks, binary, out):  # pragma: no cover - compiled
+    def _dense_kernel(s, w, block, lanes, pattern, columns, paired_w, nblocks, binary, out):
+        # pragma: no cover - compiled
         acc = np.empty((nblocks, w.shape[1]), w.dtype)
+        pair = np.empty((2, nblocks, columns.shape[1]), w.dtype)
         index = np.empty(s.shape[1], np.int64)
         for i in range(s.shape[0]):
             active = index[: _active(s, i, index)]
             _dense_sums(s, i, active, w, block, binary, acc)
+            p = pattern[i]
+            if p >= 0:
+                _paired_sums(s, i, active, block, lanes, columns[p], paired_w[p], binary, acc, pair)
             out[i] = _total(acc)
 
     @numba.njit(**_JIT)
@@ -225,13 +362,17 @@ if AVAILABLE:
             out[i].reshape(-1)[:] = _total(flat)
 
     @numba.njit(**_JIT)
-    def _dense_step_kernel(s, w, block, nblocks, binary, bias, theta, tolerance, spikes, ties):
-        # pragma: no cover - compiled
+    def _dense_step_kernel(s, w, block, lanes, pattern, columns, paired_w, nblocks, binary, bias,
+                           theta, tolerance, spikes, ties):  # pragma: no cover  # fmt: skip
         acc = np.empty((nblocks, w.shape[1]), w.dtype)
+        pair = np.empty((2, nblocks, columns.shape[1]), w.dtype)
         index = np.empty(s.shape[1], np.int64)
         for i in range(s.shape[0]):
             active = index[: _active(s, i, index)]
             _dense_sums(s, i, active, w, block, binary, acc)
+            p = pattern[i]
+            if p >= 0:
+                _paired_sums(s, i, active, block, lanes, columns[p], paired_w[p], binary, acc, pair)
             ties[i] = _fire(_total(acc), bias, theta, tolerance, spikes[i])
 
     @numba.njit(**_JIT)
@@ -269,10 +410,10 @@ if AVAILABLE:
     }
 
 
-def _kernel(name: str, block: np.ndarray):
-    """The compiled kernel ``name`` for ``block``: fused multiply-adds, or rounded
-    products for an int32 index (see :func:`blocks`)."""
-    return _KERNELS[name][block.dtype == np.int32]
+def _kernel(name: str, order: Order):
+    """The compiled kernel ``name`` for ``order``: fused multiply-adds, or rounded
+    products for an int32 block index (see :func:`blocks`)."""
+    return _KERNELS[name][order.block.dtype == np.int32]
 
 
 def finish(pre: np.ndarray, bias: np.ndarray, theta, tolerance: float):
@@ -306,30 +447,30 @@ def weighted_counts(s: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return out
 
 
-def product(s: np.ndarray, w: np.ndarray, block: np.ndarray) -> np.ndarray:
-    """``s @ w`` for ``s`` of shape ``(n, k)`` (0/1 or real), summed in the blocks ``block``."""
+def product(s: np.ndarray, w: np.ndarray, order: Order) -> np.ndarray:
+    """``s @ w`` for ``s`` of shape ``(n, k)`` (0/1 or real), summed in the BLAS's ``order``."""
     out = np.empty((len(s), w.shape[1]), w.dtype)
     s = _operand(s, w.dtype)
-    _kernel("_dense_kernel", block)(
-        s, np.ascontiguousarray(w), block, _count(block), s.dtype == bool, out
-    )
+    w = np.ascontiguousarray(w)
+    _kernel("_dense_kernel", order)(s, w, *_dense_operands(order, w, len(s)), s.dtype == bool, out)
     return out
 
 
-def conv_product(s: np.ndarray, stage, w: np.ndarray, block: np.ndarray) -> np.ndarray:
+def conv_product(s: np.ndarray, stage, w: np.ndarray, order: Order) -> np.ndarray:
     """``im2col(s) @ w`` of a rank-1 or rank-2 conv stage, as ``(n, *out)``.
 
-    ``w`` is the stage's kernel ``(*window, c_in, c_out)`` in the product's dtype.
+    ``w`` is the stage's kernel ``(*window, c_in, c_out)`` in the product's dtype;
+    ``order`` without paired outputs (the conv kernel has no second accumulator).
     """
-    s, w, rows, cols, runs, shape = _conv_operands(s, stage, w, block)
+    s, w, rows, cols, runs, shape = _conv_operands(s, stage, w, order)
     out = np.empty((len(s), *shape), w.dtype)
-    _kernel("_conv_kernel", block)(
-        s, w, block, _count(block), rows, cols, runs, s.dtype == bool, out
+    _kernel("_conv_kernel", order)(
+        s, w, order.block, order.count, rows, cols, runs, s.dtype == bool, out
     )
     return out.reshape(len(out), *stage.output_shape)
 
 
-def step(s: np.ndarray, stage, w: np.ndarray, block: np.ndarray, bias: np.ndarray, tolerance):
+def step(s: np.ndarray, stage, w: np.ndarray, order: Order, bias: np.ndarray, tolerance):
     """Spikes (bool, ``(n, *out)``) and per-sample ties of a dense or conv stage in one pass.
 
     :func:`product` (or :func:`conv_product`) then :func:`finish`, without the products
@@ -339,7 +480,8 @@ def step(s: np.ndarray, stage, w: np.ndarray, block: np.ndarray, bias: np.ndarra
         >>> from whetstone.network import Stage
         >>> stage = Stage("d", "dense", (3,), (2,), np.ones((3, 2), "float32"), None, 1.5)
         >>> w, bias = stage.weights, np.zeros(2, "float32")
-        >>> spikes, ties = step(np.array([[1, 1, 0]], bool), stage, w, np.zeros(3, int), bias, 1e-6)
+        >>> order = Order.of(np.zeros(3, np.int64))
+        >>> spikes, ties = step(np.array([[1, 1, 0]], bool), stage, w, order, bias, 1e-6)
         >>> spikes.tolist(), ties.tolist()
         ([[True, True]], [0])
     """
@@ -349,20 +491,28 @@ def step(s: np.ndarray, stage, w: np.ndarray, block: np.ndarray, bias: np.ndarra
     if stage.kind == "dense":
         s = _operand(s.reshape(len(s), -1), w.dtype)
         spikes = np.empty((len(s), w.shape[1]), bool)
-        kernel = _kernel("_dense_step_kernel", block)
-        kernel(s, np.ascontiguousarray(w), block, _count(block), s.dtype == bool, bias, theta,
-               tolerance, spikes, ties)  # fmt: skip
+        kernel = _kernel("_dense_step_kernel", order)
+        w = np.ascontiguousarray(w)
+        kernel(s, w, *_dense_operands(order, w, len(s)), s.dtype == bool, bias, theta, tolerance,
+               spikes, ties)  # fmt: skip
         return spikes, ties
-    s, w, rows, cols, runs, shape = _conv_operands(s, stage, w, block)
+    s, w, rows, cols, runs, shape = _conv_operands(s, stage, w, order)
     spikes = np.empty((len(s), *shape), bool)
-    kernel = _kernel("_conv_step_kernel", block)
-    kernel(s, w, block, _count(block), rows, cols, runs, s.dtype == bool, bias, theta,
+    kernel = _kernel("_conv_step_kernel", order)
+    kernel(s, w, order.block, order.count, rows, cols, runs, s.dtype == bool, bias, theta,
            tolerance, spikes, ties)  # fmt: skip
     return spikes.reshape(len(s), *stage.output_shape), ties
 
 
-def _count(block: np.ndarray) -> int:
-    return int(block[-1]) + 1 if len(block) else 1
+def _dense_operands(order: Order, w: np.ndarray, n: int) -> tuple:
+    """The dense kernels' order arguments for ``n`` rows: ``order``'s, then the weights
+    of each pattern's paired outputs ``(P, k, L)`` (zero in a pattern's padding)."""
+    pattern = order.pattern if order.paired else np.full(n, -1)
+    if len(pattern) != n:
+        raise ValueError(f"events: an order of {len(pattern)} rows for a product of {n} rows.")
+    taken = w[:, order.columns].transpose(1, 0, 2)
+    paired_w = np.where(order.columns[:, None, :] >= 0, taken, 0).astype(w.dtype)
+    return order.block, order.lanes, pattern, order.columns, paired_w, order.count
 
 
 def _operand(s: np.ndarray, dtype) -> np.ndarray:
@@ -370,10 +520,13 @@ def _operand(s: np.ndarray, dtype) -> np.ndarray:
     return np.ascontiguousarray(s if s.dtype == bool else s.astype(dtype, copy=False))
 
 
-def _conv_operands(s: np.ndarray, stage, w: np.ndarray, block: np.ndarray):
+def _conv_operands(s: np.ndarray, stage, w: np.ndarray, order: Order):
     """A rank-1 or rank-2 conv's input and kernel as rank 2, its two :func:`_reach`
     tables, its :func:`_runs` and its output shape."""
     from whetstone.geometry import axes
+
+    if order.paired:
+        raise ValueError("events: the conv kernels cannot pair sums; use the BLAS for this order.")
 
     s = _operand(s.reshape(len(s), *stage.input_shape), w.dtype)
     tables = [_reach(*axis, stage.padding) for axis in axes(stage)]
@@ -382,7 +535,7 @@ def _conv_operands(s: np.ndarray, stage, w: np.ndarray, block: np.ndarray):
     shape = (*(1,) * (3 - len(stage.output_shape)), *stage.output_shape)
     w = np.ascontiguousarray(w)
     contiguous = stage.strides[-1] == 1 and stage.dilation[-1] == 1
-    return s, w, *tables, _runs(w, block, contiguous), shape
+    return s, w, *tables, _runs(w, order.block, contiguous), shape
 
 
 def _runs(w: np.ndarray, block: np.ndarray, contiguous: bool):

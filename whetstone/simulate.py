@@ -41,7 +41,7 @@ import itertools
 import math
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,6 +61,10 @@ _CHUNK_VALUES = 1 << 20  # about 4 MiB of float32 im2col per chunk: stays in cac
 _MAX_CHUNK = 512  # samples per chunk at most: several chunks to share among threads
 _FAST_SAMPLES = 256  # samples per call of the fast path's kernels, at least
 _MEASURE_SAMPLES = 64  # samples on which each stage times its event kernel against the BLAS
+_CHOICES: dict[tuple, bool] = {}
+"""Per stage geometry, input kind, chunk size and worker threads: whether its event
+kernel was measured faster than the BLAS, in this process (measured once: either gives
+the same bits, so the choice changes only the time)."""
 
 
 @dataclass
@@ -323,27 +327,28 @@ def _blas_product(stage: Stage, s: np.ndarray, kernel: np.ndarray) -> np.ndarray
     return _im2col_runs(s, stage, kernel.dtype) @ kernel.reshape(-1, kernel.shape[-1])
 
 
-def _event_block(stage: Stage, s: np.ndarray, dtype) -> np.ndarray | None:
-    """The blocks in which the BLAS sums this stage's product on ``s`` (see
-    :func:`events.blocks`), or None where the event kernels do not apply (a pool, rank
-    above 2, no Numba, a BLAS order they cannot reproduce)."""
+def _event_order(stage: Stage, n: int, real: bool, dtype) -> events.Order | None:
+    """The order in which the BLAS sums this stage's product on ``n`` samples, 0/1 or
+    ``real`` (see :func:`events.blocks`), or None where the event kernels do not apply (a
+    pool, rank above 2, no Numba, a BLAS order they cannot reproduce, a conv with paired
+    sums)."""
     if stage.kind == "pool" or not events.AVAILABLE or len(stage.window) > 2:
         return None
     dense = stage.kind == "dense"
-    rows = len(s) if dense else len(s) * math.prod(stage.output_shape[:-1])
+    rows = n if dense else n * math.prod(stage.output_shape[:-1])
     inner = stage.fan_in if dense else math.prod(stage.weights.shape[:-1])
-    real = s.dtype != bool
-    return events.blocks(rows, inner, stage.output_shape[-1], np.dtype(dtype).name, real)
+    order = events.blocks(rows, inner, stage.output_shape[-1], np.dtype(dtype).name, real)
+    return None if order is None or (order.paired and not dense) else order
 
 
 def _event_product(stage: Stage, s: np.ndarray, kernel: np.ndarray) -> np.ndarray | None:
     """``W s`` adding only the nonzero inputs' terms in the BLAS's order, or None."""
-    block = _event_block(stage, s, kernel.dtype)
-    if block is None:
+    order = _event_order(stage, len(s), s.dtype != bool, kernel.dtype)
+    if order is None:
         return None
     if stage.kind == "dense":
-        return events.product(s.reshape(len(s), -1), kernel, block)
-    return events.conv_product(s, stage, kernel, block)
+        return events.product(s.reshape(len(s), -1), kernel, order)
+    return events.conv_product(s, stage, kernel, order)
 
 
 class _Plan:
@@ -351,13 +356,51 @@ class _Plan:
     in the run's dtype, and whether its product runs on the event kernels (``events``;
     while ``measuring``, each stage times both and keeps the faster)."""
 
-    def __init__(self, net: SpikingNetwork, dtype):
-        self.net, self.dtype, self.measuring = net, dtype, False
+    def __init__(self, net: SpikingNetwork, dtype, threads: int = 1):
+        self.net, self.dtype, self.measuring, self.threads = net, dtype, False, threads
         self.weights = [
             None if s.kind == "pool" else s.weights.astype(dtype, copy=False) for s in net.stages
         ]
         self.biases = [None if s.kind == "pool" else _full_bias(s, dtype) for s in net.stages]
         self.events = [events.AVAILABLE and s.kind != "pool" for s in net.stages]
+        self.orders: dict[tuple[int, bool, int], events.Order | None] = {}
+
+    def prepare(self, x: np.ndarray, sizes: list[int]) -> None:
+        """Measures each stage's BLAS order (:func:`_event_order`) for chunks of ``sizes``
+        now, with the process's BLAS threads (the oracle's: how a BLAS tiles a product,
+        and so a few of its sums' orders, depends on its threads), before the workers run
+        theirs on one."""
+        if not events.AVAILABLE:
+            return
+
+        def step(layer: int, s: np.ndarray):
+            for n in set(sizes):
+                self._order(layer, s.dtype != bool, n)
+            spikes, ties = _step(self.net.stages[layer], s.astype(self.dtype), self.dtype)
+            return spikes != 0, ties
+
+        _forward(self.net, x[:1], step, lambda *_: None)
+
+    def unmeasured(self) -> bool:
+        """Whether a stage with an event kernel has no measured choice yet (after
+        :meth:`prepare`)."""
+        return any(
+            order is not None and self._choice_key(layer, real, [n]) not in _CHOICES
+            for (layer, real, n), order in self.orders.items()
+        )
+
+    def _choice_key(self, layer: int, real: bool, parts: list[int]) -> tuple:
+        """The key of stage ``layer``'s choice in :data:`_CHOICES`."""
+        stage = self.net.stages[layer]
+        geometry = (stage.kind, stage.input_shape, stage.output_shape, stage.window,
+                    stage.strides, stage.dilation, stage.padding)  # fmt: skip
+        return geometry, real, max(parts), self.dtype.name, self.threads
+
+    def _order(self, layer: int, real: bool, n: int) -> events.Order | None:
+        key = (layer, real, n)
+        if key not in self.orders:
+            self.orders[key] = _event_order(self.net.stages[layer], n, real, self.dtype)
+        return self.orders[key]
 
     def step(self, layer: int, s: np.ndarray, parts: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """:func:`_step` of stage ``layer`` with bool spikes out (and in, after the first),
@@ -379,35 +422,38 @@ class _Plan:
             spikes = diff >= 0
             near = np.abs(diff, out=diff) < TIE_TOLERANCE
             return spikes, _counts(near) if np.count_nonzero(near) else np.zeros(len(s), np.int64)
-        block = self._block(stage, s, parts) if self.events[layer] else None
-        if block is not None and self.measuring:
-            self.events[layer] = self._events_faster(layer, s[:_MEASURE_SAMPLES], block)
-        if block is None or not self.events[layer]:
+        real = s.dtype != bool
+        order = self._parts_order(layer, real, parts) if self.events[layer] else None
+        if order is not None:
+            key = self._choice_key(layer, real, parts)
+            if self.measuring and key not in _CHOICES:
+                _CHOICES[key] = self._events_faster(layer, s[:_MEASURE_SAMPLES], order)
+            self.events[layer] = _CHOICES.get(key, True)
+        if order is None or not self.events[layer]:
             self.events[layer] = self.events[layer] and not self.measuring
             return self._blas_step(layer, s, parts)
         w, bias = self.weights[layer], self.biases[layer]
-        return events.step(s, stage, w, block, bias, TIE_TOLERANCE)
+        return events.step(s, stage, w, order, bias, TIE_TOLERANCE)
 
-    def _events_faster(self, layer: int, s: np.ndarray, block: np.ndarray) -> bool:
+    def _events_faster(self, layer: int, s: np.ndarray, order: events.Order) -> bool:
         """Whether the event kernel beats the BLAS on ``s`` (best of two runs each), both
         on the threads the run gives them (see :func:`_run_fast`)."""
         stage, w, bias = self.net.stages[layer], self.weights[layer], self.biases[layer]
+        order = order.rows(slice(0, len(s)))  # paired orders are dense: a row per sample
         seconds = [
-            _best(lambda: events.step(s, stage, w, block, bias, TIE_TOLERANCE), 2),
+            _best(lambda: events.step(s, stage, w, order, bias, TIE_TOLERANCE), 2),
             _best(lambda: self._blas_step(layer, s, [len(s)]), 2),
         ]
         return seconds[0] <= seconds[1]
 
-    def _block(self, stage: Stage, s: np.ndarray, parts: list[int]) -> np.ndarray | None:
-        """The event kernels' blocks for all the parts at once, or None.
+    def _parts_order(self, layer: int, real: bool, parts: list[int]) -> events.Order | None:
+        """The event kernels' order for all the parts at once, or None.
 
-        A kernel's sums do not depend on the other samples, only on the blocks of the
-        BLAS product of each oracle chunk: where every part has the same, one call
-        serves them all.
+        A kernel's sums do not depend on the other samples, only on the order of the
+        BLAS product of each oracle chunk: where every part has the same blocks, one
+        call serves them all, each part's rows with their own paired outputs.
         """
-        found = [_event_block(stage, s[:n], self.dtype) for n in sorted(set(parts))]
-        same = found[0] is not None and all(np.array_equal(b, found[0]) for b in found[1:])
-        return found[0] if same else None
+        return events.stacked([self._order(layer, real, n) for n in parts])
 
     def _blas_step(self, layer: int, s: np.ndarray, parts: list[int]):
         """The BLAS product part by part (each as the oracle's), then the fused finish."""
@@ -454,6 +500,13 @@ def _threads() -> int:
 
 
 @functools.cache
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """The process's pool of ``threads`` workers (kept: starting threads costs milliseconds
+    a run, on a busy machine more)."""
+    return ThreadPoolExecutor(threads, thread_name_prefix="whetstone-simulate")
+
+
+@functools.cache
 def _blas_controller() -> ThreadpoolController:
     """The process's thread pools (found once: finding them reads the loaded libraries)."""
     return ThreadpoolController()
@@ -473,16 +526,18 @@ def _run_fast(net: SpikingNetwork, x: np.ndarray, dtype, tally: _Tally, threads=
     same). In a run of four jobs or more, the first times each stage's event kernel
     against the BLAS on a few samples and keeps the faster (the same bits either way).
     """
-    plan = _Plan(net, dtype)
+    threads = threads or _threads()
+    plan = _Plan(net, dtype, threads)
     if net.input_encoding == "binary":
         x = x != 0  # spikes from the start: one byte each, the binary kernels
     outputs = np.empty((len(x), *net.output_shape), np.uint8)
     size = _chunk_size(net)
     sizes = [min(size, len(x) - start) for start in range(0, len(x), size)]
+    plan.prepare(x, sizes)
     group = max(1, -(-_FAST_SAMPLES // size))
     jobs = [(sizes[i : i + group], i * size) for i in range(0, len(sizes), group)]
-    measure = len(jobs) >= 4 and len(x) >= 4 * _MEASURE_SAMPLES and events.AVAILABLE
-    threads = min(threads or _threads(), max(len(jobs) - measure, 1))
+    measure = len(jobs) >= 4 and len(x) >= 4 * _MEASURE_SAMPLES and plan.unmeasured()
+    threads = min(threads, max(len(jobs) - measure, 1))
     tally.threads = threads
     with _one_blas_thread() if threads > 1 else contextlib.nullcontext():
         if measure:
@@ -493,9 +548,10 @@ def _run_fast(net: SpikingNetwork, x: np.ndarray, dtype, tally: _Tally, threads=
             for parts, start in jobs:
                 plan.chunk(x, parts, start, tally, outputs)
             return outputs
-        with ThreadPoolExecutor(threads) as pool:
-            for future in [pool.submit(plan.chunk, x, *job, tally, outputs) for job in jobs]:
-                future.result()  # re-raises a worker's error
+        futures = [_pool(threads).submit(plan.chunk, x, *job, tally, outputs) for job in jobs]
+        wait(futures)  # all done (the BLAS's threads stay limited until then)
+        for future in futures:
+            future.result()  # re-raises a worker's error
     return outputs
 
 
