@@ -36,6 +36,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from whetstone.geometry import one_blas_thread
+
 try:
     import numba
 except ImportError:  # pragma: no cover - numba is a dependency; kept optional for ports
@@ -197,7 +199,7 @@ def _paired_outputs(m: int, k: int, n: int, dtype: str) -> np.ndarray:
 def blocks(m: int, k: int, n: int, dtype: str, real: bool = False) -> Order | None:
     """The :class:`Order` of the BLAS's ``(m, k) @ (k, n)`` product of ``dtype``, here.
 
-    Measured, with the BLAS's threads at the time, on 0/1 left operands, or on real ones
+    Measured on one BLAS thread (as the reference runs it), on 0/1 left operands, or on real ones
     (``real=True``: each term one fused multiply-add, as most BLAS kernels do, or else a
     rounded product then an add, as OpenBLAS's Sapphire Rapids SGEMM does; an index of
     int32 marks the latter). None where no candidate gives the BLAS's bits (or without
@@ -205,6 +207,11 @@ def blocks(m: int, k: int, n: int, dtype: str, real: bool = False) -> Order | No
     """
     if not AVAILABLE or min(m, k, n) == 0:
         return None
+    with one_blas_thread():  # the reference's BLAS
+        return _measured_order(m, k, n, dtype, real)
+
+
+def _measured_order(m: int, k: int, n: int, dtype: str, real: bool) -> Order | None:
     paired = _paired_outputs(m, k, n, dtype)
     rng = np.random.default_rng(k * 7919 + n)
     rows = np.unique(np.r_[0 : min(m, 40), max(m - 40, 0) : m])

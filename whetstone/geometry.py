@@ -16,11 +16,13 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Iterator
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 __all__ = [
     "axes",
@@ -126,12 +128,28 @@ def im2col(x: np.ndarray, stage, dtype) -> np.ndarray:
     return cols.reshape(-1, count * c_in)
 
 
+@functools.cache
+def _blas_controller() -> ThreadpoolController:
+    """The process's thread pools (found once: finding them reads the loaded libraries)."""
+    return ThreadpoolController()
+
+
+def one_blas_thread():
+    """A context in which the BLAS runs on one thread, as every reference product does.
+
+    A BLAS tiles a product by its threads, and on some CPUs (OpenBLAS's Haswell/Zen
+    SGEMM) a tile's kind sets the order of its sums: one thread gives the same bits on
+    any number of cores.
+    """
+    return _blas_controller().limit(limits=1, user_api="blas")
+
+
 def preactivation(stage, s: np.ndarray, dtype="float32") -> np.ndarray:
     """``W s + b`` of one stage for a batch ``s`` of shape ``(B, *input_shape)``.
 
     Convolutions are im2col + one matmul (Keras's cross-correlation and 'same'
-    convention); an OR-pool is a sum-pool with zero padding (the step at 0.5 makes it
-    an OR).
+    convention), on one BLAS thread (:func:`one_blas_thread`); an OR-pool is a sum-pool
+    with zero padding (the step at 0.5 makes it an OR).
 
     Example:
         >>> from whetstone.network import Stage
@@ -147,10 +165,11 @@ def preactivation(stage, s: np.ndarray, dtype="float32") -> np.ndarray:
             pre += view
         return pre
     weights = stage.weights.astype(dtype, copy=False)
-    if stage.kind == "dense":
-        pre = s.reshape(len(s), -1) @ weights
-    else:
-        pre = im2col(s, stage, s.dtype) @ weights.reshape(-1, weights.shape[-1])
+    with one_blas_thread():
+        if stage.kind == "dense":
+            pre = s.reshape(len(s), -1) @ weights
+        else:
+            pre = im2col(s, stage, s.dtype) @ weights.reshape(-1, weights.shape[-1])
     pre = pre.reshape(len(s), *stage.output_shape)
     if stage.bias is not None:
         pre += stage.bias.astype(dtype, copy=False).reshape(

@@ -35,7 +35,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
 import math
@@ -46,10 +45,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from threadpoolctl import ThreadpoolController
 
 from whetstone import events
-from whetstone.geometry import im2col, pad, preactivation, taps
+from whetstone.geometry import im2col, one_blas_thread, pad, preactivation, taps
 from whetstone.network import ReadoutDecoder, SpikingNetwork, Stage
 
 __all__ = ["TIE_TOLERANCE", "SimulationResult", "preactivation", "run", "stage_spikes"]
@@ -367,9 +365,7 @@ class _Plan:
 
     def prepare(self, x: np.ndarray, sizes: list[int]) -> None:
         """Measures each stage's BLAS order (:func:`_event_order`) for chunks of ``sizes``
-        now, with the process's BLAS threads (the oracle's: how a BLAS tiles a product,
-        and so a few of its sums' orders, depends on its threads), before the workers run
-        theirs on one."""
+        once, before the workers start."""
         if not events.AVAILABLE:
             return
 
@@ -506,25 +502,14 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(threads, thread_name_prefix="whetstone-simulate")
 
 
-@functools.cache
-def _blas_controller() -> ThreadpoolController:
-    """The process's thread pools (found once: finding them reads the loaded libraries)."""
-    return ThreadpoolController()
-
-
-def _one_blas_thread():
-    """A context in which the BLAS runs on one thread."""
-    return _blas_controller().limit(limits=1, user_api="blas")
-
-
 def _run_fast(net: SpikingNetwork, x: np.ndarray, dtype, tally: _Tally, threads=None) -> np.ndarray:
     """The chunks of :func:`_run_batch` (so the same sums), a few at a time (at least
     ``_FAST_SAMPLES`` samples: fewer calls, a dense stage's weights reused from cache),
     spread over threads. The kernels, NumPy and BLAS release the GIL; each job writes its
-    own rows. With several worker threads the BLAS runs on one thread each (its threads
-    and ours would compete; the BLAS splits no sum over threads, so its bits are the
-    same). In a run of four jobs or more, the first times each stage's event kernel
-    against the BLAS on a few samples and keeps the faster (the same bits either way).
+    own rows. The BLAS runs on one thread (as every reference product: see
+    :func:`~whetstone.geometry.one_blas_thread`). In a run of four jobs or more, the
+    first times each stage's event kernel against the BLAS on a few samples and keeps
+    the faster (the same bits either way; measured once per stage shape per process).
     """
     threads = threads or _threads()
     plan = _Plan(net, dtype, threads)
@@ -539,19 +524,18 @@ def _run_fast(net: SpikingNetwork, x: np.ndarray, dtype, tally: _Tally, threads=
     measure = len(jobs) >= 4 and len(x) >= 4 * _MEASURE_SAMPLES and plan.unmeasured()
     threads = min(threads, max(len(jobs) - measure, 1))
     tally.threads = threads
-    with _one_blas_thread() if threads > 1 else contextlib.nullcontext():
-        if measure:
-            plan.measuring = True
-            plan.chunk(x, *jobs.pop(0), tally, outputs)
-            plan.measuring = False
-        if threads == 1:
-            for parts, start in jobs:
-                plan.chunk(x, parts, start, tally, outputs)
-            return outputs
-        futures = [_pool(threads).submit(plan.chunk, x, *job, tally, outputs) for job in jobs]
-        wait(futures)  # all done (the BLAS's threads stay limited until then)
-        for future in futures:
-            future.result()  # re-raises a worker's error
+    if measure:
+        plan.measuring = True
+        plan.chunk(x, *jobs.pop(0), tally, outputs)
+        plan.measuring = False
+    if threads == 1:
+        for parts, start in jobs:
+            plan.chunk(x, parts, start, tally, outputs)
+        return outputs
+    futures = [_pool(threads).submit(plan.chunk, x, *job, tally, outputs) for job in jobs]
+    wait(futures)  # all done (the BLAS stays on one thread until the run returns)
+    for future in futures:
+        future.result()  # re-raises a worker's error
     return outputs
 
 
@@ -629,9 +613,9 @@ def run(
             (pipelined, one new input per step) or ``"batch"`` (the plain form of
             ``"fast"``, its oracle); all give the same spikes.
         dtype: arithmetic precision, ``"float32"`` (like Keras) or ``"float64"``.
-        threads: worker threads of ``mode="fast"``, each on its own chunks (with the
-            BLAS on one thread each where there are several); None: one per CPU (at
-            most 8). The spikes do not depend on it.
+        threads: worker threads of ``mode="fast"``, each on its own chunks; None: one
+            per CPU (at most 8). The spikes do not depend on it: every path runs the BLAS
+            on one thread (:func:`~whetstone.geometry.one_blas_thread`).
 
     Example:
         >>> from whetstone.network import Stage, SpikingNetwork
@@ -651,10 +635,11 @@ def run(
         raise ValueError(f"run: threads must be None or a whole number >= 1, got {threads!r}.")
     x = net.check_input(x)
     tally = _Tally(net, len(x))
-    if mode == "fast":
-        outputs = _run_fast(net, x, np.dtype(dtype), tally, threads)
-    else:
-        outputs = _PATHS[mode](net, x, np.dtype(dtype), tally)
+    with one_blas_thread():  # the reference's products, on any machine (see preactivation)
+        if mode == "fast":
+            outputs = _run_fast(net, x, np.dtype(dtype), tally, threads)
+        else:
+            outputs = _PATHS[mode](net, x, np.dtype(dtype), tally)
     predictions, scores, decoder_tie = _decode(net, outputs)
     return SimulationResult(
         predictions=np.asarray(predictions, np.int64),
