@@ -260,14 +260,34 @@ if AVAILABLE:
         return count
 
     @numba.njit(inline="always", **_JIT)
-    def _dense_sums(s, i, active, w, block, binary, acc):  # pragma: no cover - compiled
-        """Block sums of row ``i`` (its nonzero inputs ``active``) into ``acc``."""
+    def _dense_sums(s, i, active, w, block, acc):  # pragma: no cover - compiled
+        """Block sums of row ``i`` (its nonzero inputs ``active``) into ``acc``, each term
+        ``s[i, j] * w[j]`` (a 0/1 input: exactly ``w[j]``): four inputs of a block at a
+        time, each sum read and written once for the four, its terms still added one by
+        one in input order."""
         acc[:] = 0
-        for j in active:
-            _add(acc[block[j]], w[j], s[i, j], binary)
+        t = 0
+        while t < active.size:
+            j = active[t]
+            sums = acc[block[j]]
+            if t + 3 < active.size and block[active[t + 3]] == block[j]:
+                a, b, c = active[t + 1], active[t + 2], active[t + 3]
+                w0, w1, w2, w3 = w[j], w[a], w[b], w[c]
+                v0, v1, v2, v3 = s[i, j], s[i, a], s[i, b], s[i, c]
+                for o in range(sums.size):
+                    total = sums[o]
+                    total += v0 * w0[o]
+                    total += v1 * w1[o]
+                    total += v2 * w2[o]
+                    total += v3 * w3[o]
+                    sums[o] = total
+                t += 4
+            else:
+                _add(sums, w[j], s[i, j], False)
+                t += 1
 
     @numba.njit(**_JIT)
-    def _paired_sums(s, i, active, block, lanes, columns, paired_w, binary, acc, pair):
+    def _paired_sums(s, i, active, block, lanes, columns, paired_w, acc, pair):
         # pragma: no cover - compiled
         """Row ``i``'s block sums of the outputs ``columns`` (weights ``paired_w``) in two
         accumulators ``pair``, then added, into ``acc`` (see :class:`Order`)."""
@@ -276,7 +296,9 @@ if AVAILABLE:
             width += 1
         pair[:, :, :width] = 0
         for j in active:
-            _add(pair[lanes[j], block[j], :width], paired_w[j, :width], s[i, j], binary)
+            sums, weights, v = pair[lanes[j], block[j]], paired_w[j], s[i, j]
+            for c in range(width):
+                sums[c] += v * weights[c]
         for c in range(width):
             for b in range(acc.shape[0]):
                 acc[b, columns[c]] = pair[0, b, c] + pair[1, b, c]
@@ -347,17 +369,17 @@ if AVAILABLE:
         return count
 
     @numba.njit(**_JIT)
-    def _dense_kernel(s, w, block, lanes, pattern, columns, paired_w, nblocks, binary, out):
+    def _dense_kernel(s, w, block, lanes, pattern, columns, paired_w, nblocks, out):
         # pragma: no cover - compiled
         acc = np.empty((nblocks, w.shape[1]), w.dtype)
         pair = np.empty((2, nblocks, columns.shape[1]), w.dtype)
         index = np.empty(s.shape[1], np.int64)
         for i in range(s.shape[0]):
             active = index[: _active(s, i, index)]
-            _dense_sums(s, i, active, w, block, binary, acc)
+            _dense_sums(s, i, active, w, block, acc)
             p = pattern[i]
             if p >= 0:
-                _paired_sums(s, i, active, block, lanes, columns[p], paired_w[p], binary, acc, pair)
+                _paired_sums(s, i, active, block, lanes, columns[p], paired_w[p], acc, pair)
             out[i] = _total(acc)
 
     @numba.njit(**_JIT)
@@ -369,17 +391,17 @@ if AVAILABLE:
             out[i].reshape(-1)[:] = _total(flat)
 
     @numba.njit(**_JIT)
-    def _dense_step_kernel(s, w, block, lanes, pattern, columns, paired_w, nblocks, binary, bias,
+    def _dense_step_kernel(s, w, block, lanes, pattern, columns, paired_w, nblocks, bias,
                            theta, tolerance, spikes, ties):  # pragma: no cover  # fmt: skip
         acc = np.empty((nblocks, w.shape[1]), w.dtype)
         pair = np.empty((2, nblocks, columns.shape[1]), w.dtype)
         index = np.empty(s.shape[1], np.int64)
         for i in range(s.shape[0]):
             active = index[: _active(s, i, index)]
-            _dense_sums(s, i, active, w, block, binary, acc)
+            _dense_sums(s, i, active, w, block, acc)
             p = pattern[i]
             if p >= 0:
-                _paired_sums(s, i, active, block, lanes, columns[p], paired_w[p], binary, acc, pair)
+                _paired_sums(s, i, active, block, lanes, columns[p], paired_w[p], acc, pair)
             ties[i] = _fire(_total(acc), bias, theta, tolerance, spikes[i])
 
     @numba.njit(**_JIT)
@@ -457,9 +479,9 @@ def weighted_counts(s: np.ndarray, weights: np.ndarray) -> np.ndarray:
 def product(s: np.ndarray, w: np.ndarray, order: Order) -> np.ndarray:
     """``s @ w`` for ``s`` of shape ``(n, k)`` (0/1 or real), summed in the BLAS's ``order``."""
     out = np.empty((len(s), w.shape[1]), w.dtype)
-    s = _operand(s, w.dtype)
+    s = np.ascontiguousarray(s, w.dtype)  # 0/1 as 0.0/1.0: each term 1.0 * w, exactly w
     w = np.ascontiguousarray(w)
-    _kernel("_dense_kernel", order)(s, w, *_dense_operands(order, w, len(s)), s.dtype == bool, out)
+    _kernel("_dense_kernel", order)(s, w, *_dense_operands(order, w, len(s)), out)
     return out
 
 
@@ -496,11 +518,11 @@ def step(s: np.ndarray, stage, w: np.ndarray, order: Order, bias: np.ndarray, to
     theta, tolerance = dtype(stage.threshold), dtype(tolerance)
     ties = np.empty(len(s), np.int64)
     if stage.kind == "dense":
-        s = _operand(s.reshape(len(s), -1), w.dtype)
+        s = np.ascontiguousarray(s.reshape(len(s), -1), w.dtype)  # 0/1: each term exactly w
         spikes = np.empty((len(s), w.shape[1]), bool)
         kernel = _kernel("_dense_step_kernel", order)
         w = np.ascontiguousarray(w)
-        kernel(s, w, *_dense_operands(order, w, len(s)), s.dtype == bool, bias, theta, tolerance,
+        kernel(s, w, *_dense_operands(order, w, len(s)), bias, theta, tolerance,
                spikes, ties)  # fmt: skip
         return spikes, ties
     s, w, rows, cols, runs, shape = _conv_operands(s, stage, w, order)
@@ -517,9 +539,28 @@ def _dense_operands(order: Order, w: np.ndarray, n: int) -> tuple:
     pattern = order.pattern if order.paired else np.full(n, -1)
     if len(pattern) != n:
         raise ValueError(f"events: an order of {len(pattern)} rows for a product of {n} rows.")
-    taken = w[:, order.columns].transpose(1, 0, 2)
-    paired_w = np.where(order.columns[:, None, :] >= 0, taken, 0).astype(w.dtype)
+    paired_w = _paired_weights(order.columns, w)
     return order.block, order.lanes, pattern, order.columns, paired_w, order.count
+
+
+_PAIRED: dict[tuple[int, int], tuple] = {}
+"""Recent paired weights by ``(id(columns), id(w))``, with both arrays (kept alive, so
+their ids stay theirs)."""
+
+
+def _paired_weights(columns: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``(P, k, L)``: the weights of each pattern's paired outputs (zero in its padding),
+    gathered once per weights and order."""
+    key = (id(columns), id(w))
+    found = _PAIRED.get(key)
+    if found is not None and found[0] is columns and found[1] is w:
+        return found[2]
+    taken = w[:, columns].transpose(1, 0, 2)
+    paired_w = np.ascontiguousarray(np.where(columns[:, None, :] >= 0, taken, 0), w.dtype)
+    if len(_PAIRED) >= 64:
+        _PAIRED.pop(next(iter(_PAIRED)))
+    _PAIRED[key] = (columns, w, paired_w)
+    return paired_w
 
 
 def _operand(s: np.ndarray, dtype) -> np.ndarray:
