@@ -226,7 +226,9 @@ def test_the_event_kernels_reproduce_this_blas(shape, dtype, real):
     rounded product then an add).
 
     Which shapes have one depends on the CPU's OpenBLAS kernel: on one (GEMM_Q 320) every
-    shape here has one; on an AVX-512 one (GEMM_Q 128) the small-row 0/1 products have none.
+    shape here has one; on an AVX-512 one (GEMM_Q 128) the small-row 0/1 products have none;
+    on Zen (Haswell kernels, paired tiles) every float32 shape has one, and the float64
+    products of the small shapes none.
     Those stages use the BLAS itself (exact: ``test_a_shape_without_a_blocking_uses_the_blas``),
     so the kernel check is skipped there, saying so.
     """
@@ -291,3 +293,50 @@ def fresh_choices():
     """Each test measures its own choices of event kernel or BLAS (kept per process)."""
     with mock.patch.dict(simulate._CHOICES, clear=True):
         yield
+
+
+def paired_reference(s, w, block, paired):
+    """Sums as a paired BLAS kernel makes them: per block, in input order, a paired output's
+    terms in two accumulators (a block's first ``8 * (len // 8)`` terms alternating, the
+    rest in the first), added; the blocks added in order."""
+    lanes = events.Order.of(block).lanes
+    out = np.zeros((len(s), w.shape[1]), np.float32)
+    for i in range(len(s)):
+        for b in range(block[-1] + 1):
+            sums = np.zeros((2, w.shape[1]), np.float32)  # even (and tail), odd
+            flat = np.zeros(w.shape[1], np.float32)  # in order
+            for j in np.flatnonzero(block == b):
+                if s[i, j]:
+                    sums[lanes[j]] += w[j]
+                    flat += w[j]
+            out[i] += np.where(paired[i], sums[0] + sums[1], flat)
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 40), st.integers(1, 12), st.integers(1, 3),
+       st.integers(0, 2**16))  # fmt: skip
+def test_paired_outputs_sum_even_and_odd_terms_apart(m, k, n, nblocks, seed):
+    """An order with paired outputs (as OpenBLAS's Zen kernels make on part of their tiles):
+    the kernels sum those outputs' even and odd terms apart, every other output in order."""
+    rng = np.random.default_rng(seed)
+    s = rng.uniform(size=(m, k)) < 0.6
+    w = (rng.normal(size=(k, n)) * 2.0 ** rng.integers(-12, 12, (k, 1))).astype(np.float32)
+    block = np.unique(np.sort(rng.integers(0, nblocks, k)), return_inverse=True)[1]
+    paired = rng.uniform(size=(m, n)) < 0.4
+    order = events.Order.of(block.astype(np.int64), paired)
+    expected = paired_reference(s, w, block, paired)
+    np.testing.assert_array_equal(events.product(s, w, order), expected)
+    stage = Stage("d", "dense", (k,), (n,), w, None, 0.0)
+    spikes, _ = events.step(s, stage, w, order, np.zeros(n, np.float32), 1e-6)
+    np.testing.assert_array_equal(spikes, expected >= 0)
+
+
+def test_stacked_orders_keep_each_parts_paired_rows():
+    block = np.zeros(16, np.int64)
+    a = events.Order.of(block, np.array([[True, False, False], [False, False, False]]))
+    b = events.Order.of(block, np.array([[False, True, True]]))
+    both = events.stacked([a, b])
+    assert both.pattern.tolist() == [0, -1, 1]
+    assert [list(c[c >= 0]) for c in both.columns] == [[0], [1, 2]]
+    assert events.stacked([a, events.Order.of(np.ones(16, np.int64))]) is None  # other blocks
