@@ -532,8 +532,24 @@ def throughput_section(results: Path) -> list[str]:
             f"`{figures['command']}`: both in one process, best of the interleaved repeats; "
             f"Keras `predict` in batches of {figures['models'][0]['keras_batch_size']:,}; "
             "the oracle is the plain BLAS path (`mode=\"batch\"`) that the fast path equals "
-            "in every output (spikes, ties, synaptic operations).", "",
+            "in every output (spikes, ties, synaptic operations). "
+            f"{_machine(figures['models'][0])} Both rates depend on the CPU: compare ratios "
+            "measured on one machine.", "",
             _table(header, rows), ""]  # fmt: skip
+
+
+def _machine(model: dict) -> str:
+    """Where a throughput was measured: CPUs and the kernels of the BLAS libraries loaded.
+
+    Example:
+        >>> _machine({"cpus": 2, "blas": [{"internal_api": "openblas", "version": "0.3.23",
+        ...                                "architecture": "Zen"}]})
+        'Measured on 2 CPUs (BLAS: openblas 0.3.23 with Zen kernels).'
+    """
+    blas = model.get("blas") or []
+    kernels = ", ".join(f"{b['internal_api']} {b['version']} with {b['architecture']} kernels"
+                        for b in blas)  # fmt: skip
+    return f"Measured on {model.get('cpus', '?')} CPUs (BLAS: {kernels})." if blas else ""
 
 
 def _throughput_target(model: dict) -> str:
