@@ -340,3 +340,36 @@ def test_stacked_orders_keep_each_parts_paired_rows():
     assert both.pattern.tolist() == [0, -1, 1]
     assert [list(c[c >= 0]) for c in both.columns] == [[0], [1, 2]]
     assert events.stacked([a, events.Order.of(np.ones(16, np.int64))]) is None  # other blocks
+
+
+def test_the_event_or_blas_choice_is_measured_once_per_stage_shape():
+    """A second run of the same stage shapes (chunks of two sizes) measures nothing: no
+    timing, and no first chunk run alone to time it on."""
+    rng = np.random.default_rng(4)
+    net = SpikingNetwork((30,), [Stage("d", "dense", (30,), (6,), rng.normal(size=(30, 6)))],
+                         input_encoding="binary")  # fmt: skip
+    x = (rng.uniform(size=(47, 30)) < 0.4).astype(np.float32)  # the last chunk is smaller
+    measuring = []
+    chunk = simulate._Plan.chunk
+
+    def spy(plan, *args):
+        measuring.append(plan.measuring)
+        return chunk(plan, *args)
+
+    with (
+        mock.patch.object(simulate, "_CHUNK_VALUES", 60),  # chunks of 10 samples
+        mock.patch.object(simulate, "_FAST_SAMPLES", 1),
+        mock.patch.object(simulate, "_MEASURE_SAMPLES", 2),
+        mock.patch.object(simulate._Plan, "chunk", spy),
+        mock.patch.object(
+            events,
+            "blocks",
+            lambda m, k, n, dtype, real=False: events.Order.of(np.zeros(k, np.int64), None, m),
+        ),  # an order on any CPU
+    ):
+        first = simulate.run(net, x, threads=2)
+        assert measuring == [True] + [False] * 4
+        measuring.clear()
+        second = simulate.run(net, x, threads=2)
+    assert measuring == [False] * 5
+    np.testing.assert_array_equal(first.output_spikes, second.output_spikes)

@@ -60,7 +60,7 @@ _MAX_CHUNK = 512  # samples per chunk at most: several chunks to share among thr
 _FAST_SAMPLES = 256  # samples per call of the fast path's kernels, at least
 _MEASURE_SAMPLES = 64  # samples on which each stage times its event kernel against the BLAS
 _CHOICES: dict[tuple, bool] = {}
-"""Per stage geometry, input kind, chunk size and worker threads: whether its event
+"""Per stage geometry, input kind, dtype and worker threads: whether its event
 kernel was measured faster than the BLAS, in this process (measured once: either gives
 the same bits, so the choice changes only the time)."""
 
@@ -381,16 +381,17 @@ class _Plan:
         """Whether a stage with an event kernel has no measured choice yet (after
         :meth:`prepare`)."""
         return any(
-            order is not None and self._choice_key(layer, real, [n]) not in _CHOICES
-            for (layer, real, n), order in self.orders.items()
+            order is not None and self._choice_key(layer, real) not in _CHOICES
+            for (layer, real, _), order in self.orders.items()
         )
 
-    def _choice_key(self, layer: int, real: bool, parts: list[int]) -> tuple:
-        """The key of stage ``layer``'s choice in :data:`_CHOICES`."""
+    def _choice_key(self, layer: int, real: bool) -> tuple:
+        """The key of stage ``layer``'s choice in :data:`_CHOICES` (not its chunks'
+        size: a run's last chunk is smaller, and the choice changes only the time)."""
         stage = self.net.stages[layer]
         geometry = (stage.kind, stage.input_shape, stage.output_shape, stage.window,
                     stage.strides, stage.dilation, stage.padding)  # fmt: skip
-        return geometry, real, max(parts), self.dtype.name, self.threads
+        return geometry, real, self.dtype.name, self.threads
 
     def _order(self, layer: int, real: bool, n: int) -> events.Order | None:
         key = (layer, real, n)
@@ -421,7 +422,7 @@ class _Plan:
         real = s.dtype != bool
         order = self._parts_order(layer, real, parts) if self.events[layer] else None
         if order is not None:
-            key = self._choice_key(layer, real, parts)
+            key = self._choice_key(layer, real)
             if self.measuring and key not in _CHOICES:
                 _CHOICES[key] = self._events_faster(layer, s[:_MEASURE_SAMPLES], order)
             self.events[layer] = _CHOICES.get(key, True)
