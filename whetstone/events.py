@@ -44,8 +44,8 @@ except ImportError:  # pragma: no cover - numba is a dependency; kept optional f
     numba = None
 
 __all__ = [
-    "AVAILABLE", "Order", "blocks", "conv_product", "finish", "product", "stacked", "step",
-    "weighted_counts",
+    "AVAILABLE", "Order", "blocks", "conv_product", "finish", "paired_weights", "product",
+    "stacked", "step", "weighted_counts",
 ]  # fmt: skip
 
 AVAILABLE = numba is not None
@@ -286,6 +286,18 @@ if AVAILABLE:
                 _add(sums, w[j], s[i, j], False)
                 t += 1
 
+    @numba.njit(inline="always", **_JIT)
+    def _row_sums(s, i, index, w, block, lanes, pattern, columns, paired_w, acc, pair):
+        # pragma: no cover - compiled
+        """Row ``i``'s sums ``s[i] @ w`` in the BLAS's order (blocks, then its paired
+        outputs, see :class:`Order`), returned (a view of ``acc``)."""
+        active = index[: _active(s, i, index)]
+        _dense_sums(s, i, active, w, block, acc)
+        p = pattern[i]
+        if p >= 0:
+            _paired_sums(s, i, active, block, lanes, columns[p], paired_w[p], acc, pair)
+        return _total(acc)
+
     @numba.njit(**_JIT)
     def _paired_sums(s, i, active, block, lanes, columns, paired_w, acc, pair):
         # pragma: no cover - compiled
@@ -375,12 +387,8 @@ if AVAILABLE:
         pair = np.empty((2, nblocks, columns.shape[1]), w.dtype)
         index = np.empty(s.shape[1], np.int64)
         for i in range(s.shape[0]):
-            active = index[: _active(s, i, index)]
-            _dense_sums(s, i, active, w, block, acc)
-            p = pattern[i]
-            if p >= 0:
-                _paired_sums(s, i, active, block, lanes, columns[p], paired_w[p], acc, pair)
-            out[i] = _total(acc)
+            out[i] = _row_sums(s, i, index, w, block, lanes, pattern, columns, paired_w, acc,
+                               pair)  # fmt: skip
 
     @numba.njit(**_JIT)
     def _conv_kernel(s, w, block, nblocks, rows, cols, runs, binary, out):  # pragma: no cover
@@ -397,12 +405,8 @@ if AVAILABLE:
         pair = np.empty((2, nblocks, columns.shape[1]), w.dtype)
         index = np.empty(s.shape[1], np.int64)
         for i in range(s.shape[0]):
-            active = index[: _active(s, i, index)]
-            _dense_sums(s, i, active, w, block, acc)
-            p = pattern[i]
-            if p >= 0:
-                _paired_sums(s, i, active, block, lanes, columns[p], paired_w[p], acc, pair)
-            ties[i] = _fire(_total(acc), bias, theta, tolerance, spikes[i])
+            sums = _row_sums(s, i, index, w, block, lanes, pattern, columns, paired_w, acc, pair)
+            ties[i] = _fire(sums, bias, theta, tolerance, spikes[i])
 
     @numba.njit(**_JIT)
     def _conv_step_kernel(s, w, block, nblocks, rows, cols, runs, binary, bias, theta, tolerance,
@@ -476,12 +480,13 @@ def weighted_counts(s: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return out
 
 
-def product(s: np.ndarray, w: np.ndarray, order: Order) -> np.ndarray:
-    """``s @ w`` for ``s`` of shape ``(n, k)`` (0/1 or real), summed in the BLAS's ``order``."""
+def product(s: np.ndarray, w: np.ndarray, order: Order, paired_w=None) -> np.ndarray:
+    """``s @ w`` for ``s`` of shape ``(n, k)`` (0/1 or real), summed in the BLAS's ``order``
+    (``paired_w``: :func:`paired_weights`, gathered here where None)."""
     out = np.empty((len(s), w.shape[1]), w.dtype)
     s = np.ascontiguousarray(s, w.dtype)  # 0/1 as 0.0/1.0: each term 1.0 * w, exactly w
     w = np.ascontiguousarray(w)
-    _kernel("_dense_kernel", order)(s, w, *_dense_operands(order, w, len(s)), out)
+    _kernel("_dense_kernel", order)(s, w, *_dense_operands(order, w, len(s), paired_w), out)
     return out
 
 
@@ -499,11 +504,12 @@ def conv_product(s: np.ndarray, stage, w: np.ndarray, order: Order) -> np.ndarra
     return out.reshape(len(out), *stage.output_shape)
 
 
-def step(s: np.ndarray, stage, w: np.ndarray, order: Order, bias: np.ndarray, tolerance):
+def step(s: np.ndarray, stage, w: np.ndarray, order: Order, bias: np.ndarray, tolerance,
+         paired_w=None):  # fmt: skip
     """Spikes (bool, ``(n, *out)``) and per-sample ties of a dense or conv stage in one pass.
 
     :func:`product` (or :func:`conv_product`) then :func:`finish`, without the products
-    in memory. ``bias`` holds one value per neuron.
+    in memory. ``bias`` holds one value per neuron; ``paired_w`` as in :func:`product`.
 
     Example:
         >>> from whetstone.network import Stage
@@ -522,7 +528,7 @@ def step(s: np.ndarray, stage, w: np.ndarray, order: Order, bias: np.ndarray, to
         spikes = np.empty((len(s), w.shape[1]), bool)
         kernel = _kernel("_dense_step_kernel", order)
         w = np.ascontiguousarray(w)
-        kernel(s, w, *_dense_operands(order, w, len(s)), bias, theta, tolerance,
+        kernel(s, w, *_dense_operands(order, w, len(s), paired_w), bias, theta, tolerance,
                spikes, ties)  # fmt: skip
         return spikes, ties
     s, w, rows, cols, runs, shape = _conv_operands(s, stage, w, order)
@@ -533,34 +539,31 @@ def step(s: np.ndarray, stage, w: np.ndarray, order: Order, bias: np.ndarray, to
     return spikes.reshape(len(s), *stage.output_shape), ties
 
 
-def _dense_operands(order: Order, w: np.ndarray, n: int) -> tuple:
+def _dense_operands(order: Order, w: np.ndarray, n: int, paired_w) -> tuple:
     """The dense kernels' order arguments for ``n`` rows: ``order``'s, then the weights
-    of each pattern's paired outputs ``(P, k, L)`` (zero in a pattern's padding)."""
+    of each pattern's paired outputs (``paired_w``, or gathered now where None)."""
     pattern = order.pattern if order.paired else np.full(n, -1)
     if len(pattern) != n:
-        raise ValueError(f"events: an order of {len(pattern)} rows for a product of {n} rows.")
-    paired_w = _paired_weights(order.columns, w)
+        raise ValueError(
+            f"events: an order of {len(pattern)} rows for a product of {n} rows; measure "
+            f"the order for {n} rows (blocks) or take its rows (Order.rows, stacked)."
+        )
+    paired_w = paired_weights(order, w) if paired_w is None else paired_w
     return order.block, order.lanes, pattern, order.columns, paired_w, order.count
 
 
-_PAIRED: dict[tuple[int, int], tuple] = {}
-"""Recent paired weights by ``(id(columns), id(w))``, with both arrays (kept alive, so
-their ids stay theirs)."""
+def paired_weights(order: Order, w: np.ndarray) -> np.ndarray:
+    """``(P, k, L)``: ``w``'s columns of each pattern's paired outputs (zero in its
+    padding), the dense kernels' second operand; gather it once where ``w`` and ``order``
+    serve many calls.
 
-
-def _paired_weights(columns: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``(P, k, L)``: the weights of each pattern's paired outputs (zero in its padding),
-    gathered once per weights and order."""
-    key = (id(columns), id(w))
-    found = _PAIRED.get(key)
-    if found is not None and found[0] is columns and found[1] is w:
-        return found[2]
-    taken = w[:, columns].transpose(1, 0, 2)
-    paired_w = np.ascontiguousarray(np.where(columns[:, None, :] >= 0, taken, 0), w.dtype)
-    if len(_PAIRED) >= 64:
-        _PAIRED.pop(next(iter(_PAIRED)))
-    _PAIRED[key] = (columns, w, paired_w)
-    return paired_w
+    Example:
+        >>> order = Order.of(np.zeros(2, np.int64), np.array([[False, True]]))
+        >>> paired_weights(order, np.array([[1, 2], [3, 4]], "float32")).tolist()
+        [[[2.0], [4.0]]]
+    """
+    taken = w[:, order.columns].transpose(1, 0, 2)
+    return np.ascontiguousarray(np.where(order.columns[:, None, :] >= 0, taken, 0), w.dtype)
 
 
 def _operand(s: np.ndarray, dtype) -> np.ndarray:

@@ -357,11 +357,12 @@ class _Plan:
     def __init__(self, net: SpikingNetwork, dtype, threads: int = 1):
         self.net, self.dtype, self.measuring, self.threads = net, dtype, False, threads
         self.weights = [
-            None if s.kind == "pool" else s.weights.astype(dtype, copy=False) for s in net.stages
+            None if s.kind == "pool" else np.ascontiguousarray(s.weights, dtype) for s in net.stages
         ]
         self.biases = [None if s.kind == "pool" else _full_bias(s, dtype) for s in net.stages]
         self.events = [events.AVAILABLE and s.kind != "pool" for s in net.stages]
         self.orders: dict[tuple[int, bool, int], events.Order | None] = {}
+        self.paired: dict[int, tuple[events.Order, np.ndarray]] = {}  # per layer, the last
 
     def prepare(self, x: np.ndarray, sizes: list[int]) -> None:
         """Measures each stage's BLAS order (:func:`_event_order`) for chunks of ``sizes``
@@ -430,7 +431,18 @@ class _Plan:
             self.events[layer] = self.events[layer] and not self.measuring
             return self._blas_step(layer, s, parts)
         w, bias = self.weights[layer], self.biases[layer]
-        return events.step(s, stage, w, order, bias, TIE_TOLERANCE)
+        return events.step(s, stage, w, order, bias, TIE_TOLERANCE, self._paired(layer, order))
+
+    def _paired(self, layer: int, order: events.Order) -> np.ndarray | None:
+        """:func:`events.paired_weights` of dense stage ``layer`` for ``order``, gathered
+        once per order of the run (the chunks of one size share theirs); None for a conv
+        (its orders are never paired)."""
+        if self.net.stages[layer].kind != "dense":
+            return None
+        found = self.paired.get(layer)
+        if found is None or found[0].columns is not order.columns:
+            found = self.paired[layer] = (order, events.paired_weights(order, self.weights[layer]))
+        return found[1]
 
     def _events_faster(self, layer: int, s: np.ndarray, order: events.Order) -> bool:
         """Whether the event kernel beats the BLAS on ``s`` (best of two runs each), both
