@@ -89,11 +89,20 @@ def continue_training(
     epochs: int,
     teacher: keras.Model | None = None,
     share: float = 0.0,
+    frozen_norm: bool = False,
+    ema: float | None = None,
 ):
     """Train ``model`` ``epochs`` more epochs at ``rate`` (distilled from ``teacher`` with
-    soft-label ``share`` if given); the per-epoch test accuracy."""
+    soft-label ``share`` if given; with ``frozen_norm``, every BatchNormalization layer in
+    inference mode, its statistics and scale fixed; with ``ema``, Adam keeps an exponential
+    moving average of the weights at that momentum, which replaces them at the end: the
+    last entry of the accuracies is then the averaged model's); the per-epoch test accuracy."""
     (x, y), (x_test, y_test) = data
-    model.compile(keras.optimizers.Adam(rate), "categorical_crossentropy", metrics=["accuracy"])
+    for layer in model.layers:
+        if frozen_norm and isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False  # Keras 3: a frozen BatchNorm runs in inference mode
+    optimizer = keras.optimizers.Adam(rate, use_ema=ema is not None, ema_momentum=ema or 0.99)
+    model.compile(optimizer, "categorical_crossentropy", metrics=["accuracy"])
     labels = keras.utils.to_categorical(y, 10)
     batches = trained.ShiftedImages(
         x, labels, recipe.batch_size, recipe.shift, recipe.seed + 1, recipe.flip
@@ -102,7 +111,12 @@ def continue_training(
         batches = SoftTargets(batches, teacher, share)
     tracker = TestAccuracy(x_test, y_test)
     model.fit(batches, epochs=epochs, callbacks=[tracker], verbose=0)
+    if ema is not None:  # fit has put the averaged weights in the model
+        tracker.on_epoch_begin(epochs)
+        tracker.on_epoch_end(epochs)
     run = {"learning_rate": rate, "test_accuracy": tracker.accuracy, "seconds": tracker.seconds}
+    run |= {"frozen_norm": True} if frozen_norm else {}
+    run |= {"ema_momentum": ema, "last_is_average": True} if ema is not None else {}
     return run | ({"teacher_share": share} if teacher is not None else {})
 
 
@@ -121,6 +135,17 @@ def continue_training(
     help="distil from the baseline ANN: the soft-label share (0: no teacher)",
 )
 @click.option(
+    "--frozen-norm",
+    is_flag=True,
+    help="keep every BatchNormalization in inference mode (the forward pass of the test)",
+)
+@click.option(
+    "--ema",
+    type=float,
+    default=None,
+    help="average the weights (Adam's exponential moving average at this momentum)",
+)
+@click.option(
     "--save",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -134,6 +159,8 @@ def main(
     rates,
     which: str,
     share: float,
+    frozen_norm: bool,
+    ema: float | None,
     save: Path | None,
     out: Path,
 ) -> None:
@@ -151,7 +178,9 @@ def main(
             click.echo(f"{model_name} sharpened, rate {rate}", err=True)
             model = trained.sharpened_model(model_name, data_dir)
             runs["sharpened"].append(
-                continue_training(model, recipe, data, rate, epochs, teacher, share)
+                continue_training(
+                    model, recipe, data, rate, epochs, teacher, share, frozen_norm, ema
+                )
             )
             runs["sharpened"][-1]["fully_sharpened"] = ws.sharpness.is_fully_sharpened(model)
             if save is not None:
@@ -165,6 +194,7 @@ def main(
         )
     name = f"continued_{model_name}" + ("" if which == "both" else f"_{which}")
     name += "".join(f"_rate{r:g}" for r in rates) + (f"_teacher{share:g}" if share else "")
+    name += ("_frozen_norm" if frozen_norm else "") + (f"_ema{ema:g}" if ema else "")
     result = {
         "model": model_name,
         "recipe": recipe.__dict__,

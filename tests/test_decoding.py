@@ -9,6 +9,9 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from whetstone import simulate
 from whetstone.backends import get
@@ -37,6 +40,22 @@ def test_reference_gives_ties_to_the_lowest_class_and_counts_them():
     tied = (votes == votes.max(axis=1, keepdims=True)).sum(axis=1) > 1
     assert result.decoder_ties == int(tied.sum()) > 0
     assert (result.tie_mask == tied).all()
+
+
+SCORE_VALUES = [-2.0, -1e-7, 0.0, 3e-7, 1e-6, 1.5e-6, 2.0, np.inf, -np.inf]  # near ties
+
+
+@given(
+    hnp.arrays(
+        np.float32,
+        hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=12),
+        elements=st.sampled_from([float(np.float32(v)) for v in SCORE_VALUES]),
+    )
+)
+def test_a_decoder_tie_is_two_best_scores_within_the_tolerance(scores):
+    top2 = np.sort(scores, axis=1)[:, -2:]  # the definition: the best minus the second best
+    expected = (top2[:, 1] - top2[:, 0]) < simulate.TIE_TOLERANCE if scores.shape[1] > 1 else 0
+    assert (simulate._decoder_tie(scores) == expected).all()
 
 
 BACKENDS = [
