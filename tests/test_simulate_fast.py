@@ -213,6 +213,23 @@ def test_an_error_in_a_worker_thread_reaches_the_caller():
         simulate.run(net, np.zeros((5, 1), np.float32), threads=2)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize(("mode", "threads"), [("fast", 1), ("fast", 2), ("batch", None),
+                                               ("timestep", None)])  # fmt: skip
+def test_a_non_finite_input_in_any_chunk_is_refused_by_every_path(bad, mode, threads):
+    """The fast path's workers check their own chunks (the last one here); the error is the
+    same as every other path's."""
+    net = SpikingNetwork((3,), [Stage("d", "dense", (3,), (2,), np.ones((3, 2), np.float32))])
+    x = np.full((40, 3), 0.5, np.float32)
+    x[-1, 1] = bad
+    with (
+        mock.patch.object(simulate, "_CHUNK_VALUES", 20),  # chunks of 10 samples
+        mock.patch.object(simulate, "_FAST_SAMPLES", 1),
+        pytest.raises(ValueError, match=r"^run: x holds NaN or Inf values; pass finite inputs"),
+    ):
+        simulate.run(net, x, mode=mode, threads=threads)
+
+
 SHAPES = [(7, 9, 5), (60, 288, 64), (33, 700, 64), (18, 3136, 256), (5, 3136, 16)]
 REAL = [(784 * 18, 9, 32), (1024 * 14, 27, 32), (1000, 784, 256)]  # the models' encoders
 
@@ -318,12 +335,14 @@ def paired_reference(s, w, block, paired):
        st.integers(0, 2**16))  # fmt: skip
 def test_paired_outputs_sum_even_and_odd_terms_apart(m, k, n, nblocks, seed):
     """An order with paired outputs (as OpenBLAS's Zen kernels make on part of their tiles):
-    the kernels sum those outputs' even and odd terms apart, every other output in order."""
+    the kernels sum those outputs' even and odd terms apart, every other output in order.
+    Some rows pair every output (their paired weights are ``w`` itself)."""
     rng = np.random.default_rng(seed)
     s = rng.uniform(size=(m, k)) < 0.6
     w = (rng.normal(size=(k, n)) * 2.0 ** rng.integers(-12, 12, (k, 1))).astype(np.float32)
     block = np.unique(np.sort(rng.integers(0, nblocks, k)), return_inverse=True)[1]
     paired = rng.uniform(size=(m, n)) < 0.4
+    paired[rng.uniform(size=m) < 0.3] = True
     order = events.Order.of(block.astype(np.int64), paired)
     expected = paired_reference(s, w, block, paired)
     np.testing.assert_array_equal(events.product(s, w, order), expected)

@@ -287,7 +287,7 @@ if AVAILABLE:
                 t += 1
 
     @numba.njit(inline="always", **_JIT)
-    def _row_sums(s, i, index, w, block, lanes, pattern, columns, paired_w, acc, pair):
+    def _row_sums(s, i, index, w, block, lanes, pattern, columns, whole, paired_w, acc, pair):
         # pragma: no cover - compiled
         """Row ``i``'s sums ``s[i] @ w`` in the BLAS's order (blocks, then its paired
         outputs, see :class:`Order`), returned (a view of ``acc``)."""
@@ -295,7 +295,8 @@ if AVAILABLE:
         _dense_sums(s, i, active, w, block, acc)
         p = pattern[i]
         if p >= 0:
-            _paired_sums(s, i, active, block, lanes, columns[p], paired_w[p], acc, pair)
+            weights = w if whole[p] else paired_w[p]
+            _paired_sums(s, i, active, block, lanes, columns[p], weights, acc, pair)
         return _total(acc)
 
     @numba.njit(**_JIT)
@@ -381,14 +382,14 @@ if AVAILABLE:
         return count
 
     @numba.njit(**_JIT)
-    def _dense_kernel(s, w, block, lanes, pattern, columns, paired_w, nblocks, out):
+    def _dense_kernel(s, w, block, lanes, pattern, columns, whole, paired_w, nblocks, out):
         # pragma: no cover - compiled
         acc = np.empty((nblocks, w.shape[1]), w.dtype)
         pair = np.empty((2, nblocks, columns.shape[1]), w.dtype)
         index = np.empty(s.shape[1], np.int64)
         for i in range(s.shape[0]):
-            out[i] = _row_sums(s, i, index, w, block, lanes, pattern, columns, paired_w, acc,
-                               pair)  # fmt: skip
+            out[i] = _row_sums(s, i, index, w, block, lanes, pattern, columns, whole, paired_w,
+                               acc, pair)  # fmt: skip
 
     @numba.njit(**_JIT)
     def _conv_kernel(s, w, block, nblocks, rows, cols, runs, binary, out):  # pragma: no cover
@@ -399,13 +400,14 @@ if AVAILABLE:
             out[i].reshape(-1)[:] = _total(flat)
 
     @numba.njit(**_JIT)
-    def _dense_step_kernel(s, w, block, lanes, pattern, columns, paired_w, nblocks, bias,
+    def _dense_step_kernel(s, w, block, lanes, pattern, columns, whole, paired_w, nblocks, bias,
                            theta, tolerance, spikes, ties):  # pragma: no cover  # fmt: skip
         acc = np.empty((nblocks, w.shape[1]), w.dtype)
         pair = np.empty((2, nblocks, columns.shape[1]), w.dtype)
         index = np.empty(s.shape[1], np.int64)
         for i in range(s.shape[0]):
-            sums = _row_sums(s, i, index, w, block, lanes, pattern, columns, paired_w, acc, pair)
+            sums = _row_sums(s, i, index, w, block, lanes, pattern, columns, whole, paired_w, acc,
+                             pair)  # fmt: skip
             ties[i] = _fire(sums, bias, theta, tolerance, spikes[i])
 
     @numba.njit(**_JIT)
@@ -549,21 +551,33 @@ def _dense_operands(order: Order, w: np.ndarray, n: int, paired_w) -> tuple:
             f"the order for {n} rows (blocks) or take its rows (Order.rows, stacked)."
         )
     paired_w = paired_weights(order, w) if paired_w is None else paired_w
-    return order.block, order.lanes, pattern, order.columns, paired_w, order.count
+    whole = _whole(order.columns, w.shape[1])
+    return order.block, order.lanes, pattern, order.columns, whole, paired_w, order.count
+
+
+def _whole(columns: np.ndarray, n: int) -> np.ndarray:
+    """``(P,)``: True for each pattern that pairs every one of the ``n`` outputs, in order
+    (its paired weights are ``w`` itself)."""
+    if columns.shape[1] < n:
+        return np.zeros(len(columns), bool)
+    return (columns[:, :n] == np.arange(n)).all(axis=1) & (columns[:, n:] < 0).all(axis=1)
 
 
 def paired_weights(order: Order, w: np.ndarray) -> np.ndarray:
     """``(P, k, L)``: ``w``'s columns of each pattern's paired outputs (zero in its
     padding), the dense kernels' second operand; gather it once where ``w`` and ``order``
-    serve many calls.
+    serve many calls. A pattern that pairs every output reads ``w`` itself: its slot is
+    left zero, and ``L`` is the widest of the other patterns (at least 1).
 
     Example:
-        >>> order = Order.of(np.zeros(2, np.int64), np.array([[False, True]]))
+        >>> order = Order.of(np.zeros(2, np.int64), np.array([[False, True], [True, True]]))
         >>> paired_weights(order, np.array([[1, 2], [3, 4]], "float32")).tolist()
-        [[[2.0], [4.0]]]
+        [[[2.0], [4.0]], [[0.0], [0.0]]]
     """
-    taken = w[:, order.columns].transpose(1, 0, 2)
-    return np.ascontiguousarray(np.where(order.columns[:, None, :] >= 0, taken, 0), w.dtype)
+    columns = np.where(_whole(order.columns, w.shape[1])[:, None], -1, order.columns)
+    columns = columns[:, : max(1, int((columns >= 0).sum(axis=1).max(initial=0)))]
+    taken = w[:, columns].transpose(1, 0, 2)
+    return np.ascontiguousarray(np.where(columns[:, None, :] >= 0, taken, 0), w.dtype)
 
 
 def _operand(s: np.ndarray, dtype) -> np.ndarray:

@@ -46,6 +46,7 @@ __all__ = [
     "ReadoutDecoder",
     "SpikingNetwork",
     "Stage",
+    "check_finite",
     "load",
     "output_length",
     "same_padding",
@@ -61,6 +62,19 @@ ENCODINGS = ("host", "binary")
 ACTIVATIONS = ("linear", "softmax")
 INPUT = -1
 """The source index of the network input (read by stage 0 only)."""
+
+
+def check_finite(x: np.ndarray, where: str = "run") -> None:
+    """A clear error naming ``where`` if ``x`` holds NaN or Inf.
+
+    Example:
+        >>> check_finite(np.array([1.0, np.nan]), "demo")
+        Traceback (most recent call last):
+        ...
+        ValueError: demo: x holds NaN or Inf values; pass finite inputs.
+    """
+    if not np.isfinite(x).all():
+        raise ValueError(f"{where}: x holds NaN or Inf values; pass finite inputs.")
 
 
 class NetworkFileError(ValueError):
@@ -705,11 +719,14 @@ class SpikingNetwork:
         """Spikes per input that enter the chip: the host encoder's neurons, or the inputs."""
         return self.stages[0].num_neurons if self.host_stage else math.prod(self.input_shape)
 
-    def check_input(self, x, where: str = "run") -> np.ndarray:
+    def check_input(self, x, where: str = "run", finite: bool = True) -> np.ndarray:
         """``x`` as a float32 batch of ``input_shape``, or a clear error naming ``where``.
 
         Every back end and the simulator check inputs with this, so they all accept the
         same data: a non-empty batch of finite values (0/1 for a binary network).
+        ``finite=False`` leaves a host-encoded batch's finiteness to the caller, who
+        checks each part with :func:`check_finite` before it uses it (the simulator's
+        workers, each on its own chunk).
 
         Example:
             >>> stage = Stage("d", "dense", (2,), (1,), np.ones((2, 1), "float32"))
@@ -733,8 +750,8 @@ class SpikingNetwork:
                 "them as in training (e.g. x / 255) and pass floats."
             )
         x = x.reshape(len(x), *self.input_shape).astype(np.float32, copy=False)
-        if not np.isfinite(x).all():
-            raise ValueError(f"{where}: x holds NaN or Inf values; pass finite inputs.")
+        if finite or self.input_encoding == "binary":
+            check_finite(x, where)
         if self.input_encoding == "binary" and not np.isin(x, (0.0, 1.0)).all():
             raise ValueError(
                 f"{where}: this network was converted with input_encoding='binary' but x holds "

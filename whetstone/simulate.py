@@ -48,7 +48,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from whetstone import events
 from whetstone.geometry import im2col, one_blas_thread, pad, preactivation, taps
-from whetstone.network import ReadoutDecoder, SpikingNetwork, Stage
+from whetstone.network import ReadoutDecoder, SpikingNetwork, Stage, check_finite
 
 __all__ = ["TIE_TOLERANCE", "SimulationResult", "preactivation", "run", "stage_spikes"]
 
@@ -477,9 +477,10 @@ class _Plan:
         return spikes.reshape(len(s), *stage.output_shape), ties
 
     def chunk(self, x, parts: list[int], start: int, tally: _Tally, outputs) -> None:
-        """Oracle chunks of sizes ``parts`` from ``start`` on, at once: their output
-        spikes written to ``outputs``."""
+        """Oracle chunks of sizes ``parts`` from ``start`` on, at once (their inputs
+        checked finite here): their output spikes written to ``outputs``."""
         index = slice(start, start + sum(parts))
+        check_finite(x[index])
         outputs[index] = _forward(
             self.net, x[index], lambda layer, s: self.step(layer, s, parts),
             lambda layer, s, spikes, ties: tally.add_counted(index, layer, s, spikes, ties),
@@ -605,8 +606,12 @@ def _decoder_tie(scores: np.ndarray) -> np.ndarray:
     """``(n,)`` True where a sample's two best decoder scores are within the tolerance."""
     if scores.shape[1] < 2:
         return np.zeros(len(scores), bool)
-    top2 = np.partition(scores, -2, axis=1)[:, -2:]  # the second best, then the best
-    return (top2[:, 1] - top2[:, 0]) < TIE_TOLERANCE
+    # best - second < tolerance, where best - score falls as the score rises (rounding is
+    # monotonic): at least two scores (the best one itself) within it of the best. Class
+    # by class over all samples (a contiguous transpose): NumPy reduces long rows fast.
+    by_class = np.ascontiguousarray(scores.T)
+    near = (by_class.max(axis=0) - by_class) < TIE_TOLERANCE
+    return np.add.reduce(near, axis=0, dtype=np.int64) >= 2
 
 
 def check_input(net: SpikingNetwork, x, where: str = "run") -> np.ndarray:
@@ -646,7 +651,7 @@ def run(
         raise ValueError(f"run: dtype must be 'float32' or 'float64', got {dtype!r}.")
     if threads is not None and (not isinstance(threads, (int, np.integer)) or threads < 1):
         raise ValueError(f"run: threads must be None or a whole number >= 1, got {threads!r}.")
-    x = net.check_input(x)
+    x = net.check_input(x, finite=mode != "fast")  # the fast path's workers check their chunks
     tally = _Tally(net, len(x))
     with one_blas_thread():  # the reference's products, on any machine (see preactivation)
         if mode == "fast":
