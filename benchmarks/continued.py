@@ -15,7 +15,13 @@ targets are ``(1 - A) * labels + A * ann(x)`` on the same augmented images, the 
 softmax as soft labels (Hinton et al. 2015, temperature 1). The ANN is the committed
 baseline of the same recipe, so the comparison stays with the same architecture.
 
-Writes ``results/continued_<model>[_<which>][_rate<r>...][_teacher<A>].json``.
+``--frozen-norm`` hones with every BatchNormalization in inference mode (the forward pass
+of the test, its statistics fixed); ``--ema M`` averages the weights along the way (Adam's
+exponential moving average at momentum ``M``, put in the model at the end and evaluated
+as one more entry).
+
+Writes ``results/continued_<model>[_<which>][_rate<r>...][_teacher<A>][_frozen_norm]
+[_ema<M>].json``.
 """
 
 from __future__ import annotations
@@ -141,7 +147,7 @@ def continue_training(
 )
 @click.option(
     "--ema",
-    type=float,
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
     default=None,
     help="average the weights (Adam's exponential moving average at this momentum)",
 )

@@ -69,3 +69,32 @@ def test_a_recipe_from_its_baseline_sharpens_the_trained_baseline(tmp_path, data
     assert sharp["fully_sharpened"] and not base["sharpened"]
     assert sharp["baseline_seconds"] == base["train_seconds"] > 0
     assert float(model.optimizer.learning_rate) == np.float32(recipe.hone_learning_rate)
+
+
+def test_continued_honing_with_frozen_norm_and_weight_average():
+    """``benchmarks.continued``: ``frozen_norm`` keeps every BatchNorm's statistics, and
+    ``ema`` leaves the averaged weights in the model, evaluated as the last entry."""
+    import keras
+    import numpy as np
+
+    from benchmarks import continued, trained
+    from whetstone import models
+
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(size=(64, 28, 28)).astype("float32"), rng.integers(0, 10, 64)
+    data = ((x, y), (x[:16], y[:16]))
+    recipe = trained.Recipe("mnist", "conv_mnist", "adam", 1e-3, 1, 0, 1, batch_size=32)
+
+    model = models.conv_mnist(filters=(4,), head="readout")
+    norm = model.get_layer("norm_1")
+    before = [v.numpy().copy() for v in (norm.moving_mean, norm.moving_variance, norm.gamma)]
+    run = continued.continue_training(model, recipe, data, 1e-2, 2, frozen_norm=True)
+    after = [v.numpy() for v in (norm.moving_mean, norm.moving_variance, norm.gamma)]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+    assert run["frozen_norm"] is True and len(run["test_accuracy"]) == 2
+
+    model = models.conv_mnist(filters=(4,), head="readout")
+    run = continued.continue_training(model, recipe, data, 1e-2, 2, ema=0.5)
+    assert run["ema_momentum"] == 0.5 and run["last_is_average"] is True
+    assert len(run["test_accuracy"]) == 3  # two epochs, then the averaged model
+    assert isinstance(model.optimizer, keras.optimizers.Adam) and model.optimizer.use_ema
