@@ -53,9 +53,13 @@ class TestAccuracy(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(round(time.perf_counter() - self._start, 1))
+        self.record(f"epoch {epoch + 1}")
+
+    def record(self, label: str) -> None:
+        """Append the model's test accuracy now (``label`` names it in the log)."""
         predicted = self.model.predict(self.x, verbose=0, batch_size=500).argmax(axis=1)
         self.accuracy.append(float((predicted == self.y).mean()))
-        click.echo(f"  epoch {epoch + 1}: test accuracy {self.accuracy[-1]:.4f}", err=True)
+        click.echo(f"  {label}: test accuracy {self.accuracy[-1]:.4f}", err=True)
 
 
 class SoftTargets(keras.utils.PyDataset):
@@ -118,8 +122,7 @@ def continue_training(
     tracker = TestAccuracy(x_test, y_test)
     model.fit(batches, epochs=epochs, callbacks=[tracker], verbose=0)
     if ema is not None:  # fit has put the averaged weights in the model
-        tracker.on_epoch_begin(epochs)
-        tracker.on_epoch_end(epochs)
+        tracker.record("averaged weights")
     run = {"learning_rate": rate, "test_accuracy": tracker.accuracy, "seconds": tracker.seconds}
     run |= {"frozen_norm": True} if frozen_norm else {}
     run |= {"ema_momentum": ema, "last_is_average": True} if ema is not None else {}

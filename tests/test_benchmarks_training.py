@@ -97,4 +97,5 @@ def test_continued_honing_with_frozen_norm_and_weight_average():
     run = continued.continue_training(model, recipe, data, 1e-2, 2, ema=0.5)
     assert run["ema_momentum"] == 0.5 and run["last_is_average"] is True
     assert len(run["test_accuracy"]) == 3  # two epochs, then the averaged model
+    assert len(run["seconds"]) == 2
     assert isinstance(model.optimizer, keras.optimizers.Adam) and model.optimizer.use_ema

@@ -65,7 +65,7 @@ INPUT = -1
 
 
 def check_finite(x: np.ndarray, where: str = "run") -> None:
-    """A clear error naming ``where`` if ``x`` holds NaN or Inf.
+    """A clear error naming ``where`` if ``x`` holds NaN or Inf (only floats can).
 
     Example:
         >>> check_finite(np.array([1.0, np.nan]), "demo")
@@ -73,7 +73,7 @@ def check_finite(x: np.ndarray, where: str = "run") -> None:
         ...
         ValueError: demo: x holds NaN or Inf values; pass finite inputs.
     """
-    if not np.isfinite(x).all():
+    if x.dtype.kind in "fc" and not np.isfinite(x).all():
         raise ValueError(f"{where}: x holds NaN or Inf values; pass finite inputs.")
 
 
