@@ -264,57 +264,70 @@ if AVAILABLE:
         """Block sums of row ``i`` (its nonzero inputs ``active``) into ``acc``, each term
         ``s[i, j] * w[j]`` (a 0/1 input: exactly ``w[j]``): four inputs of a block at a
         time, each sum read and written once for the four, its terms still added one by
-        one in input order."""
+        one in input order. Indexed in two dimensions (a row view per input costs more
+        than its four adds)."""
         acc[:] = 0
+        n = w.shape[1]
         t = 0
         while t < active.size:
             j = active[t]
-            sums = acc[block[j]]
-            if t + 3 < active.size and block[active[t + 3]] == block[j]:
-                a, b, c = active[t + 1], active[t + 2], active[t + 3]
-                w0, w1, w2, w3 = w[j], w[a], w[b], w[c]
-                v0, v1, v2, v3 = s[i, j], s[i, a], s[i, b], s[i, c]
-                for o in range(sums.size):
-                    total = sums[o]
-                    total += v0 * w0[o]
-                    total += v1 * w1[o]
-                    total += v2 * w2[o]
-                    total += v3 * w3[o]
-                    sums[o] = total
+            b = block[j]
+            if t + 3 < active.size and block[active[t + 3]] == b:
+                j1, j2, j3 = active[t + 1], active[t + 2], active[t + 3]
+                v0, v1, v2, v3 = s[i, j], s[i, j1], s[i, j2], s[i, j3]
+                for o in range(n):
+                    total = acc[b, o]
+                    total += v0 * w[j, o]
+                    total += v1 * w[j1, o]
+                    total += v2 * w[j2, o]
+                    total += v3 * w[j3, o]
+                    acc[b, o] = total
                 t += 4
             else:
-                _add(sums, w[j], s[i, j], False)
+                v0 = s[i, j]
+                for o in range(n):
+                    acc[b, o] += v0 * w[j, o]
                 t += 1
+
+    @numba.njit(inline="always", **_JIT)
+    def _lane_sums(s, i, active, w, block, lanes, even_acc, odd_acc, odd):
+        # pragma: no cover - compiled
+        """Row ``i``'s block sums of a paired tile: the even lane's terms (and the tail) in
+        ``even_acc``, the odd lane's in ``odd_acc``, each as :func:`_dense_sums` adds them
+        (``active`` is reordered: the even lane's inputs in front; ``odd``: scratch)."""
+        evens = 0
+        odds = 0
+        for j in active:  # without a branch: the lanes alternate with the input
+            lane = lanes[j]
+            odd[odds] = j
+            active[evens] = j
+            odds += lane
+            evens += 1 - lane
+        _dense_sums(s, i, active[:evens], w, block, even_acc)
+        _dense_sums(s, i, odd[:odds], w, block, odd_acc)
 
     @numba.njit(inline="always", **_JIT)
     def _row_sums(s, i, index, w, block, lanes, pattern, columns, whole, paired_w, acc, pair):
         # pragma: no cover - compiled
         """Row ``i``'s sums ``s[i] @ w`` in the BLAS's order (blocks, then its paired
-        outputs, see :class:`Order`), returned (a view of ``acc``)."""
-        active = index[: _active(s, i, index)]
-        _dense_sums(s, i, active, w, block, acc)
-        p = pattern[i]
-        if p >= 0:
-            weights = w if whole[p] else paired_w[p]
-            _paired_sums(s, i, active, block, lanes, columns[p], weights, acc, pair)
-        return _total(acc)
-
-    @numba.njit(**_JIT)
-    def _paired_sums(s, i, active, block, lanes, columns, paired_w, acc, pair):
-        # pragma: no cover - compiled
-        """Row ``i``'s block sums of the outputs ``columns`` (weights ``paired_w``) in two
-        accumulators ``pair``, then added, into ``acc`` (see :class:`Order`)."""
-        width = 0
-        while width < columns.size and columns[width] >= 0:
-            width += 1
-        pair[:, :, :width] = 0
-        for j in active:
-            sums, weights, v = pair[lanes[j], block[j]], paired_w[j], s[i, j]
-            for c in range(width):
-                sums[c] += v * weights[c]
-        for c in range(width):
-            for b in range(acc.shape[0]):
-                acc[b, columns[c]] = pair[0, b, c] + pair[1, b, c]
+        outputs, see :class:`Order`), returned (a view of ``acc``). Scratch: ``index``
+        ``(2, k)``, ``acc`` ``(2, blocks, n)``, ``pair`` ``(2, blocks, L)``."""
+        active = index[0, : _active(s, i, index[0])]
+        p, sums = pattern[i], acc[0]
+        if p >= 0 and whole[p]:  # every output paired: its two lanes only
+            _lane_sums(s, i, active, w, block, lanes, sums, acc[1], index[1])
+            for b in range(sums.shape[0]):
+                for o in range(sums.shape[1]):
+                    sums[b, o] = sums[b, o] + acc[1, b, o]
+            return _total(sums)
+        _dense_sums(s, i, active, w, block, sums)
+        if p >= 0:  # some outputs paired: their two lanes, then in place of their sums
+            _lane_sums(s, i, active, paired_w[p], block, lanes, pair[0], pair[1], index[1])
+            for c in range(columns.shape[1]):
+                if columns[p, c] >= 0:
+                    for b in range(sums.shape[0]):
+                        sums[b, columns[p, c]] = pair[0, b, c] + pair[1, b, c]
+        return _total(sums)
 
     @numba.njit(inline="always", **_JIT)
     def _add(acc, w, v, binary):  # pragma: no cover - compiled
@@ -384,9 +397,9 @@ if AVAILABLE:
     @numba.njit(**_JIT)
     def _dense_kernel(s, w, block, lanes, pattern, columns, whole, paired_w, nblocks, out):
         # pragma: no cover - compiled
-        acc = np.empty((nblocks, w.shape[1]), w.dtype)
-        pair = np.empty((2, nblocks, columns.shape[1]), w.dtype)
-        index = np.empty(s.shape[1], np.int64)
+        acc = np.empty((2, nblocks, w.shape[1]), w.dtype)
+        pair = np.empty((2, nblocks, paired_w.shape[2]), w.dtype)
+        index = np.empty((2, s.shape[1]), np.int64)
         for i in range(s.shape[0]):
             out[i] = _row_sums(s, i, index, w, block, lanes, pattern, columns, whole, paired_w,
                                acc, pair)  # fmt: skip
@@ -402,9 +415,9 @@ if AVAILABLE:
     @numba.njit(**_JIT)
     def _dense_step_kernel(s, w, block, lanes, pattern, columns, whole, paired_w, nblocks, bias,
                            theta, tolerance, spikes, ties):  # pragma: no cover  # fmt: skip
-        acc = np.empty((nblocks, w.shape[1]), w.dtype)
-        pair = np.empty((2, nblocks, columns.shape[1]), w.dtype)
-        index = np.empty(s.shape[1], np.int64)
+        acc = np.empty((2, nblocks, w.shape[1]), w.dtype)
+        pair = np.empty((2, nblocks, paired_w.shape[2]), w.dtype)
+        index = np.empty((2, s.shape[1]), np.int64)
         for i in range(s.shape[0]):
             sums = _row_sums(s, i, index, w, block, lanes, pattern, columns, whole, paired_w, acc,
                              pair)  # fmt: skip
