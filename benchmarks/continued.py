@@ -16,12 +16,14 @@ softmax as soft labels (Hinton et al. 2015, temperature 1). The ANN is the commi
 baseline of the same recipe, so the comparison stays with the same architecture.
 
 ``--frozen-norm`` hones with every BatchNormalization in inference mode (the forward pass
-of the test, its statistics fixed); ``--ema M`` averages the weights along the way (Adam's
+of the test, its statistics fixed); ``--dropout R`` sets every Dropout layer's rate to
+``R`` while honing (0: none; the sharpened network underfits, its training accuracy under
+augmentation stays below its test accuracy); ``--ema M`` averages the weights along the way (Adam's
 exponential moving average at momentum ``M``, put in the model at the end and evaluated
 as one more entry).
 
 Writes ``results/continued_<model>[_<which>][_rate<r>...][_teacher<A>][_frozen_norm]
-[_ema<M>].json``.
+[_ema<M>][_dropout<R>].json``.
 """
 
 from __future__ import annotations
@@ -101,16 +103,20 @@ def continue_training(
     share: float = 0.0,
     frozen_norm: bool = False,
     ema: float | None = None,
+    dropout: float | None = None,
 ):
     """Train ``model`` ``epochs`` more epochs at ``rate`` (distilled from ``teacher`` with
     soft-label ``share`` if given; with ``frozen_norm``, every BatchNormalization layer in
     inference mode, its statistics and scale fixed; with ``ema``, Adam keeps an exponential
     moving average of the weights at that momentum, which replaces them at the end: the
-    last entry of the accuracies is then the averaged model's); the per-epoch test accuracy."""
+    last entry of the accuracies is then the averaged model's; with ``dropout``, every
+    Dropout layer at that rate); the per-epoch test accuracy."""
     (x, y), (x_test, y_test) = data
     for layer in model.layers:
         if frozen_norm and isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False  # Keras 3: a frozen BatchNorm runs in inference mode
+        if dropout is not None and isinstance(layer, keras.layers.Dropout):
+            layer.rate = dropout  # read when fit traces its training step
     optimizer = keras.optimizers.Adam(rate, use_ema=ema is not None, ema_momentum=ema or 0.99)
     model.compile(optimizer, "categorical_crossentropy", metrics=["accuracy"])
     labels = keras.utils.to_categorical(y, 10)
@@ -126,6 +132,7 @@ def continue_training(
     run = {"learning_rate": rate, "test_accuracy": tracker.accuracy, "seconds": tracker.seconds}
     run |= {"frozen_norm": True} if frozen_norm else {}
     run |= {"ema_momentum": ema, "last_is_average": True} if ema is not None else {}
+    run |= {"dropout": dropout} if dropout is not None else {}
     return run | ({"teacher_share": share} if teacher is not None else {})
 
 
@@ -155,6 +162,18 @@ def continue_training(
     help="average the weights (Adam's exponential moving average at this momentum)",
 )
 @click.option(
+    "--dropout",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=None,
+    help="every Dropout layer's rate while continuing (default: the model's own)",
+)
+@click.option(
+    "--start",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="continue this saved sharpened model (.keras, e.g. an earlier --save) instead",
+)
+@click.option(
     "--save",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -170,25 +189,33 @@ def main(
     share: float,
     frozen_norm: bool,
     ema: float | None,
+    dropout: float | None,
+    start: Path | None,
     save: Path | None,
     out: Path,
 ) -> None:
     """Continue MODEL_NAME's sharpened and baseline models; write continued_<model>.json."""
     recipe = trained.RECIPES[model_name]
     data = ws.datasets.load(recipe.dataset, data_dir)
-    start = {
+    before = {
         "sharpened": trained.report(model_name)["test_accuracy"],
         "baseline": trained.report(model_name, sharpen=False)["test_accuracy"],
     }
+    if start is not None:
+        before["sharpened"] = _accuracy(keras.models.load_model(start), data)
     runs: dict = {"sharpened": [], "baseline": []}
     if which in ("both", "sharpened"):
         teacher = trained.baseline_model(model_name, data_dir) if share else None
         for rate in rates or (recipe.hone_learning_rate,):
             click.echo(f"{model_name} sharpened, rate {rate}", err=True)
-            model = trained.sharpened_model(model_name, data_dir)
+            model = (
+                keras.models.load_model(start)
+                if start is not None
+                else trained.sharpened_model(model_name, data_dir)
+            )
             runs["sharpened"].append(
                 continue_training(
-                    model, recipe, data, rate, epochs, teacher, share, frozen_norm, ema
+                    model, recipe, data, rate, epochs, teacher, share, frozen_norm, ema, dropout
                 )
             )
             runs["sharpened"][-1]["fully_sharpened"] = ws.sharpness.is_fully_sharpened(model)
@@ -204,18 +231,28 @@ def main(
     name = f"continued_{model_name}" + ("" if which == "both" else f"_{which}")
     name += "".join(f"_rate{r:g}" for r in rates) + (f"_teacher{share:g}" if share else "")
     name += ("_frozen_norm" if frozen_norm else "") + (f"_ema{ema:g}" if ema else "")
+    name += f"_dropout{dropout:g}" if dropout is not None else ""
+    name += f"_from_{start.stem}" if start is not None else ""
     result = {
         "model": model_name,
         "recipe": recipe.__dict__,
         "epochs_before": len(trained.report(model_name)["epoch_seconds"]),
         "epochs_continued": epochs,
         "optimizer": "Adam, fresh state (the committed models' optimizer state is not kept)",
-        "test_accuracy_before": start,
+        "started_from": str(start) if start is not None else "the committed models",
+        "test_accuracy_before": before,
         "test_images": len(data[1][1]),
         "runs": runs,
         "best_gap_points": _best_gap(runs),
     }
     click.echo(f"wrote {write_result(name, result, folder=out)}")
+
+
+def _accuracy(model: keras.Model, data) -> float:
+    """Test accuracy of ``model`` (Keras ``predict``) on ``data``'s test set."""
+    x_test, y_test = data[1]
+    predicted = model.predict(x_test, verbose=0, batch_size=500).argmax(axis=1)
+    return float((predicted == y_test).mean())
 
 
 def _best_gap(runs: dict) -> float | None:

@@ -4,9 +4,10 @@ Load each model through :mod:`benchmarks.subject` (converted, its test images, t
 simulator's fast path run once), run the oracle (``mode="batch"``, the plain BLAS path)
 and Keras ``predict`` (batches of ``BATCH`` = 1000 images) on the same images in one
 process, and record accuracies, disagreements, ties, throughput (images/s, best of
-``repeats`` interleaved runs) and the ratios, whether the fast path equals the oracle in
-every output (spikes, ties, synaptic operations), spikes, synaptic operations and the
-worker threads the fast path used.
+``repeats`` interleaved runs) and the ratios (of the best runs, and the spread of the
+ratio within each repeat: on a noisy machine one figure is not a measurement), whether
+the fast path equals the oracle in every output (spikes, ties, synaptic operations),
+spikes, synaptic operations and the worker threads the fast path used.
 Where one pass over the images is short (dense_mnist: about 0.1 s, where timer and load
 noise matter), each timed run makes ``passes`` passes (both sides the same number, enough
 for the simulator's run to last ``MIN_SECONDS``) and the figures are per pass. Run
@@ -85,6 +86,7 @@ def measure_subject(loaded: subject.Subject, repeats: int) -> dict:
                                      passes))  # fmt: skip
         simulator_times.append(_per_pass(lambda: runs.append(simulate.run(net, x_test)), passes))
         batch_times.append(_per_pass(lambda: simulate.run(net, x_test, mode="batch"), passes))
+    ratios = sorted(k / s for k, s in zip(keras_times, simulator_times, strict=True))
     keras_rate = len(x_test) / min(keras_times)
     simulator_rate = len(x_test) / min(simulator_times)
     batch_rate = len(x_test) / min(batch_times)
@@ -113,6 +115,11 @@ def measure_subject(loaded: subject.Subject, repeats: int) -> dict:
         "keras_images_per_s": round(keras_rate, 1),
         "simulator_images_per_s": round(simulator_rate, 1),
         "simulator_over_keras": round(simulator_rate / keras_rate, 3),
+        "ratio_per_repeat": {  # each repeat's Keras seconds over its simulator seconds
+            "min": round(ratios[0], 3),
+            "median": round(float(np.median(ratios)), 3),
+            "max": round(ratios[-1], 3),
+        },
         "keras_batch_size": BATCH,
         "passes_per_repeat": passes,
         "keras_seconds": [round(t, 3) for t in keras_times],
@@ -128,6 +135,16 @@ def measure_subject(loaded: subject.Subject, repeats: int) -> dict:
         "fast_over_batch": round(simulator_rate / batch_rate, 3),
         "batch_seconds": [round(t, 3) for t in batch_times],
     }
+
+
+def _spread(ratios: dict) -> str:
+    """A repeat-ratio spread as text.
+
+    Example:
+        >>> _spread({"min": 3.5, "median": 3.9, "max": 4.2})
+        '3.50x-4.20x, median 3.90x'
+    """
+    return f"{ratios['min']:.2f}x-{ratios['max']:.2f}x, median {ratios['median']:.2f}x"
 
 
 def _blas() -> list[dict]:
@@ -161,7 +178,8 @@ def main(data_dir: str, models: str, repeats: int, limit: int | None, out: Path)
         figures.append(measure(name, data_dir, repeats, limit))
         row = figures[-1]
         click.echo(f"{name}: keras {row['keras_images_per_s']:,.0f} img/s, simulator "
-                   f"{row['simulator_images_per_s']:,.0f} img/s ({row['simulator_over_keras']}x), "
+                   f"{row['simulator_images_per_s']:,.0f} img/s ({row['simulator_over_keras']}x; "
+                   f"per repeat {_spread(row['ratio_per_repeat'])}), "
                    f"fast equals oracle: {row['fast_equals_batch']}, "
                    f"{row['simulator_threads']} threads", err=True)  # fmt: skip
     click.echo(f"wrote {write_result('simulator_throughput', {'models': figures}, folder=out)}")

@@ -392,3 +392,23 @@ def test_the_event_or_blas_choice_is_measured_once_per_stage_shape():
         second = simulate.run(net, x, threads=2)
     assert measuring == [False] * 5
     np.testing.assert_array_equal(first.output_spikes, second.output_spikes)
+
+
+def test_the_choice_of_kernel_times_each_candidate_on_every_worker_at_once():
+    """The event kernel and the BLAS are timed as the workers run them: on all the run's
+    threads at the same time (a second thread of a core helps the two unequally)."""
+    import threading
+    import time
+
+    barrier = threading.Barrier(2, timeout=5)  # passes only if both calls run together
+    calls = []
+
+    def both_at_once():
+        calls.append(threading.current_thread().name)
+        barrier.wait()
+
+    simulate._on_threads(both_at_once, 2)()
+    assert len(calls) == 2 and all(name.startswith("whetstone-simulate") for name in calls)
+    assert simulate._on_threads(both_at_once, 1) is both_at_once
+    assert simulate._faster(lambda: None, lambda: time.sleep(0.002))
+    assert not simulate._faster(lambda: time.sleep(0.002), lambda: None)

@@ -59,6 +59,7 @@ _CHUNK_VALUES = 1 << 20  # about 4 MiB of float32 im2col per chunk: stays in cac
 _MAX_CHUNK = 512  # samples per chunk at most: several chunks to share among threads
 _FAST_SAMPLES = 256  # samples per call of the fast path's kernels, at least
 _MEASURE_SAMPLES = 64  # samples on which each stage times its event kernel against the BLAS
+_MEASURE_REPEATS = 5  # runs of each, in turn (the best counts)
 _CHOICES: dict[tuple, bool] = {}
 """Per stage geometry, input kind, dtype and worker threads: whether its event
 kernel was measured faster than the BLAS, in this process (measured once: either gives
@@ -445,15 +446,19 @@ class _Plan:
         return found[1]
 
     def _events_faster(self, layer: int, s: np.ndarray, order: events.Order) -> bool:
-        """Whether the event kernel beats the BLAS on ``s`` (best of two runs each), both
-        on the threads the run gives them (see :func:`_run_fast`)."""
+        """Whether the event kernel beats the BLAS on ``s`` (see :func:`_faster`), each
+        run on all the run's threads at once, as the workers will run it (the BLAS's
+        multiply-adds gain less from a second thread of the same core than the kernel's
+        loads do)."""
         stage, w, bias = self.net.stages[layer], self.weights[layer], self.biases[layer]
         order = order.rows(slice(0, len(s)))  # paired orders are dense: a row per sample
-        seconds = [
-            _best(lambda: events.step(s, stage, w, order, bias, TIE_TOLERANCE), 2),
-            _best(lambda: self._blas_step(layer, s, [len(s)]), 2),
-        ]
-        return seconds[0] <= seconds[1]
+        paired = self._paired(layer, order)  # gathered once, as for the run
+        return _faster(
+            _on_threads(
+                lambda: events.step(s, stage, w, order, bias, TIE_TOLERANCE, paired), self.threads
+            ),
+            _on_threads(lambda: self._blas_step(layer, s, [len(s)]), self.threads),
+        )
 
     def _parts_order(self, layer: int, real: bool, parts: list[int]) -> events.Order | None:
         """The event kernels' order for all the parts at once, or None.
@@ -493,14 +498,34 @@ class _Plan:
         return any(s.kind != "pool" and not on for s, on in stages)
 
 
-def _best(function, repeats: int) -> float:
-    """Seconds of ``function()``, the best of ``repeats`` runs."""
-    seconds = math.inf
+def _faster(first, second, repeats: int = _MEASURE_REPEATS) -> bool:
+    """Whether ``first()`` runs at least as fast as ``second()``: the best of ``repeats``
+    runs each, taken in turn (both see the same load; one noisy run decides nothing).
+
+    Example:
+        >>> _faster(lambda: None, lambda: sum(range(100_000)))
+        True
+    """
+    best = [math.inf, math.inf]
     for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        seconds = min(seconds, time.perf_counter() - started)
-    return seconds
+        for i, function in enumerate((first, second)):
+            started = time.perf_counter()
+            function()
+            best[i] = min(best[i], time.perf_counter() - started)
+    return best[0] <= best[1]
+
+
+def _on_threads(function, threads: int):
+    """``function`` run once on each of ``threads`` workers at the same time (itself where
+    one)."""
+    if threads == 1:
+        return function
+
+    def on_all() -> None:
+        for future in [_pool(threads).submit(function) for _ in range(threads)]:
+            future.result()
+
+    return on_all
 
 
 def _threads() -> int:
@@ -537,7 +562,7 @@ def _run_fast(net: SpikingNetwork, x: np.ndarray, dtype, tally: _Tally, threads=
     jobs = [(sizes[i : i + group], i * size) for i in range(0, len(sizes), group)]
     measure = len(jobs) >= 4 and len(x) >= 4 * _MEASURE_SAMPLES and plan.unmeasured()
     threads = min(threads, max(len(jobs) - measure, 1))
-    tally.threads = threads
+    tally.threads = plan.threads = threads
     if measure:
         plan.measuring = True
         plan.chunk(x, *jobs.pop(0), tally, outputs)
