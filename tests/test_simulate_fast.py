@@ -396,7 +396,7 @@ def test_the_event_or_blas_choice_is_measured_once_per_stage_shape():
 
 def test_the_choice_of_kernel_times_each_candidate_on_every_worker_at_once():
     """The event kernel and the BLAS are timed as the workers run them: on all the run's
-    threads at the same time (a second thread of a core helps the two unequally)."""
+    threads at the same time, the best of runs taken in turn."""
     import threading
     import time
 

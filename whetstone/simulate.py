@@ -447,9 +447,8 @@ class _Plan:
 
     def _events_faster(self, layer: int, s: np.ndarray, order: events.Order) -> bool:
         """Whether the event kernel beats the BLAS on ``s`` (see :func:`_faster`), each
-        run on all the run's threads at once, as the workers will run it (the BLAS's
-        multiply-adds gain less from a second thread of the same core than the kernel's
-        loads do)."""
+        as the workers will run it: on all the run's threads at once, the paired weights
+        gathered beforehand."""
         stage, w, bias = self.net.stages[layer], self.weights[layer], self.biases[layer]
         order = order.rows(slice(0, len(s)))  # paired orders are dense: a row per sample
         paired = self._paired(layer, order)  # gathered once, as for the run
