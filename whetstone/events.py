@@ -317,8 +317,7 @@ if AVAILABLE:
         if p >= 0 and whole[p]:  # every output paired: its two lanes only
             _lane_sums(s, i, active, w, block, lanes, sums, acc[1], index[1])
             for b in range(sums.shape[0]):
-                for o in range(sums.shape[1]):
-                    sums[b, o] = sums[b, o] + acc[1, b, o]
+                _add(sums[b], acc[1, b], 1, True)
             return _total(sums)
         _dense_sums(s, i, active, w, block, sums)
         if p >= 0:  # some outputs paired: their two lanes, then in place of their sums
