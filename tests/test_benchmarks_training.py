@@ -99,3 +99,23 @@ def test_continued_honing_with_frozen_norm_and_weight_average():
     assert len(run["test_accuracy"]) == 3  # two epochs, then the averaged model
     assert len(run["seconds"]) == 2
     assert isinstance(model.optimizer, keras.optimizers.Adam) and model.optimizer.use_ema
+
+
+def test_continued_honing_without_dropout():
+    """``dropout=0`` trains with every Dropout layer passing its input through unchanged."""
+    import numpy as np
+
+    from benchmarks import continued, trained
+    from whetstone import models
+
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(size=(64, 28, 28)).astype("float32"), rng.integers(0, 10, 64)
+    recipe = trained.Recipe("mnist", "conv_mnist", "adam", 1e-3, 1, 0, 1, batch_size=32)
+    model = models.conv_mnist(filters=(4,), head="readout")
+    run = continued.continue_training(
+        model, recipe, ((x, y), (x[:16], y[:16])), 1e-2, 1, dropout=0.0
+    )
+    assert run["dropout"] == 0.0 and len(run["test_accuracy"]) == 1
+    dropout = model.get_layer("dropout_out")
+    features = np.ones((8, 16), "float32")
+    np.testing.assert_array_equal(dropout(features, training=True), features)
