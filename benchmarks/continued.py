@@ -17,10 +17,11 @@ baseline of the same recipe, so the comparison stays with the same architecture.
 
 ``--frozen-norm`` hones with every BatchNormalization in inference mode (the forward pass
 of the test, its statistics fixed); ``--dropout R`` sets every Dropout layer's rate to
-``R`` while honing (0: none; the sharpened network underfits, its training accuracy under
-augmentation stays below its test accuracy); ``--ema M`` averages the weights along the way (Adam's
-exponential moving average at momentum ``M``, put in the model at the end and evaluated
-as one more entry).
+``R`` while honing (0: none; with dropout and augmentation the sharpened network's
+training accuracy stays below its test accuracy); ``--ema M`` averages the weights along
+the way (Adam's exponential moving average at momentum ``M``, put in the model at the end
+and evaluated as one more entry). ``--start FILE`` continues a model saved earlier (e.g.
+by ``--save``) instead of the committed one, its test accuracy recorded as the start.
 
 Writes ``results/continued_<model>[_<which>][_rate<r>...][_teacher<A>][_frozen_norm]
 [_ema<M>][_dropout<R>].json``.
