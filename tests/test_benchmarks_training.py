@@ -119,3 +119,33 @@ def test_continued_honing_without_dropout():
     dropout = model.get_layer("dropout_out")
     features = np.ones((8, 16), "float32")
     np.testing.assert_array_equal(dropout(features, training=True), features)
+
+
+def test_widening_staggers_copies_of_the_last_hidden_layer():
+    """``benchmarks.widened.widen``: each hidden unit becomes ``copies`` units with its
+    weights, BatchNorm offsets spread by 1/copies around its own, and the readout's weight
+    shared among them; once sharp, the copies fire at staggered thresholds."""
+    import dataclasses
+
+    import numpy as np
+
+    from benchmarks import trained, widened
+    from whetstone import models
+
+    ann = models.conv_mnist(filters=(4,), hidden=(8,), head="readout")
+    options = (("filters", (4,)), ("hidden", (24,)))
+    recipe = dataclasses.replace(widened.widened_recipe(3), build="conv_mnist", options=options)
+    assert isinstance(recipe, trained.Recipe)
+    wide = widened.widen(ann, recipe, 3)
+    kernel, bias = ann.get_layer("dense_1").get_weights()
+    wide_kernel, wide_bias = wide.get_layer("dense_1").get_weights()
+    np.testing.assert_array_equal(wide_kernel, np.tile(kernel, (1, 3)))
+    np.testing.assert_array_equal(wide_bias, np.tile(bias, 3))
+    beta = ann.get_layer("norm_dense_1").beta.numpy()
+    wide_beta = wide.get_layer("norm_dense_1").beta.numpy().reshape(3, 8)
+    np.testing.assert_allclose(wide_beta - beta, [[-1 / 3] * 8, [0] * 8, [1 / 3] * 8], atol=1e-6)
+    readout = ann.get_layer("readout").get_weights()[0]
+    wide_readout = wide.get_layer("readout").get_weights()[0].reshape(3, 8, 10)
+    np.testing.assert_allclose(wide_readout.sum(axis=0), readout, rtol=1e-6)
+    np.testing.assert_array_equal(wide.get_layer("conv_1").get_weights()[0],
+                                  ann.get_layer("conv_1").get_weights()[0])  # fmt: skip
