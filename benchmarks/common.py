@@ -53,6 +53,12 @@ def environment() -> dict:
     }
 
 
+def accuracy(model, x, y) -> float:
+    """Test accuracy of a Keras classifier ``model`` (``predict``, batches of 500) on ``x``,
+    against integer labels ``y``."""
+    return float((model.predict(x, verbose=0, batch_size=500).argmax(axis=1) == y).mean())
+
+
 def write_result(name: str, result: dict, folder: Path = RESULTS) -> Path:
     """Write ``result`` (plus the environment) to ``folder/name.json`` atomically."""
     folder.mkdir(parents=True, exist_ok=True)

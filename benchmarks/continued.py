@@ -40,7 +40,7 @@ import keras
 
 import whetstone as ws
 from benchmarks import trained
-from benchmarks.common import RESULTS, write_result
+from benchmarks.common import RESULTS, accuracy, write_result
 from whetstone import files
 
 
@@ -60,8 +60,7 @@ class TestAccuracy(keras.callbacks.Callback):
 
     def record(self, label: str) -> None:
         """Append the model's test accuracy now (``label`` names it in the log)."""
-        predicted = self.model.predict(self.x, verbose=0, batch_size=500).argmax(axis=1)
-        self.accuracy.append(float((predicted == self.y).mean()))
+        self.accuracy.append(accuracy(self.model, self.x, self.y))
         click.echo(f"  {label}: test accuracy {self.accuracy[-1]:.4f}", err=True)
 
 
@@ -203,7 +202,7 @@ def main(
         "baseline": trained.report(model_name, sharpen=False)["test_accuracy"],
     }
     if start is not None:
-        before["sharpened"] = _accuracy(keras.models.load_model(start), data)
+        before["sharpened"] = accuracy(keras.models.load_model(start), *data[1])
     runs: dict = {"sharpened": [], "baseline": []}
     if which in ("both", "sharpened"):
         teacher = trained.baseline_model(model_name, data_dir) if share else None
@@ -247,13 +246,6 @@ def main(
         "best_gap_points": _best_gap(runs),
     }
     click.echo(f"wrote {write_result(name, result, folder=out)}")
-
-
-def _accuracy(model: keras.Model, data) -> float:
-    """Test accuracy of ``model`` (Keras ``predict``) on ``data``'s test set."""
-    x_test, y_test = data[1]
-    predicted = model.predict(x_test, verbose=0, batch_size=500).argmax(axis=1)
-    return float((predicted == y_test).mean())
 
 
 def _best_gap(runs: dict) -> float | None:

@@ -35,7 +35,7 @@ import keras
 import numpy as np
 
 import whetstone as ws
-from benchmarks.common import RESULTS, write_result
+from benchmarks.common import RESULTS, accuracy, write_result
 from benchmarks.trained import EpochTimer
 
 L = keras.layers
@@ -57,10 +57,6 @@ def keras_io_convnet() -> keras.Model:
 
 def floats(history: dict) -> dict:
     return {name: [float(v) for v in values] for name, values in history.items()}
-
-
-def accuracy(model: keras.Model, x, y) -> float:
-    return float((model.predict(x, verbose=0, batch_size=500).argmax(axis=1) == y).mean())
 
 
 def spiking(model: keras.Model, x, y) -> dict:

@@ -522,7 +522,7 @@ def throughput_section(results: Path) -> list[str]:
     rows = [
         [m["model"], f"{m['test_images']:,}", f"{m['keras_images_per_s']:,.0f}",
          f"{m['simulator_images_per_s']:,.0f}", f"{m['simulator_over_keras']:.2f}x",
-         _repeat_spread(m), _throughput_target(m), f"{m['batch_images_per_s']:,.0f}",
+         repeat_spread(m), _throughput_target(m), f"{m['batch_images_per_s']:,.0f}",
          f"{m['simulator_threads']}",
          "yes" if m["fast_equals_batch"] else "**no**"]
         for m in figures["models"]
@@ -555,11 +555,11 @@ def _machine(model: dict) -> str:
     return f"Measured on {model.get('cpus', '?')} CPUs (BLAS: {kernels})." if blas else ""
 
 
-def _repeat_spread(model: dict) -> str:
+def repeat_spread(model: dict) -> str:
     """The lowest-highest ratio over the repeats and their median ("-" where not recorded).
 
     Example:
-        >>> _repeat_spread({"ratio_per_repeat": {"min": 3.5, "median": 3.9, "max": 4.2}})
+        >>> repeat_spread({"ratio_per_repeat": {"min": 3.5, "median": 3.9, "max": 4.2}})
         '3.50-4.20x (median 3.90x)'
     """
     ratios = model.get("ratio_per_repeat")

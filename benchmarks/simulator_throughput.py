@@ -34,6 +34,7 @@ from threadpoolctl import threadpool_info
 
 from benchmarks import subject
 from benchmarks.common import RESULTS, write_result
+from benchmarks.report import repeat_spread
 from whetstone import simulate
 
 BATCH = 1000
@@ -137,16 +138,6 @@ def measure_subject(loaded: subject.Subject, repeats: int) -> dict:
     }
 
 
-def _spread(ratios: dict) -> str:
-    """A repeat-ratio spread as text.
-
-    Example:
-        >>> _spread({"min": 3.5, "median": 3.9, "max": 4.2})
-        '3.50x-4.20x, median 3.90x'
-    """
-    return f"{ratios['min']:.2f}x-{ratios['max']:.2f}x, median {ratios['median']:.2f}x"
-
-
 def _blas() -> list[dict]:
     """The loaded BLAS libraries: which, their CPU kernel and threads."""
     pools = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
@@ -179,7 +170,7 @@ def main(data_dir: str, models: str, repeats: int, limit: int | None, out: Path)
         row = figures[-1]
         click.echo(f"{name}: keras {row['keras_images_per_s']:,.0f} img/s, simulator "
                    f"{row['simulator_images_per_s']:,.0f} img/s ({row['simulator_over_keras']}x; "
-                   f"per repeat {_spread(row['ratio_per_repeat'])}), "
+                   f"per repeat {repeat_spread(row)}), "
                    f"fast equals oracle: {row['fast_equals_batch']}, "
                    f"{row['simulator_threads']} threads", err=True)  # fmt: skip
     click.echo(f"wrote {write_result('simulator_throughput', {'models': figures}, folder=out)}")

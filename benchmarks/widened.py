@@ -33,7 +33,7 @@ import numpy as np
 
 import whetstone as ws
 from benchmarks import trained
-from benchmarks.common import RESULTS, write_result
+from benchmarks.common import RESULTS, accuracy, write_result
 from whetstone import files
 
 MODEL = "vgg_cifar10"
@@ -69,10 +69,6 @@ def widen(ann: keras.Model, recipe: trained.Recipe, copies: int) -> keras.Model:
     return wide
 
 
-def _accuracy(model: keras.Model, x, y) -> float:
-    return float((model.predict(x, verbose=0, batch_size=500).argmax(axis=1) == y).mean())
-
-
 @click.command()
 @click.option("--data", "data_dir", envvar="WHETSTONE_DATA", default="../shared/data")
 @click.option("--copies", type=click.IntRange(2, 16), default=4, show_default=True)
@@ -85,7 +81,7 @@ def main(data_dir, copies: int, save: Path | None, out: Path) -> None:
     (_, _), (x_test, y_test) = ws.datasets.load(recipe.dataset, data_dir)
     ann = trained.baseline_model(MODEL, data_dir)
     wide = widen(ann, recipe, copies)
-    before = {"ann": _accuracy(ann, x_test, y_test), "widened_ann": _accuracy(wide, x_test, y_test)}
+    before = {"ann": accuracy(ann, x_test, y_test), "widened_ann": accuracy(wide, x_test, y_test)}
     click.echo(f"ANN {before['ann']:.4f}, widened ANN {before['widened_ann']:.4f}", err=True)
     model, report = trained.train(recipe, data_dir, sharpen=True, start=wide)
     if save is not None:

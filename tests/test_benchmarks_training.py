@@ -129,13 +129,12 @@ def test_widening_staggers_copies_of_the_last_hidden_layer():
 
     import numpy as np
 
-    from benchmarks import trained, widened
+    from benchmarks import widened
     from whetstone import models
 
     ann = models.conv_mnist(filters=(4,), hidden=(8,), head="readout")
     options = (("filters", (4,)), ("hidden", (24,)))
     recipe = dataclasses.replace(widened.widened_recipe(3), build="conv_mnist", options=options)
-    assert isinstance(recipe, trained.Recipe)
     wide = widened.widen(ann, recipe, 3)
     kernel, bias = ann.get_layer("dense_1").get_weights()
     wide_kernel, wide_bias = wide.get_layer("dense_1").get_weights()
