@@ -33,6 +33,7 @@ SUITES = {
     "mnist": ("dense_mnist", "conv_mnist"),
     "fashion": ("conv_fashion",),
     "cifar10": ("vgg_cifar10",),
+    "cifar10_wide": ("vgg_cifar10_wide",),
     "resnet": ("resnet_mnist",),
 }
 

@@ -45,6 +45,10 @@ class Recipe:
     first, for ``epochs`` epochs with its rate lowered at epoch ``lower_at``, and the
     sharpened run starts from its weights, at ``hone_learning_rate`` throughout (the path
     from a trained ANN). Its training time then counts the baseline's too.
+
+    With ``widen=(recipe, layer, copies)`` the baseline is that recipe's baseline with
+    ``layer`` widened into ``copies`` staggered copies (:func:`whetstone.widen.widen`, which
+    keeps its function to within the offsets' effect), and the sharpened run starts from it.
     """
 
     dataset: str
@@ -65,6 +69,7 @@ class Recipe:
     shift: int = 0  # training images shifted by up to this many pixels (augmentation)
     flip: bool = False  # and mirrored left-right at random (augmentation)
     from_baseline: tuple[int, int] | None = None  # sharpen the trained baseline (see above)
+    widen: tuple[str, str, int] | None = None  # start from a widened baseline (see above)
 
     def build_model(self) -> keras.Model:
         """The untrained model of this recipe."""
@@ -114,6 +119,12 @@ RECIPES = {
         shift=2, flip=True, from_baseline=(22, 16),
     ),
 }  # fmt: skip
+# vgg_cifar10 with its 256-unit spiking layer widened into 4 staggered copies (1024 units)
+# after the baseline trained, so that the readout sees 5 levels per unit instead of 2;
+# then sharpened and honed as vgg_cifar10. Its baseline is vgg_cifar10's, widened.
+RECIPES["vgg_cifar10_wide"] = dataclasses.replace(
+    RECIPES["vgg_cifar10"], widen=("vgg_cifar10", "dense_1", 4)
+)
 
 # Smoke runs (``configure(quick=True)``): one epoch on a few images, sharpened within it.
 QUICK_IMAGES = (512, 256)
@@ -222,7 +233,7 @@ def train(
     (x, y), (x_test, y_test) = ws.datasets.load(recipe.dataset, data_dir)
     x, y, x_test, y_test = x[:n_train], y[:n_train], x_test[:n_test], y_test[:n_test]
     keras.utils.set_random_seed(recipe.seed)
-    model = recipe.build_model()
+    model = recipe.build_model() if start is None else keras.models.clone_model(start)
     rate = recipe.learning_rate
     if start is not None:
         model.set_weights(start.get_weights())
@@ -298,6 +309,9 @@ def _cached(name: str, data_dir, sharpen: bool, seed: int | None = None) -> kera
             if QUICK:
                 recipe, (n_train, n_test) = quick_recipe(recipe), QUICK_IMAGES
             epochs = lower_at = start = None
+            if recipe.widen and not sharpen:
+                _widened_baseline(name, recipe, data_dir, seed, n_test)
+                return keras.models.load_model(path)
             if recipe.from_baseline and sharpen:
                 start = _cached(name, data_dir, False, seed)
             elif recipe.from_baseline:
@@ -319,6 +333,23 @@ def _cached(name: str, data_dir, sharpen: bool, seed: int | None = None) -> kera
             summary = json.dumps({"model": name, **report_}, indent=2)
             files.write_bytes(CACHE / f"{stem}.json", summary.encode(), force=True)
     return keras.models.load_model(path)
+
+
+def _widened_baseline(name: str, recipe: Recipe, data_dir, seed, n_test) -> None:
+    """Cache ``name``'s baseline: the baseline of recipe ``widen[0]``, widened, with its
+    training report and the widened network's test accuracy."""
+    base, layer, copies = recipe.widen
+    model = ws.widen.widen(_cached(base, data_dir, False, seed), layer, copies)
+    _, (x_test, y_test) = ws.datasets.load(recipe.dataset, data_dir)
+    x_test, y_test = x_test[:n_test], y_test[:n_test]
+    predictions = model.predict(x_test, verbose=0, batch_size=500).argmax(axis=1)
+    report_ = {**report(base, False, seed), "recipe": recipe.__dict__, "widened_from": base,
+               "test_accuracy": float((predictions == y_test).mean())}  # fmt: skip
+    stem = _stem(name, False, seed)
+    with files.staged(CACHE / f"{stem}.keras", force=True) as staging:
+        model.save(staging)
+    summary = json.dumps({"model": name, **report_}, indent=2)
+    files.write_bytes(CACHE / f"{stem}.json", summary.encode(), force=True)
 
 
 def _stem(name: str, sharpen: bool, seed: int | None) -> str:

@@ -121,30 +121,32 @@ def test_continued_honing_without_dropout():
     np.testing.assert_array_equal(dropout(features, training=True), features)
 
 
-def test_widening_staggers_copies_of_the_last_hidden_layer():
-    """``benchmarks.widened.widen``: each hidden unit becomes ``copies`` units with its
-    weights, BatchNorm offsets spread by 1/copies around its own, and the readout's weight
-    shared among them; once sharp, the copies fire at staggered thresholds."""
+def test_a_widened_recipe_starts_from_the_widened_baseline(tmp_path, data_dir, monkeypatch):
+    """``Recipe.widen``: the baseline is another recipe's baseline with a layer widened
+    (its report says so and keeps that training's seconds), and the sharpened run trains
+    the widened architecture from it."""
     import dataclasses
 
     import numpy as np
 
-    from benchmarks import widened
-    from whetstone import models
+    from benchmarks import trained
+    from whetstone import widen
 
-    ann = models.conv_mnist(filters=(4,), hidden=(8,), head="readout")
-    options = (("filters", (4,)), ("hidden", (24,)))
-    recipe = dataclasses.replace(widened.widened_recipe(3), build="conv_mnist", options=options)
-    wide = widened.widen(ann, recipe, 3)
-    kernel, bias = ann.get_layer("dense_1").get_weights()
-    wide_kernel, wide_bias = wide.get_layer("dense_1").get_weights()
-    np.testing.assert_array_equal(wide_kernel, np.tile(kernel, (1, 3)))
-    np.testing.assert_array_equal(wide_bias, np.tile(bias, 3))
-    beta = ann.get_layer("norm_dense_1").beta.numpy()
-    wide_beta = wide.get_layer("norm_dense_1").beta.numpy().reshape(3, 8)
-    np.testing.assert_allclose(wide_beta - beta, [[-1 / 3] * 8, [0] * 8, [1 / 3] * 8], atol=1e-6)
-    readout = ann.get_layer("readout").get_weights()[0]
-    wide_readout = wide.get_layer("readout").get_weights()[0].reshape(3, 8, 10)
-    np.testing.assert_allclose(wide_readout.sum(axis=0), readout, rtol=1e-6)
-    np.testing.assert_array_equal(wide.get_layer("conv_1").get_weights()[0],
-                                  ann.get_layer("conv_1").get_weights()[0])  # fmt: skip
+    narrow = dataclasses.replace(trained.RECIPES["conv_mnist"], options=(("filters", (4,)),
+                                 ("hidden", (8,))), from_baseline=(1, 1))  # fmt: skip
+    monkeypatch.setitem(trained.RECIPES, "narrow", narrow)
+    monkeypatch.setitem(trained.RECIPES, "wide", dataclasses.replace(
+        narrow, widen=("narrow", "dense_1", 3)))  # fmt: skip
+    monkeypatch.setattr(trained, "CACHE", tmp_path)
+    monkeypatch.setattr(trained, "QUICK", True)
+    model = trained.sharpened_model("wide", data_dir)
+    narrow_base = trained.baseline_model("narrow", data_dir)
+    wide_base = trained.baseline_model("wide", data_dir)
+    assert wide_base.get_layer("dense_1").units == model.get_layer("dense_1").units == 24
+    beta = np.tile(narrow_base.get_layer("norm_dense_1").beta.numpy(), 3)
+    wide_beta = wide_base.get_layer("norm_dense_1").beta.numpy()
+    np.testing.assert_allclose(wide_beta, beta + np.repeat(widen.offsets(3), 8), atol=1e-6)
+    base, sharp = trained.report("wide", sharpen=False), trained.report("wide")
+    assert base["widened_from"] == "narrow" and base["recipe"]["widen"] == ["narrow", "dense_1", 3]
+    assert base["train_seconds"] == trained.report("narrow", sharpen=False)["train_seconds"]
+    assert sharp["fully_sharpened"] and sharp["baseline_seconds"] == base["train_seconds"]

@@ -288,6 +288,35 @@ def test_sharpen_rewrites_a_plain_relu_model_and_hones(tmp_path):
     assert ((reference.predictions == keras_predictions) | reference.tie_mask).all()
 
 
+def test_sharpen_widens_a_layer_into_staggered_copies(tmp_path):
+    output = tmp_path / "sharp.keras"
+    result = invoke("--json", "sharpen", plain_model(tmp_path / "plain.keras"), "--data", "demo",
+                    "--epochs", "1", "--widen", "hidden:3", "--sample", "200", "-o", output,
+                    "-q")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["widened"] == [{"layer": "hidden", "copies": 3}]
+    assert report["fully_sharpened"] is True
+    sharp = keras.models.load_model(output)
+    assert sharp.get_layer("hidden").units == 96 and sharp.optimizer.name == "adam"
+    x = whetstone.datasets.load("demo")[1][0][:50]
+    reference = whetstone.simulate.run(whetstone.convert.to_spiking(sharp), x)
+    keras_predictions = sharp.predict(x, verbose=0).argmax(axis=1)
+    assert ((reference.predictions == keras_predictions) | reference.tie_mask).all()
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [("hidden", "LAYER:COPIES"), ("hidden:0", "LAYER:COPIES"), ("head:2", "output")],
+)
+def test_sharpen_refuses_a_layer_it_cannot_widen(tmp_path, value, fragment):
+    output = tmp_path / "sharp.keras"
+    result = invoke("sharpen", plain_model(tmp_path / "plain.keras"), "--data", "demo",
+                    "--epochs", "1", "--widen", value, "--sample", "100", "-o", output)  # fmt: skip
+    assert result.exit_code == 2 and fragment in result.output
+    assert not output.exists()
+
+
 def test_sharpen_gives_a_plain_model_an_n_hot_key_on_request(tmp_path):
     output = tmp_path / "sharp.keras"
     plain = plain_model(tmp_path / "plain.keras", loss="categorical_crossentropy")

@@ -38,6 +38,7 @@ __all__ = [
     "simulate",
     "spike_budget",
     "weight_sharpening",
+    "widen",
 ]
 
 

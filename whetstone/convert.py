@@ -60,6 +60,8 @@ __all__ = [
     "block_diagonal",
     "converter",
     "find_converter",
+    "layer_chain",
+    "layer_graph",
     "logic_pool_stage",
     "separable_kernel",
     "supported_layers",
@@ -1436,8 +1438,9 @@ def _functional_graph(model: keras.Model) -> list[tuple]:
     return graph
 
 
-def _graph(model: keras.Model) -> list[tuple]:
-    """The model as ``(layer, input tensors, output tensor)`` in order (see above)."""
+def layer_graph(model: keras.Model) -> list[tuple]:
+    """The model as ``(layer, input tensors, output tensor)``, every layer after those it
+    reads; nested chains flattened (tensors are compared by identity)."""
     if isinstance(model, keras.Sequential):
         tensors = [model.inputs[0] if model.inputs else object()]
         graph = []
@@ -1548,7 +1551,7 @@ def to_spiking(
     """
     if input_encoding not in ("host", "binary"):
         raise ConversionError(f"input_encoding must be 'host' or 'binary', got {input_encoding!r}.")
-    graph = _graph(model)
+    graph = layer_graph(model)
     _check_layers([layer for layer, _, _ in graph])
     if require_sharp:
         _check_sharp(model)

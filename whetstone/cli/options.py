@@ -119,3 +119,23 @@ def positive_rate(_ctx, param, value: float | None) -> float | None:
     if value is not None and not (math.isfinite(value) and value > 0):
         raise click.BadParameter(f"must be a finite number > 0, got {value}.", param=param)
     return value
+
+
+def layer_copies(_ctx, param, values: tuple[str, ...]) -> list[tuple[str, int]]:
+    """``--widen LAYER:COPIES`` (repeatable) as ``[(layer, copies), ...]``.
+
+    Example:
+        >>> layer_copies(None, None, ("dense_1:4",))
+        [('dense_1', 4)]
+    """
+    pairs = []
+    for value in values:
+        layer, _, copies = value.rpartition(":")
+        if not layer or not copies.isdigit() or int(copies) < 1:
+            raise click.BadParameter(
+                f"{value!r} is not LAYER:COPIES (a layer name and a whole number >= 1, "
+                "e.g. dense_1:4).",
+                param=param,
+            )
+        pairs.append((layer, int(copies)))
+    return pairs

@@ -14,7 +14,15 @@ from whetstone.backends import names
 from whetstone.cli.app import main
 from whetstone.cli.check import run_with_progress
 from whetstone.cli.inputs import load_data, load_model_or_network
-from whetstone.cli.options import BATCH_SIZE, DATA_DIR, DATA_HELP, DATASET, MODEL, positive_rate
+from whetstone.cli.options import (
+    BATCH_SIZE,
+    DATA_DIR,
+    DATA_HELP,
+    DATASET,
+    MODEL,
+    layer_copies,
+    positive_rate,
+)  # fmt: skip
 from whetstone.cli.output import Output, reporting_options, result_row
 
 
@@ -237,6 +245,18 @@ def _rewritten(out: Output, keras_model, x, y, learning_rate, percentile, head, 
     return result.model, report
 
 
+def _widened(out: Output, keras_model, layer: str, copies: int, learning_rate):
+    """``keras_model`` with ``layer`` widened into staggered copies, compiled like it."""
+    from whetstone import widen
+
+    try:
+        wide = widen.widen(keras_model, layer, copies)
+    except widen.WidenError as error:
+        raise click.UsageError(f"--widen {layer}:{copies}: {error}") from None
+    out.say(f"widened {layer!r} into {copies} staggered copies of each unit")
+    return _recompiled(wide, keras_model, learning_rate, default_optimizer=None)
+
+
 @main.command()
 @MODEL
 @click.option(
@@ -307,6 +327,15 @@ def _rewritten(out: Output, keras_model, x, y, learning_rate, percentile, head, 
     show_default=True,
     help="Plain models: training images used to normalise the activations.",
 )
+@click.option(
+    "--widen",
+    metavar="LAYER:COPIES",
+    multiple=True,
+    callback=layer_copies,
+    help="Before sharpening, make each unit of spiking layer LAYER (a Dense or Conv) COPIES "
+    "units firing at staggered thresholds, so the next layer reads COPIES + 1 levels "
+    "(whetstone.widen; repeatable).",
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @reporting_options
@@ -314,7 +343,7 @@ def _rewritten(out: Output, keras_model, x, y, learning_rate, percentile, head, 
 def sharpen(
     out: Output, model, dataset, data_dir, epochs, batch_size, seed, start_epoch, steps,
     hone_epochs, hone_learning_rate, hone_schedule, learning_rate, percentile, head, sample,
-    output, force,
+    widen, output, force,
 ) -> None:  # fmt: skip
     """Continue training MODEL with a sharpener and save the sharpened model.
 
@@ -335,6 +364,8 @@ def sharpen(
           -o sharp.keras
       whetstone sharpen model.keras --data my.npz --epochs 8 --batch-size 64 --seed 0 \\
           -o sharp.keras
+      whetstone sharpen plain_relu.keras --data mnist --data-dir ../shared/data \\
+          --widen dense_1:4 --epochs 5 -o sharp.keras
     """
     import keras
 
@@ -368,6 +399,8 @@ def sharpen(
             return keras.optimizers.Adadelta(rate or 4.0)
 
         _recompiled(keras_model, keras_model, learning_rate, adadelta)
+    for layer, copies in widen:
+        keras_model = _widened(out, keras_model, layer, copies, learning_rate)
     layers = len(sharpness.spiking_layers(keras_model))
     batches = -(-len(x) // batch_size)
     needed = start_epoch + layers * steps + hone_epochs
@@ -407,6 +440,7 @@ def sharpen(
             "file": model,
             "output": output,
             "rewrite": rewritten,
+            "widened": [{"layer": layer, "copies": copies} for layer, copies in widen],
             "sharpness": values,
             "fully_sharpened": sharpness.is_fully_sharpened(keras_model),
             "epochs_trained": len(history.epoch),
