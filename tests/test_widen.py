@@ -110,6 +110,27 @@ def test_conv_layer_with_pooling_between_and_a_sharpened_conversion():
     np.testing.assert_array_equal(result.predictions, wide.predict(x, verbose=0).argmax(axis=1))
 
 
+@pytest.mark.parametrize("flatten", [L.Flatten, L.GlobalAveragePooling2D])
+def test_last_conv_before_a_flatten_or_global_pooling(flatten):
+    """Flatten lays channels innermost: each position's rows are tiled channel-wise."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((6, 6, 2)), L.Conv2D(3, 3, name="conv"), L.BatchNormalization(name="norm"),
+        ws.layers.SpikingBRelu(name="spike"), L.MaxPooling2D(), flatten(),
+        L.Dense(5, name="readout"),
+    ])  # fmt: skip
+    ws.sharpness.set_model_sharpness(model, 1.0)
+    wide = widen(model, "conv", copies=3)
+    x = sample((6, 6, 2), n=64)
+    pre = hidden_input(model, x)  # (n, 4, 4, 3)
+    pool, reduce = model.layers[3], model.layers[4]
+    steps = (pre[..., None, :] + offsets(3)[:, None] >= 0.5).astype("float32")
+    features = np.mean([reduce(pool(steps[..., k, :])) for k in range(3)], axis=0)
+    readout = model.get_layer("readout")
+    expected = features @ readout.kernel.numpy() + readout.bias.numpy()
+    np.testing.assert_allclose(wide.predict(x, verbose=0), expected, atol=1e-5)
+
+
 def test_functional_model_and_a_saved_round_trip(tmp_path):
     inputs = keras.Input((6,))
     h = ws.layers.SpikingBRelu(name="spike")(L.Dense(5, name="hidden")(inputs))
@@ -131,15 +152,21 @@ def test_refusals_name_the_layer_and_the_remedy():
                               L.Dense(3, name="readout")])  # fmt: skip
     with pytest.raises(WidenError, match=r"one spiking activation.*sharpenable"):
         widen(plain, "hidden", 2)
-    flat = keras.Sequential([keras.Input((6, 6, 1)), L.Conv2D(2, 3, name="conv"),
-                             ws.layers.SpikingBRelu(), L.Flatten(), L.Dense(3)])  # fmt: skip
-    with pytest.raises(WidenError, match="Flatten"):
-        widen(flat, "conv", 2)
+    reshaped = keras.Sequential([keras.Input((6, 6, 1)), L.Conv2D(2, 3, name="conv"),
+                                 ws.layers.SpikingBRelu(), L.Reshape((32,)),
+                                 L.Dense(3)])  # fmt: skip
+    with pytest.raises(WidenError, match="Reshape"):
+        widen(reshaped, "conv", 2)
     inputs = keras.Input((6,))
     h = ws.layers.SpikingBRelu()(L.Dense(6, name="hidden")(inputs))
     branched = keras.Model(inputs, L.Dense(3)(L.Add()([h, L.Dense(6)(h)])))
     with pytest.raises(WidenError, match="feeds 2 layers"):
         widen(branched, "hidden", 2)
+    first = keras.Sequential([keras.Input((1, 6, 6)), L.Conv2D(2, 3, data_format="channels_first",
+                              name="conv"), ws.layers.SpikingBRelu(), L.Flatten(),
+                              L.Dense(3)])  # fmt: skip
+    with pytest.raises(WidenError, match="channels_first"):
+        widen(first, "conv", 2)
     with pytest.raises(WidenError, match="model's output"):
         widen(mlp(), "readout", 2)
     with pytest.raises(WidenError, match="at least 1"):

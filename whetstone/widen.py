@@ -23,7 +23,8 @@ layer by replicating units and splitting their outgoing weights).
 
 The offset goes into the BatchNormalization's beta where one sits between the linear
 layer and its activation, else into the linear layer's bias. Between the activation
-and the next linear layer only per-channel layers may sit (Dropout, noise, pooling).
+and the next linear layer only per-channel layers may sit (Dropout, noise, pooling,
+Flatten), channels last.
 
 Example:
     >>> import keras, numpy as np, whetstone as ws
@@ -54,8 +55,11 @@ LINEAR = (L.Dense, L.Conv1D, L.Conv2D)
 PER_CHANNEL = (
     L.Dropout, L.GaussianNoise, L.GaussianDropout, L.AlphaDropout, L.SpatialDropout1D,
     L.SpatialDropout2D, L.MaxPooling1D, L.MaxPooling2D, L.AveragePooling1D, L.AveragePooling2D,
+    L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalMaxPooling1D,
+    L.GlobalMaxPooling2D, L.Flatten,
 )  # fmt: skip
-"""Layers that act on each channel alone, so copies of a channel stay copies."""
+"""Layers that act on each channel alone (channels last), so copies of a channel stay
+copies; after a Flatten, the next layer's rows are read per position and channel."""
 
 
 class WidenError(ValueError):
@@ -110,7 +114,7 @@ def _path(model: keras.Model, name: str) -> tuple[list, keras.layers.Layer]:
             raise WidenError(
                 f"layer {user.name!r} ({type(user).__name__}) sits between {name!r} and the "
                 "next linear layer; only BatchNormalization, one spiking activation and "
-                "per-channel layers (Dropout, noise, pooling) may."
+                "per-channel layers (Dropout, noise, pooling, Flatten) may."
             )
         path.append(user)
 
@@ -144,6 +148,16 @@ def _offset_slot(path: list, name: str) -> tuple[keras.layers.Layer, int]:
     return path[0], 1
 
 
+def _shared(kernel: np.ndarray, copies: int, width: int) -> np.ndarray:
+    """The next layer's kernel reading ``copies`` blocks of ``width`` channels, each unit's
+    weight divided among its copies (input rows by position, then channel, as Flatten
+    lays them out)."""
+    if kernel.ndim > 2:  # a convolution: (..., channels, filters)
+        return np.concatenate([kernel] * copies, axis=-2) / copies
+    by_position = kernel.reshape(-1, width, kernel.shape[-1])
+    return np.concatenate([by_position] * copies, axis=1).reshape(-1, kernel.shape[-1]) / copies
+
+
 def widen(model: keras.Model, name: str, copies: int, spread: float = 1.0) -> keras.Model:
     """A clone of ``model`` with each unit of layer ``name`` as ``copies`` staggered copies.
 
@@ -160,6 +174,13 @@ def widen(model: keras.Model, name: str, copies: int, spread: float = 1.0) -> ke
             f"layer {name!r} or the layers after it sit inside a nested model; widen the "
             "nested model itself."
         )
+    first = [
+        lay.name
+        for lay in (*path, consumer)
+        if getattr(lay, "data_format", None) == "channels_first"
+    ]
+    if first:
+        raise WidenError(f"layers {first} are channels_first; widening needs channels_last.")
     target, width = path[0], _units(path[0])
 
     def clone(layer):
@@ -176,7 +197,7 @@ def widen(model: keras.Model, name: str, copies: int, spread: float = 1.0) -> ke
         elif isinstance(old, L.BatchNormalization) and old is slot:
             weights = [np.tile(w, copies) for w in weights]
         elif old is consumer:
-            weights = [np.concatenate([weights[0]] * copies, axis=-2) / copies, *weights[1:]]
+            weights = [_shared(weights[0], copies, width), *weights[1:]]
         if old is slot:
             weights[index] = weights[index] + np.repeat(shift, width)
         wide.get_layer(old.name).set_weights(weights)
