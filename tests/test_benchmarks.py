@@ -42,7 +42,11 @@ def test_targets_table_says_met_or_not():
         {"model": "conv_mnist", "baseline_accuracy": 0.995, "keras_accuracy": 0.9935},
         {"model": "dense_mnist", "baseline_accuracy": 0.985, "keras_accuracy": 0.97},
         {"model": "vgg_cifar10", "baseline_accuracy": 0.80, "keras_accuracy": 0.75},
+        {"model": "vgg_cifar10_wide", "baseline_accuracy": 0.7998, "keras_accuracy": 0.7698},
+        {"model": "conv_fashion", "baseline_accuracy": 0.9251, "keras_accuracy": 0.91},
     ]
+    for row in rows:
+        row["test_images"] = 10_000
     lines = targets_table(rows).splitlines()
     assert "99.35% (target 99.30%): met" in lines[2]
     assert "+0.15 points (no target)" in lines[2]
@@ -50,6 +54,10 @@ def test_targets_table_says_met_or_not():
     assert "+1.50 points (target at most 0.4): not met" in lines[3]
     assert "75.00% (no target)" in lines[4]  # CIFAR-10: only the gap to its ANN has one
     assert "+5.00 points (target at most 3.0): not met" in lines[4]
+    # counted in images: 300 of 10,000 is 3 points, although 0.7998 - 0.7698 > 0.03
+    assert "+3.00 points (target at most 3.0): met" in lines[5]
+    assert "91.00% (target 91.00%): met" in lines[6]
+    assert "+1.51 points (target at most 1.5): not met" in lines[6]
 
 
 @pytest.mark.slow
