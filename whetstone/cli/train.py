@@ -22,7 +22,7 @@ from whetstone.cli.options import (
     MODEL,
     layer_copies,
     positive_rate,
-)  # fmt: skip
+)
 from whetstone.cli.output import Output, reporting_options, result_row
 
 
@@ -246,7 +246,10 @@ def _rewritten(out: Output, keras_model, x, y, learning_rate, percentile, head, 
 
 
 def _widened(out: Output, keras_model, layer: str, copies: int, learning_rate):
-    """``keras_model`` with ``layer`` widened into staggered copies, compiled like it."""
+    """``keras_model`` with ``layer`` widened into staggered copies, compiled like it
+    (its optimizer afresh; Adam at ``learning_rate`` or 1e-4 if it was not compiled)."""
+    import keras
+
     from whetstone import widen
 
     try:
@@ -254,7 +257,9 @@ def _widened(out: Output, keras_model, layer: str, copies: int, learning_rate):
     except widen.WidenError as error:
         raise click.UsageError(f"--widen {layer}:{copies}: {error}") from None
     out.say(f"widened {layer!r} into {copies} staggered copies of each unit")
-    return _recompiled(wide, keras_model, learning_rate, default_optimizer=None)
+    return _recompiled(
+        wide, keras_model, learning_rate, lambda rate: keras.optimizers.Adam(rate or 1e-4)
+    )
 
 
 @main.command()
