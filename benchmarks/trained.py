@@ -27,6 +27,7 @@ import keras
 import numpy as np
 
 import whetstone as ws
+from benchmarks.common import accuracy
 from whetstone import files
 
 CACHE = Path(os.environ.get("WHETSTONE_MODEL_CACHE", Path(__file__).parent / "results" / "models"))
@@ -328,11 +329,16 @@ def _cached(name: str, data_dir, sharpen: bool, seed: int | None = None) -> kera
             )  # fmt: skip
             if start is not None:
                 report_["baseline_seconds"] = report(name, False, seed)["train_seconds"]
-            with files.staged(path, force=True) as staging:
-                model.save(staging)
-            summary = json.dumps({"model": name, **report_}, indent=2)
-            files.write_bytes(CACHE / f"{stem}.json", summary.encode(), force=True)
+            _store(stem, name, model, report_)
     return keras.models.load_model(path)
+
+
+def _store(stem: str, name: str, model: keras.Model, report_: dict) -> None:
+    """Save ``model`` as ``CACHE/stem.keras`` and its report as ``CACHE/stem.json``."""
+    with files.staged(CACHE / f"{stem}.keras", force=True) as staging:
+        model.save(staging)
+    summary = json.dumps({"model": name, **report_}, indent=2)
+    files.write_bytes(CACHE / f"{stem}.json", summary.encode(), force=True)
 
 
 def _widened_baseline(name: str, recipe: Recipe, data_dir, seed, n_test) -> None:
@@ -341,15 +347,9 @@ def _widened_baseline(name: str, recipe: Recipe, data_dir, seed, n_test) -> None
     base, layer, copies = recipe.widen
     model = ws.widen.widen(_cached(base, data_dir, False, seed), layer, copies)
     _, (x_test, y_test) = ws.datasets.load(recipe.dataset, data_dir)
-    x_test, y_test = x_test[:n_test], y_test[:n_test]
-    predictions = model.predict(x_test, verbose=0, batch_size=500).argmax(axis=1)
     report_ = {**report(base, False, seed), "recipe": recipe.__dict__, "widened_from": base,
-               "test_accuracy": float((predictions == y_test).mean())}  # fmt: skip
-    stem = _stem(name, False, seed)
-    with files.staged(CACHE / f"{stem}.keras", force=True) as staging:
-        model.save(staging)
-    summary = json.dumps({"model": name, **report_}, indent=2)
-    files.write_bytes(CACHE / f"{stem}.json", summary.encode(), force=True)
+               "test_accuracy": accuracy(model, x_test[:n_test], y_test[:n_test])}  # fmt: skip
+    _store(_stem(name, False, seed), name, model, report_)
 
 
 def _stem(name: str, sharpen: bool, seed: int | None) -> str:

@@ -194,7 +194,7 @@ def widen(model: keras.Model, name: str, copies: int, spread: float = 1.0) -> ke
         weights = old.get_weights()
         if old is target:
             weights = [np.concatenate([w] * copies, axis=-1) for w in weights]
-        elif isinstance(old, L.BatchNormalization) and old is slot:
+        elif old is slot:  # the BatchNormalization (a bias slot is the target, above)
             weights = [np.tile(w, copies) for w in weights]
         elif old is consumer:
             weights = [_shared(weights[0], copies, width), *weights[1:]]
