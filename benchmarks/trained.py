@@ -126,6 +126,14 @@ RECIPES = {
 RECIPES["vgg_cifar10_wide"] = dataclasses.replace(
     RECIPES["vgg_cifar10"], widen=("vgg_cifar10", "dense_1", 4)
 )
+# vgg_cifar10_wide's architecture (a 1024-wide spiking layer) trained from scratch by the
+# vgg_cifar10 recipe: its baseline is the ANN that vgg_cifar10_wide is also compared with.
+RECIPES["vgg_cifar10_1024"] = dataclasses.replace(
+    RECIPES["vgg_cifar10"], build="conv_mnist", options=(
+        ("input_shape", (32, 32, 3)), ("filters", (32, 64, 128)), ("hidden", (1024,)),
+        ("name", "vgg_cifar10_1024"),
+    ),
+)  # fmt: skip
 
 # Smoke runs (``configure(quick=True)``): one epoch on a few images, sharpened within it.
 QUICK_IMAGES = (512, 256)

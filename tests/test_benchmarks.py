@@ -14,7 +14,7 @@ from _helpers import benchmark_smoke, check_model_suite
 from click.testing import CliRunner
 
 from benchmarks.__main__ import main
-from benchmarks.report import targets_table, throughput_section
+from benchmarks.report import scratch_anns, targets_table, throughput_section
 from benchmarks.suite import BUDGET_SECONDS, PROBE_IMAGES, sized
 
 
@@ -58,6 +58,22 @@ def test_targets_table_says_met_or_not():
     assert "+3.00 points (target at most 3.0): met" in lines[5]
     assert "91.00% (target 91.00%): met" in lines[6]
     assert "+1.51 points (target at most 1.5): not met" in lines[6]
+
+
+def test_targets_table_judges_the_gap_against_the_better_ann(tmp_path):
+    row = {"model": "vgg_cifar10_wide", "baseline_accuracy": 0.7998, "keras_accuracy": 0.7698,
+           "test_images": 10_000}  # fmt: skip
+    (tmp_path / "models").mkdir()
+    assert scratch_anns(tmp_path) == {}
+    (tmp_path / "models" / "vgg_cifar10_1024_baseline.json").write_text('{"test_accuracy": 0.79}')
+    worse = targets_table([row], scratch_anns(tmp_path)).splitlines()[-1]
+    assert "+2.02 to the ANN vgg_cifar10_1024 trained from scratch (79.00%)" in worse
+    assert worse.endswith("(target at most 3.0): met |")  # the widened ANN is the better one
+    better = targets_table([row], {"vgg_cifar10_wide": ("vgg_cifar10_1024", 0.8001)})
+    assert better.splitlines()[-1].endswith(
+        "+3.03 to the ANN vgg_cifar10_1024 trained from "
+        "scratch (80.01%) (target at most 3.0): not met |"
+    )
 
 
 @pytest.mark.slow

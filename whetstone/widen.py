@@ -21,6 +21,11 @@ layer reads each unit's value on ``copies + 1`` levels instead of two (Chen, Goo
 and Shlens 2016, *Net2Net: accelerating learning via knowledge transfer*, ICLR, widen a
 layer by replicating units and splitting their outgoing weights).
 
+The bound holds per unit; the next layer sums it over its fan-in. Widen the last hidden
+layer (a few hundred inputs per readout neuron, small weights); an early convolution's
+neurons read every channel of a window through large weights, so check the widened
+ANN's accuracy there, and lower ``spread`` if it dropped.
+
 The offset goes into the BatchNormalization's beta where one sits between the linear
 layer and its activation, else into the linear layer's bias. Between the activation
 and the next linear layer only per-channel layers may sit (Dropout, noise, pooling,
