@@ -448,7 +448,8 @@ def benchmarks_readme(results: Path) -> str:
             f"({overhead['dataset']}, {overhead['train_images']:,} images).",
             "",
         ]
-    parts += honing_section(results) + seeds_section(results) + mapping_section(results)
+    parts += honing_section(results) + seeds_section(results) + cifar10_seeds_section(results)
+    parts += mapping_section(results)
     parts += weight_sharpening_section(results) + spike_budget_section(results)
     parts += throughput_section(results) + scaling_section(results)
     parts += ["## Against NengoDL (rate-coded conversion)", "", peer_table(results, rows), ""]
@@ -525,6 +526,43 @@ def seeds_section(results: Path) -> list[str]:
     return [f"## Repeatability: {seeds['model']} over {len(seeds['runs'])} seeds", "",
             f"`{seeds['command']}`, {seeds['test_images']:,} test images.", "",
             _table(header, rows), ""]  # fmt: skip
+
+
+def cifar10_seeds_section(results: Path) -> list[str]:
+    """vgg_cifar10_wide's pipeline over seeds (``results/cifar10_wide_seeds.json``)."""
+    found = load(results, "cifar10_wide_seeds")
+    if not found:
+        return []
+
+    def pt(value) -> str:
+        return f"{100 * value:+.2f} pt"
+
+    rows = [[r["seed"], pct(r["ann"]), pct(r["widened_ann"]), pct(r["sharpened"]),
+             "yes" if r["disagreements_without_tie"] == 0 else r["disagreements_without_tie"],
+             pt(r["lost_to_widened"]), pct(r["scratch_ann"]), pt(r["lost_to_scratch"])]
+            for r in found["runs"]]  # fmt: skip
+    sm = found["summary"]
+    rows.append(["mean ± std", _spread(sm["ann"]), _spread(sm["widened_ann"]),
+                 _spread(sm["sharpened"]), "", _spread_pt(sm["lost_to_widened"]),
+                 _spread(sm["scratch_ann"]), _spread_pt(sm["lost_to_scratch"])])  # fmt: skip
+    header = ["seed", "ANN (256)", "widened ANN", "sharpened + honed",
+              "reference = Keras (but ties)", "lost to the widened ANN",
+              "1024-wide ANN from scratch", "lost to it"]  # fmt: skip
+    training = found["training"]
+    return [f"## Repeatability: {found['model']} over {len(found['runs'])} seeds", "",
+            f"`{found['command']}` on {found['test_images']:,} test images. Each seed's "
+            "whole pipeline: the vgg_cifar10 ANN (256 units), widened, sharpened and honed; "
+            "and the ANN of the widened shape (1,024 units) trained from scratch (recipe "
+            "vgg_cifar10_1024). Trained "
+            + training.get("note", f"by `python -m benchmarks.cifar10_seeds train` on "
+                           f"Keras's {training['backend']} back end "
+                           f"({', '.join(training['devices']) or 'CPU'})")
+            + ".", "",
+            _table(header, rows), ""]  # fmt: skip
+
+
+def _spread_pt(figures: dict) -> str:
+    return f"{100 * figures['mean']:+.2f} ± {100 * figures['std']:.2f} pt"
 
 
 def scaling_section(results: Path) -> list[str]:

@@ -7,6 +7,7 @@ smoke runs are in ``test_benchmarks_fashion.py`` and ``test_benchmarks_suites.py
 one file each, so that pytest-xdist (``--dist loadfile``) spreads them over its workers.
 """
 
+import io
 import json
 
 import pytest
@@ -154,3 +155,57 @@ def test_throughput_section_says_which_targets_are_met(tmp_path):
     assert f"| dense_mnist | 100 | 1,000 | 4,200 | 4.20x | {spread} | 4x: met |" in text
     assert "| vgg_cifar10 | 100 | 1,000 | 1,200 | 1.20x | - | 1.5x: not met |" in text
     assert "| mine | 100 | 1,000 | 9,000 | 9.00x | - | - |" in text
+
+
+def test_cifar10_seeds_reads_a_zip_in_the_loaders_order(tmp_path):
+    """Pillow's reading of a train-only zip (for machines without TensorFlow's loader)
+    gives the images and labels of whetstone's loader, in its order."""
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    from benchmarks.cifar10_seeds import train_images_from_zip
+    from whetstone.datasets import load_image_folder
+
+    rng = np.random.default_rng(0)
+    both, train_only = tmp_path / "both.zip", tmp_path / "train.zip"
+    with zipfile.ZipFile(both, "w") as a, zipfile.ZipFile(train_only, "w") as b:
+        for label in ("cat", "ant", "bee"):
+            for i in range(4):
+                image = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+                data = io.BytesIO()
+                image.save(data, "JPEG", quality=95)
+                a.writestr(f"train/{label}/{i:04d}.jpg", data.getvalue())
+                a.writestr(f"test/{label}/{i:04d}.jpg", data.getvalue())
+                b.writestr(f"{label}/{i:04d}.jpg", data.getvalue())
+    (x, y), _ = load_image_folder(both)
+    x_zip, y_zip = train_images_from_zip(str(train_only))
+    assert y_zip.tolist() == y.tolist() and sorted(set(y.tolist())) == [0, 1, 2]
+    # the same images up to the decoders' DCT (Pillow's accurate, TensorFlow's fast one)
+    assert x_zip.shape == x.shape and np.abs(x_zip - x).max() <= 8 / 255 + 1e-6
+
+
+def test_cifar10_seeds_section_shows_each_seed_and_the_spread(tmp_path):
+    from benchmarks.report import cifar10_seeds_section
+    from benchmarks.seeds import mean_std
+
+    runs = [{"seed": s, "ann": a, "widened_ann": a, "scratch_ann": 0.80, "sharpened": a - 0.02,
+             "disagreements_without_tie": 0, "lost_to_widened": 0.02,
+             "lost_to_scratch": 0.82 - a} for s, a in ((0, 0.79), (1, 0.78))]  # fmt: skip
+    keys = ("ann", "widened_ann", "scratch_ann", "sharpened", "lost_to_widened", "lost_to_scratch")
+    result = {"model": "vgg_cifar10_wide", "test_images": 10_000, "command": "python -m x",
+              "training": {"backend": "jax", "devices": ["cuda:0"]}, "runs": runs,
+              "summary": {k: mean_std([r[k] for r in runs]) for k in keys}}  # fmt: skip
+    (tmp_path / "cifar10_wide_seeds.json").write_text(json.dumps(result))
+    text = "\n".join(cifar10_seeds_section(tmp_path))
+    assert (
+        "over 2 seeds" in text
+        and "Trained by `python -m benchmarks.cifar10_seeds train` on Keras's jax back end "
+        "(cuda:0)."
+        in text
+    )
+    assert "| 1 | 78.00% | 78.00% | 76.00% | yes | +2.00 pt | 80.00% | +4.00 pt |" in text
+    assert (
+        "| mean ± std | 78.50% ± 0.50 | 78.50% ± 0.50 | 76.50% ± 0.50 |  | +2.00 ± 0.00 pt" in text
+    )
