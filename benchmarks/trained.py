@@ -234,12 +234,14 @@ def train(
     epochs: int | None = None,
     lower_rate_at: int | None = None,
     start: keras.Model | None = None,
+    data: tuple | None = None,
 ) -> tuple[keras.Model, dict]:
     """Train ``recipe`` (with its sharpener, or never sharpened, for ``epochs``: by default
     the recipe's; from epoch ``lower_rate_at`` on at the honing learning rate), from the
     weights of ``start`` at the honing learning rate if given; return the model and a
-    report with test accuracy per epoch, training seconds per epoch and the history."""
-    (x, y), (x_test, y_test) = ws.datasets.load(recipe.dataset, data_dir)
+    report with test accuracy per epoch, training seconds per epoch and the history.
+    ``data``: ``((x, y), (x_test, y_test))`` to train on instead of the recipe's dataset."""
+    (x, y), (x_test, y_test) = data or ws.datasets.load(recipe.dataset, data_dir)
     x, y, x_test, y_test = x[:n_train], y[:n_train], x_test[:n_test], y_test[:n_test]
     keras.utils.set_random_seed(recipe.seed)
     model = recipe.build_model() if start is None else keras.models.clone_model(start)
