@@ -24,6 +24,7 @@ PACKAGES = (  # distributions; whetstone itself (distribution whetstone-snn) is 
     "sPyNNaker",
     "nest-simulator",
 )
+VECTOR_FLAGS = (("AVX-512", "avx512f"), ("AVX2", "avx2"), ("SSE4.2", "sse4_2"))
 
 
 def _command() -> str:
@@ -32,6 +33,20 @@ def _command() -> str:
     spec = getattr(main, "__spec__", None)
     start = ["-m", spec.name] if spec and spec.name else [sys.argv[0]]
     return " ".join(["python", *start, *sys.argv[1:]])
+
+
+def _cpu() -> dict:
+    """The CPU's model name and widest vector extension (AVX-512 or AVX2 on x86, where
+    ``/proc/cpuinfo`` tells: both Keras and the simulator's kernels use it), or nothing."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = fields.get("flags", "").split()
+    vector = next((v for v, flag in VECTOR_FLAGS if flag in flags), None)
+    return {"cpu": fields.get("model name"), "vector": vector}
 
 
 def environment() -> dict:
@@ -47,7 +62,7 @@ def environment() -> dict:
     return {
         "versions": versions,
         "python": platform.python_version(),
-        "machine": {"cores": os.cpu_count(), "processor": platform.machine()},
+        "machine": {"cores": os.cpu_count(), "processor": platform.machine(), **_cpu()},
         "command": _command(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
@@ -613,23 +614,27 @@ def throughput_section(results: Path) -> list[str]:
             f"Keras `predict` in batches of {figures['models'][0]['keras_batch_size']:,}; "
             "the oracle is the plain BLAS path (`mode=\"batch\"`) that the fast path equals "
             "in every output (spikes, ties, synaptic operations). "
-            f"{_machine(figures['models'][0])} Both rates depend on the CPU: compare ratios "
-            "measured on one machine.", "",
+            f"{_machine(figures['models'][0], figures.get('machine'))} Both rates depend on "
+            "the CPU: compare ratios measured on one machine.", "",
             _table(header, rows), ""]  # fmt: skip
 
 
-def _machine(model: dict) -> str:
-    """Where a throughput was measured: CPUs and the kernels of the BLAS libraries loaded.
+def _machine(model: dict, machine: dict | None = None) -> str:
+    """Where a throughput was measured: CPUs (their model and widest vector extension,
+    from the result's ``machine``) and the kernels of the BLAS libraries loaded.
 
     Example:
         >>> _machine({"cpus": 2, "blas": [{"internal_api": "openblas", "version": "0.3.23",
-        ...                                "architecture": "Zen"}]})
-        'Measured on 2 CPUs (BLAS: openblas 0.3.23 with Zen kernels).'
+        ...                                "architecture": "Zen"}]}, {"vector": "AVX2"})
+        'Measured on 2 CPUs with AVX2 (BLAS: openblas 0.3.23 with Zen kernels).'
     """
     blas = model.get("blas") or []
     kernels = ", ".join(f"{b['internal_api']} {b['version']} with {b['architecture']} kernels"
                         for b in blas)  # fmt: skip
-    return f"Measured on {model.get('cpus', '?')} CPUs (BLAS: {kernels})." if blas else ""
+    cpu = " ".join(filter(None, [(machine or {}).get("cpu"), "CPUs"]))
+    vector = (machine or {}).get("vector")
+    cpus = f"{model.get('cpus', '?')} {cpu}" + (f" with {vector}" if vector else "")
+    return f"Measured on {cpus} (BLAS: {kernels})." if blas else ""
 
 
 def repeat_spread(model: dict) -> str:
@@ -646,10 +651,19 @@ def repeat_spread(model: dict) -> str:
 
 
 def _throughput_target(model: dict) -> str:
+    """Issue 18's target of ``model`` and whether it is met: by the ratio of the best runs
+    and by the median of the per-repeat ratios (where recorded), not by one lucky repeat.
+
+    Example:
+        >>> _throughput_target({"model": "dense_mnist", "simulator_over_keras": 4.2,
+        ...                     "ratio_per_repeat": {"min": 3.5, "median": 3.9, "max": 4.4}})
+        '4x: not met'
+    """
     target = THROUGHPUT_TARGETS.get(model["model"])
     if target is None:
         return "-"
-    met = "met" if model["simulator_over_keras"] >= target else "not met"
+    median = model.get("ratio_per_repeat", {}).get("median", math.inf)
+    met = "met" if min(model["simulator_over_keras"], median) >= target else "not met"
     return f"{target:g}x: {met}"
 
 

@@ -155,9 +155,9 @@ def test_threads_use_every_cpu_with_the_blas_on_one_thread_each(monkeypatch):
     before, seen = blas_threads(), []
     blas_product = simulate._blas_product
 
-    def spy(*args):
+    def spy(*args, **kwargs):
         seen.append(blas_threads())
-        return blas_product(*args)
+        return blas_product(*args, **kwargs)
 
     monkeypatch.setattr(simulate, "_blas_product", spy)
     rng = np.random.default_rng(3)

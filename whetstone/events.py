@@ -262,17 +262,34 @@ if AVAILABLE:
     @numba.njit(inline="always", **_JIT)
     def _dense_sums(s, i, active, w, block, acc):  # pragma: no cover - compiled
         """Block sums of row ``i`` (its nonzero inputs ``active``) into ``acc``, each term
-        ``s[i, j] * w[j]`` (a 0/1 input: exactly ``w[j]``): four inputs of a block at a
-        time, each sum read and written once for the four, its terms still added one by
-        one in input order. Indexed in two dimensions (a row view per input costs more
-        than its four adds)."""
+        ``s[i, j] * w[j]`` (a 0/1 input: exactly ``w[j]``): eight inputs of a block at a
+        time (else four, else one), each sum read and written once for them, its terms
+        still added one by one in input order. Indexed in two dimensions (a row view per
+        input costs more than its adds)."""
         acc[:] = 0
         n = w.shape[1]
         t = 0
         while t < active.size:
             j = active[t]
             b = block[j]
-            if t + 3 < active.size and block[active[t + 3]] == b:
+            if t + 7 < active.size and block[active[t + 7]] == b:
+                j1, j2, j3 = active[t + 1], active[t + 2], active[t + 3]
+                j4, j5, j6, j7 = active[t + 4], active[t + 5], active[t + 6], active[t + 7]
+                v0, v1, v2, v3 = s[i, j], s[i, j1], s[i, j2], s[i, j3]
+                v4, v5, v6, v7 = s[i, j4], s[i, j5], s[i, j6], s[i, j7]
+                for o in range(n):
+                    total = acc[b, o]
+                    total += v0 * w[j, o]
+                    total += v1 * w[j1, o]
+                    total += v2 * w[j2, o]
+                    total += v3 * w[j3, o]
+                    total += v4 * w[j4, o]
+                    total += v5 * w[j5, o]
+                    total += v6 * w[j6, o]
+                    total += v7 * w[j7, o]
+                    acc[b, o] = total
+                t += 8
+            elif t + 3 < active.size and block[active[t + 3]] == b:
                 j1, j2, j3 = active[t + 1], active[t + 2], active[t + 3]
                 v0, v1, v2, v3 = s[i, j], s[i, j1], s[i, j2], s[i, j3]
                 for o in range(n):
@@ -445,6 +462,14 @@ if AVAILABLE:
                     total += weights[j]
             out[i] = total
 
+    @numba.njit(nogil=True, cache=True)
+    def _counts_kernel(flat, out):  # pragma: no cover - compiled
+        for i in range(flat.shape[0]):
+            total = 0
+            for j in range(flat.shape[1]):
+                total += flat[i, j]
+            out[i] = total
+
     def _unfused(kernel):
         """``kernel`` compiled without contraction: ``acc + v * w`` rounds the product
         first (the inlined helpers take the caller's flags). Not cached on disk: the cache
@@ -491,6 +516,18 @@ def weighted_counts(s: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """
     out = np.empty(len(s), np.float64)
     _weighted_kernel(s, weights, out)
+    return out
+
+
+def row_counts(flat: np.ndarray) -> np.ndarray:
+    """Per row of 0/1 ``flat`` ``(n, F)`` (bool), how many entries are set (int64).
+
+    Example:
+        >>> row_counts(np.array([[1, 0, 1], [0, 0, 0]], bool)).tolist()
+        [2, 0]
+    """
+    out = np.empty(len(flat), np.int64)
+    _counts_kernel(np.ascontiguousarray(flat).view(np.uint8), out)
     return out
 
 

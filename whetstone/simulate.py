@@ -229,6 +229,8 @@ def _counts(a: np.ndarray) -> np.ndarray:
         [2, 0]
     """
     flat = (a if a.dtype == bool else a != 0).reshape(len(a), -1)
+    if events.AVAILABLE:
+        return events.row_counts(flat)
     if flat.shape[1] >= 1024:  # whole-row counts are several times faster
         return np.array([np.count_nonzero(row) for row in flat], np.int64)
     return np.add.reduce(flat.view(np.uint8), axis=1, dtype=np.uint32).astype(np.int64)
@@ -318,12 +320,15 @@ def _full_bias(stage: Stage, dtype) -> np.ndarray:
     return np.ascontiguousarray(bias).reshape(-1)
 
 
-def _blas_product(stage: Stage, s: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """``W s`` as :func:`preactivation` computes it: one BLAS product (im2col for a conv)."""
+def _blas_product(stage: Stage, s: np.ndarray, kernel: np.ndarray, out=None) -> np.ndarray:
+    """``W s`` as :func:`preactivation` computes it: one BLAS product (im2col for a conv),
+    into ``out`` (``(samples, neurons)``) if given."""
     s = s.reshape(len(s), *stage.input_shape)
     if stage.kind == "dense":
-        return s.reshape(len(s), -1).astype(kernel.dtype, copy=False) @ kernel
-    return _im2col_runs(s, stage, kernel.dtype) @ kernel.reshape(-1, kernel.shape[-1])
+        return np.matmul(s.reshape(len(s), -1).astype(kernel.dtype, copy=False), kernel, out=out)
+    rows = None if out is None else out.reshape(-1, kernel.shape[-1])
+    cols = _im2col_runs(s, stage, kernel.dtype)
+    return np.matmul(cols, kernel.reshape(-1, kernel.shape[-1]), out=rows)
 
 
 def _event_order(stage: Stage, n: int, real: bool, dtype) -> events.Order | None:
@@ -364,6 +369,8 @@ class _Plan:
         self.events = [events.AVAILABLE and s.kind != "pool" for s in net.stages]
         self.orders: dict[tuple[int, bool, int], events.Order | None] = {}
         self.paired: dict[int, tuple[events.Order, np.ndarray]] = {}  # per layer, the last
+        self._geometry = [(s.kind, s.input_shape, s.output_shape, s.window, s.strides,
+                           s.dilation, s.padding) for s in net.stages]  # fmt: skip
 
     def prepare(self, x: np.ndarray, sizes: list[int]) -> None:
         """Measures each stage's BLAS order (:func:`_event_order`) for chunks of ``sizes``
@@ -390,10 +397,7 @@ class _Plan:
     def _choice_key(self, layer: int, real: bool) -> tuple:
         """The key of stage ``layer``'s choice in :data:`_CHOICES` (not its chunks'
         size: a run's last chunk is smaller, and the choice changes only the time)."""
-        stage = self.net.stages[layer]
-        geometry = (stage.kind, stage.input_shape, stage.output_shape, stage.window,
-                    stage.strides, stage.dilation, stage.padding)  # fmt: skip
-        return geometry, real, self.dtype.name, self.threads
+        return self._geometry[layer], real, self.dtype.name, self.threads
 
     def _order(self, layer: int, real: bool, n: int) -> events.Order | None:
         key = (layer, real, n)
@@ -471,12 +475,9 @@ class _Plan:
     def _blas_step(self, layer: int, s: np.ndarray, parts: list[int]):
         """The BLAS product part by part (each as the oracle's), then the fused finish."""
         stage, bounds = self.net.stages[layer], np.cumsum([0, *parts])
-        pre = np.concatenate(
-            [
-                _blas_product(stage, s[a:b], self.weights[layer])
-                for a, b in itertools.pairwise(bounds)
-            ]
-        ).reshape(len(s), -1)
+        pre = np.empty((len(s), stage.num_neurons), self.dtype)
+        for a, b in itertools.pairwise(bounds):  # each part's product in place: no copy
+            _blas_product(stage, s[a:b], self.weights[layer], out=pre[a:b])
         spikes, ties = events.finish(pre, self.biases[layer], stage.threshold, TIE_TOLERANCE)
         return spikes.reshape(len(s), *stage.output_shape), ties
 
