@@ -34,7 +34,6 @@ SUITES = {
     "fashion": ("conv_fashion",),
     "cifar10": ("vgg_cifar10",),
     "cifar10_wide": ("vgg_cifar10_wide",),
-    "cifar10_flat": ("vgg_cifar10_flat",),
     "resnet": ("resnet_mnist",),
 }
 
