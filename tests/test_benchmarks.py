@@ -140,13 +140,14 @@ def test_simulator_throughput_skips_a_model_that_is_not_trained(tmp_path, monkey
 
 
 def test_throughput_section_says_which_targets_are_met(tmp_path):
+    """Met only where both the best runs' ratio and the per-repeat median reach it."""
+
     def model(name, ratio):
         return {"model": name, "test_images": 100, "keras_images_per_s": 1000.0,
                 "simulator_images_per_s": 1000.0 * ratio, "simulator_over_keras": ratio,
                 "batch_images_per_s": 500.0, "simulator_threads": 2, "fast_equals_batch": True,
                 "keras_batch_size": 1000}  # fmt: skip
 
-    """Met only where both the best runs' ratio and the per-repeat median reach it."""
     runs = [model("dense_mnist", 4.2), model("vgg_cifar10", 1.2), model("mine", 9.0),
             model("conv_mnist", 1.6)]  # fmt: skip
     runs[0]["ratio_per_repeat"] = {"min": 3.61, "median": 3.9, "max": 4.2}
