@@ -64,6 +64,35 @@ class TestAccuracy(keras.callbacks.Callback):
         click.echo(f"  {label}: test accuracy {self.accuracy[-1]:.4f}", err=True)
 
 
+class SoftTargets(keras.utils.PyDataset):
+    """``batches`` with each label mixed with a teacher's output on the same images:
+    ``(1 - share) * y + share * teacher(x)`` (distillation with soft labels).
+
+    Example:
+        >>> import numpy as np
+        >>> teacher = keras.Sequential([keras.Input((2,)), keras.layers.Softmax()])
+        >>> soft = SoftTargets([(np.zeros((1, 2)), np.array([[1.0, 0.0]]))], teacher, 0.5)
+        >>> soft[0][1].tolist()
+        [[0.75, 0.25]]
+    """
+
+    def __init__(self, batches, teacher: keras.Model, share: float):
+        super().__init__()
+        self.batches, self.teacher, self.share = batches, teacher, share
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i):
+        x, y = self.batches[i]
+        soft = keras.ops.convert_to_numpy(self.teacher(x, training=False))
+        return x, (1 - self.share) * y + self.share * soft
+
+    def on_epoch_end(self) -> None:
+        if hasattr(self.batches, "on_epoch_end"):
+            self.batches.on_epoch_end()
+
+
 def continue_training(
     model: keras.Model,
     recipe: trained.Recipe,
@@ -95,7 +124,7 @@ def continue_training(
         x, labels, recipe.batch_size, recipe.shift, recipe.seed + 1, recipe.flip
     )
     if teacher is not None:
-        batches = trained.SoftTargets(batches, teacher, share)
+        batches = SoftTargets(batches, teacher, share)
     tracker = TestAccuracy(x_test, y_test)
     model.fit(batches, epochs=epochs, callbacks=[tracker], verbose=0)
     if ema is not None:  # fit has put the averaged weights in the model

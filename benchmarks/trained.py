@@ -50,10 +50,6 @@ class Recipe:
     With ``widen=(recipe, layer, copies)`` the baseline is that recipe's baseline with
     ``layer`` widened into ``copies`` staggered copies (:func:`whetstone.widen.widen`, which
     keeps its function to within the offsets' effect), and the sharpened run starts from it.
-
-    With ``teacher=A`` (and a start: ``from_baseline`` or ``widen``) the sharpened run is
-    distilled from the ANN it starts from, while sharpening and honing: its targets are
-    ``(1 - A) * labels + A * ann(x)`` (:class:`SoftTargets`).
     """
 
     dataset: str
@@ -75,7 +71,6 @@ class Recipe:
     flip: bool = False  # and mirrored left-right at random (augmentation)
     from_baseline: tuple[int, int] | None = None  # sharpen the trained baseline (see above)
     widen: tuple[str, str, int] | None = None  # start from a widened baseline (see above)
-    teacher: float = 0.0  # share of the starting ANN's softmax in the targets (see above)
 
     def build_model(self) -> keras.Model:
         """The untrained model of this recipe."""
@@ -217,36 +212,6 @@ class ShiftedImages(keras.utils.PyDataset):
         return shifted
 
 
-class SoftTargets(keras.utils.PyDataset):
-    """``batches`` with each label mixed with a teacher's output on the same images:
-    ``(1 - share) * y + share * teacher(x)`` (distillation with soft labels, Hinton et
-    al. 2015, temperature 1).
-
-    Example:
-        >>> import numpy as np
-        >>> teacher = keras.Sequential([keras.Input((2,)), keras.layers.Softmax()])
-        >>> soft = SoftTargets([(np.zeros((1, 2)), np.array([[1.0, 0.0]]))], teacher, 0.5)
-        >>> soft[0][1].tolist()
-        [[0.75, 0.25]]
-    """
-
-    def __init__(self, batches, teacher: keras.Model, share: float):
-        super().__init__()
-        self.batches, self.teacher, self.share = batches, teacher, share
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __getitem__(self, i):
-        x, y = self.batches[i]
-        soft = keras.ops.convert_to_numpy(self.teacher(x, training=False))
-        return x, (1 - self.share) * y + self.share * soft
-
-    def on_epoch_end(self) -> None:
-        if hasattr(self.batches, "on_epoch_end"):
-            self.batches.on_epoch_end()
-
-
 class EpochTimer(keras.callbacks.Callback):
     """Seconds spent training (validation excluded) in each epoch."""
 
@@ -282,8 +247,7 @@ def train(
 ) -> tuple[keras.Model, dict]:
     """Train ``recipe`` (with its sharpener, or never sharpened, for ``epochs``: by default
     the recipe's; from epoch ``lower_rate_at`` on at the honing learning rate), from the
-    weights of ``start`` at the honing learning rate if given (and distilled from it by
-    ``recipe.teacher``, if sharpened); return the model and a
+    weights of ``start`` at the honing learning rate if given; return the model and a
     report with test accuracy per epoch, training seconds per epoch and the history.
     ``data``: ``((x, y), (x_test, y_test))`` to train on instead of the recipe's dataset."""
     (x, y), (x_test, y_test) = data or ws.datasets.load(recipe.dataset, data_dir)
@@ -321,10 +285,9 @@ def train(
     started = time.perf_counter()
     labels = keras.utils.to_categorical(y, 10)
     inputs = {"x": x, "y": labels, "batch_size": recipe.batch_size}
-    distil = recipe.teacher and start is not None and sharpen
-    if recipe.shift or recipe.flip or distil:
+    if recipe.shift or recipe.flip:
         images = ShiftedImages(x, labels, recipe.batch_size, recipe.shift, recipe.seed, recipe.flip)
-        inputs = {"x": SoftTargets(images, start, recipe.teacher) if distil else images}
+        inputs = {"x": images}
     history = model.fit(
         **inputs,
         epochs=epochs or recipe.epochs,
