@@ -34,6 +34,7 @@ SUITES = {
     "fashion": ("conv_fashion",),
     "cifar10": ("vgg_cifar10",),
     "cifar10_wide": ("vgg_cifar10_wide",),
+    "cifar10_staggered": ("vgg_cifar10_staggered",),
     "resnet": ("resnet_mnist",),
 }
 

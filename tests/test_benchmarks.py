@@ -15,7 +15,7 @@ from _helpers import benchmark_smoke, check_model_suite
 from click.testing import CliRunner
 
 from benchmarks.__main__ import main
-from benchmarks.report import scratch_anns, targets_table, throughput_section
+from benchmarks.report import other_anns, targets_table, throughput_section
 from benchmarks.suite import BUDGET_SECONDS, PROBE_IMAGES, sized
 
 
@@ -65,16 +65,21 @@ def test_targets_table_judges_the_gap_against_the_better_ann(tmp_path):
     row = {"model": "vgg_cifar10_wide", "baseline_accuracy": 0.7998, "keras_accuracy": 0.7698,
            "test_images": 10_000}  # fmt: skip
     (tmp_path / "models").mkdir()
-    assert scratch_anns(tmp_path) == {}
+    assert other_anns(tmp_path) == {"vgg_cifar10_wide": [], "vgg_cifar10_staggered": []}
     (tmp_path / "models" / "vgg_cifar10_1024_baseline.json").write_text('{"test_accuracy": 0.79}')
-    worse = targets_table([row], scratch_anns(tmp_path)).splitlines()[-1]
-    assert "+2.02 to the ANN vgg_cifar10_1024 trained from scratch (79.00%)" in worse
+    worse = targets_table([row], other_anns(tmp_path)).splitlines()[-1]
+    assert "+2.02 to the ANN vgg_cifar10_1024 (79.00%)" in worse
     assert worse.endswith("(target at most 3.0): met |")  # the widened ANN is the better one
-    better = targets_table([row], {"vgg_cifar10_wide": ("vgg_cifar10_1024", 0.8001)})
+    better = targets_table([row], {"vgg_cifar10_wide": [("vgg_cifar10_1024", 0.8001)]})
     assert better.splitlines()[-1].endswith(
-        "+3.03 to the ANN vgg_cifar10_1024 trained from "
-        "scratch (80.01%) (target at most 3.0): not met |"
+        "+3.03 to the ANN vgg_cifar10_1024 (80.01%) (target at most 3.0): not met |"
     )
+    both = [("vgg_cifar10_1024", 0.79), ("vgg_cifar10_64", 0.795)]
+    judged = targets_table([row], {"vgg_cifar10_wide": both}).splitlines()[-1]
+    assert "(79.00%); +2.52 to the ANN vgg_cifar10_64 (79.50%)" in judged
+    assert judged.endswith("(target at most 3.0): met |")  # 3.00 to the widened ANN
+    worst = targets_table([row], {"vgg_cifar10_wide": [*both, ("third", 0.8)]}).splitlines()
+    assert worst[-1].endswith("(target at most 3.0): not met |")  # 3.02 to the third
 
 
 @pytest.mark.slow

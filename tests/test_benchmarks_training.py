@@ -150,3 +150,11 @@ def test_a_widened_recipe_starts_from_the_widened_baseline(tmp_path, data_dir, m
     assert base["widened_from"] == "narrow" and base["recipe"]["widen"] == ["narrow", "dense_1", 3]
     assert base["train_seconds"] == trained.report("narrow", sharpen=False)["train_seconds"]
     assert sharp["fully_sharpened"] and sharp["baseline_seconds"] == base["train_seconds"]
+    # a fourth entry is the offsets' spread (a convolution reading the image wants less)
+    monkeypatch.setitem(trained.RECIPES, "staggered", dataclasses.replace(
+        narrow, widen=("narrow", "conv_1", 2, 0.5)))  # fmt: skip
+    staggered = trained.baseline_model("staggered", data_dir)
+    assert staggered.get_layer("conv_1").filters == 8
+    beta = np.tile(narrow_base.get_layer("norm_1").beta.numpy(), 2)
+    shift = np.repeat(widen.offsets(2, 0.5), 4)  # [-0.125] * 4 + [0.125] * 4
+    np.testing.assert_allclose(staggered.get_layer("norm_1").beta.numpy(), beta + shift, atol=1e-6)

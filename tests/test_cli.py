@@ -291,11 +291,11 @@ def test_sharpen_rewrites_a_plain_relu_model_and_hones(tmp_path):
 def test_sharpen_widens_a_layer_into_staggered_copies(tmp_path):
     output = tmp_path / "sharp.keras"
     result = invoke("--json", "sharpen", plain_model(tmp_path / "plain.keras"), "--data", "demo",
-                    "--epochs", "1", "--widen", "hidden:3", "--sample", "200", "-o", output,
+                    "--epochs", "1", "--widen", "hidden:3:0.5", "--sample", "200", "-o", output,
                     "-q")  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["widened"] == [{"layer": "hidden", "copies": 3}]
+    assert report["widened"] == [{"layer": "hidden", "copies": 3, "spread": 0.5}]
     assert report["fully_sharpened"] is True
     sharp = keras.models.load_model(output)
     assert sharp.get_layer("hidden").units == 96
@@ -308,7 +308,13 @@ def test_sharpen_widens_a_layer_into_staggered_copies(tmp_path):
 
 @pytest.mark.parametrize(
     ("value", "fragment"),
-    [("hidden", "LAYER:COPIES"), ("hidden:0", "LAYER:COPIES"), ("head:2", "output")],
+    [
+        ("hidden", "LAYER:COPIES"),
+        ("hidden:0", "LAYER:COPIES"),
+        ("hidden:2:0", "SPREAD"),
+        ("hidden:2:x", "SPREAD"),
+        ("head:2", "output"),
+    ],
 )
 def test_sharpen_refuses_a_layer_it_cannot_widen(tmp_path, value, fragment):
     output = tmp_path / "sharp.keras"

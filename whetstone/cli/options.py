@@ -121,21 +121,31 @@ def positive_rate(_ctx, param, value: float | None) -> float | None:
     return value
 
 
-def layer_copies(_ctx, param, values: tuple[str, ...]) -> list[tuple[str, int]]:
-    """``--widen LAYER:COPIES`` (repeatable) as ``[(layer, copies), ...]``.
+def layer_copies(_ctx, param, values: tuple[str, ...]) -> list[tuple[str, int, float]]:
+    """``--widen LAYER:COPIES[:SPREAD]`` (repeatable) as ``[(layer, copies, spread), ...]``
+    (``spread`` 1 unless given: see :func:`whetstone.widen.widen`).
 
     Example:
-        >>> layer_copies(None, None, ("dense_1:4",))
-        [('dense_1', 4)]
+        >>> layer_copies(None, None, ("dense_1:4", "conv_1:2:0.5"))
+        [('dense_1', 4, 1.0), ('conv_1', 2, 0.5)]
     """
-    pairs = []
+    triples = []
     for value in values:
-        layer, _, copies = value.rpartition(":")
-        if not layer or not copies.isdigit() or int(copies) < 1:
+        parts = value.split(":")
+        spread = parts.pop() if len(parts) > 2 and parts[-2].isdigit() else "1"
+        layer, copies = ":".join(parts[:-1]), parts[-1]
+        if not layer or not copies.isdigit() or int(copies) < 1 or not _positive(spread):
             raise click.BadParameter(
-                f"{value!r} is not LAYER:COPIES (a layer name and a whole number >= 1, "
-                "e.g. dense_1:4).",
+                f"{value!r} is not LAYER:COPIES[:SPREAD] (a layer name, a whole number >= 1 "
+                "and optionally a spread > 0, e.g. dense_1:4 or conv_1:2:0.5).",
                 param=param,
             )
-        pairs.append((layer, int(copies)))
-    return pairs
+        triples.append((layer, int(copies), float(spread)))
+    return triples
+
+
+def _positive(text: str) -> bool:
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False

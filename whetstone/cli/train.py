@@ -245,7 +245,7 @@ def _rewritten(out: Output, keras_model, x, y, learning_rate, percentile, head, 
     return result.model, report
 
 
-def _widened(out: Output, keras_model, layer: str, copies: int, learning_rate):
+def _widened(out: Output, keras_model, layer: str, copies: int, spread: float, learning_rate):
     """``keras_model`` with ``layer`` widened into staggered copies, compiled like it
     (its optimizer afresh; Adam at ``learning_rate`` or 1e-4 if it was not compiled)."""
     import keras
@@ -253,10 +253,10 @@ def _widened(out: Output, keras_model, layer: str, copies: int, learning_rate):
     from whetstone import widen
 
     try:
-        wide = widen.widen(keras_model, layer, copies)
+        wide = widen.widen(keras_model, layer, copies, spread)
     except widen.WidenError as error:
-        raise click.UsageError(f"--widen {layer}:{copies}: {error}") from None
-    out.say(f"widened {layer!r} into {copies} staggered copies of each unit")
+        raise click.UsageError(f"--widen {layer}:{copies}:{spread:g}: {error}") from None
+    out.say(f"widened {layer!r} into {copies} staggered copies of each unit (spread {spread:g})")
     return _recompiled(
         wide, keras_model, learning_rate, lambda rate: keras.optimizers.Adam(rate or 1e-4)
     )
@@ -334,11 +334,12 @@ def _widened(out: Output, keras_model, layer: str, copies: int, learning_rate):
 )
 @click.option(
     "--widen",
-    metavar="LAYER:COPIES",
+    metavar="LAYER:COPIES[:SPREAD]",
     multiple=True,
     callback=layer_copies,
     help="Before sharpening, make each unit of spiking layer LAYER (a Dense or Conv) COPIES "
-    "units firing at staggered thresholds, so the next layer reads COPIES + 1 levels "
+    "units firing at staggered thresholds, so the next layer reads COPIES + 1 levels; the "
+    "thresholds cover SPREAD (default 1; lower it for an early convolution). "
     "(whetstone.widen; repeatable).",
 )
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
@@ -404,8 +405,8 @@ def sharpen(
             return keras.optimizers.Adadelta(rate or 4.0)
 
         _recompiled(keras_model, keras_model, learning_rate, adadelta)
-    for layer, copies in widen:
-        keras_model = _widened(out, keras_model, layer, copies, learning_rate)
+    for layer, copies, spread in widen:
+        keras_model = _widened(out, keras_model, layer, copies, spread, learning_rate)
     layers = len(sharpness.spiking_layers(keras_model))
     batches = -(-len(x) // batch_size)
     needed = start_epoch + layers * steps + hone_epochs
@@ -445,7 +446,7 @@ def sharpen(
             "file": model,
             "output": output,
             "rewrite": rewritten,
-            "widened": [{"layer": layer, "copies": copies} for layer, copies in widen],
+            "widened": [dict(zip(("layer", "copies", "spread"), w, strict=True)) for w in widen],
             "sharpness": values,
             "fully_sharpened": sharpness.is_fully_sharpened(keras_model),
             "epochs_trained": len(history.epoch),
