@@ -60,6 +60,27 @@ def test_nest_run_with_progress_builds_once(monkeypatch):
     np.testing.assert_array_equal(reported.output_spikes, plain.output_spikes)
 
 
+def test_nest_run_in_several_simulations_equals_one(monkeypatch):
+    """``images_per_run``: each part on a fresh network, the parts joined in order, the
+    same spikes as one simulation of every image; progress counts the whole run."""
+    pytest.importorskip("pyNN.nest")
+    rng = np.random.default_rng(2)
+    net = small_convnet(rng)
+    x = rng.normal(size=(11, 8, 8, 1)).astype("float32")
+    builds, seen = [], []
+    assemble = sp._assemble
+    monkeypatch.setattr(sp, "_assemble", lambda *a: builds.append(1) or assemble(*a))
+    whole = spinnaker.run(net, x)
+    parts = spinnaker.run(net, x, images_per_run=4, progress=seen.append)
+    assert len(builds) == 1 + 3 and parts.info["runs"] == 3  # 4 + 4 + 3 images
+    np.testing.assert_array_equal(parts.output_spikes, whole.output_spikes)
+    np.testing.assert_array_equal(parts.spike_counts, whole.spike_counts)
+    np.testing.assert_array_equal(parts.predictions, whole.predictions)
+    assert seen == sorted(seen) and seen[-1] == len(x) and max(seen[:10]) <= 4
+    neurons = net.encoded_size + sum(layer.size for layer in sp.build_plan(net))
+    assert sp.images_per_run(net) == sp.NEURON_IMAGES_PER_RUN // neurons
+
+
 @pytest.mark.slow
 def test_keras_io_convnet_maps_on_virtual_board():
     """Mapped with no hand-given neurons per core (about 70 s: sPyNNaker's data generation)."""

@@ -66,6 +66,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -117,6 +118,7 @@ from whetstone.network import SpikingNetwork
 
 __all__ = [
     "NEURONS_PER_CORE",
+    "NEURON_IMAGES_PER_RUN",
     "ROW_LIMIT",
     "TAU_M",
     "Layer",
@@ -129,6 +131,7 @@ __all__ = [
     "encode",
     "fixed_point_run",
     "get_backend",
+    "images_per_run",
     "longest_row",
     "quantisation",
     "spinnaker_config",
@@ -198,6 +201,10 @@ class SpiNNakerBackend:
         ``compare_reference``: fill ``agreement`` (:func:`whetstone.backends.compared`).
         ``threads`` (NEST, default 1): NEST's threads; they change the order in which a
         neuron's inputs are summed, so results can differ on ties only.
+        ``images_per_run`` (NEST): images per simulation; more are run in several, each on
+        a fresh network. By default :func:`images_per_run` bounds the memory that the input
+        spike trains and the recorded spikes take (a 10,000-image CIFAR-10 convnet run in
+        one went past 22 GB).
         """
         x = net.check_input(x, WHERE)
         result = self._run(net, x, simulator, progress, options)
@@ -207,6 +214,22 @@ class SpiNNakerBackend:
         plan = build_plan(net)
         if simulator == "spinnaker":
             return self._run_virtual(net, x, plan, options)
+        per_run = options.get("images_per_run") or images_per_run(net, plan)
+        parts, seconds = [], np.zeros(2)
+        for first in range(0, len(x), per_run):
+            done = None if progress is None else partial(_add, progress, first)
+            part, part_seconds = self._simulated(
+                net, x[first : first + per_run], simulator, plan, done, options
+            )
+            parts.append(part)
+            seconds += part_seconds
+        matrices = [np.concatenate(layer) for layer in zip(*parts, strict=True)]
+        result = self._result(net, matrices, simulator, runs=len(parts))
+        result.build_seconds, result.run_seconds = seconds
+        return result
+
+    def _simulated(self, net, x, simulator, plan, progress, options):
+        """Spike matrices of one simulation of ``x``, and its build and run seconds."""
         sim = _import_simulator(simulator)
         spikes = net.encode(x, WHERE)
         started = time.perf_counter()
@@ -223,9 +246,7 @@ class SpiNNakerBackend:
             ]
         finally:
             sim.end()
-        result = self._result(net, matrices, simulator)
-        result.build_seconds, result.run_seconds = built - started, ran - built
-        return result
+        return matrices, (built - started, ran - built)
 
     def _result(self, net, matrices, simulator, **info) -> BackendResult:
         outputs = matrices[-1].reshape(len(matrices[-1]), *net.output_shape)
@@ -312,6 +333,33 @@ class SpiNNakerBackend:
         with files.staged(path, force or overwrite, folder=True) as staging:
             _write_export(net, staging, x, y=y, cores=cores)
         return Path(path)
+
+
+NEURON_IMAGES_PER_RUN = 200_000_000
+"""Source and population neurons times images that one NEST simulation may hold: its
+input spike trains and recorded spikes grow with both (about 4 GB at this bound on a
+CIFAR-10 convnet)."""
+
+
+def images_per_run(net: SpikingNetwork, plan: list | None = None) -> int:
+    """How many images one simulation runs: ``NEURON_IMAGES_PER_RUN`` over the neurons.
+
+    Example:
+        >>> import numpy as np
+        >>> from whetstone.network import Stage, SpikingNetwork
+        >>> w = np.ones((1000, 1000), "float32")
+        >>> net = SpikingNetwork((1000,), [Stage("d", "dense", (1000,), (1000,), w)],
+        ...                      input_encoding="binary")
+        >>> images_per_run(net)   # 2,000 neurons
+        100000
+    """
+    plan = build_plan(net) if plan is None else plan
+    neurons = net.encoded_size + sum(layer.size for layer in plan)
+    return max(1, NEURON_IMAGES_PER_RUN // max(neurons, 1))
+
+
+def _add(progress, first: int, done: int) -> None:
+    progress(first + done)
 
 
 def get_backend() -> SpiNNakerBackend:
