@@ -136,9 +136,9 @@ RECIPES["vgg_cifar10_1024"] = dataclasses.replace(
     ),
 )  # fmt: skip
 # vgg_cifar10_1024's ANN with its first convolution widened into 2 staggered copies (64
-# filters; spread 0.5, since the image's large weights make spread 1 cost 3.7 points of
-# the ANN's accuracy, spread 0.5 0.58), then sharpened and honed as vgg_cifar10: the layer
-# that lost the most when sharp (about 1.5 points) now says 3 levels per unit.
+# filters; spread 0.5: the image's large weights made spread 1 cost several points of the
+# ANN's accuracy in a trial, spread 0.5 costs 0.58), then sharpened and honed as
+# vgg_cifar10: the layer that lost the most when sharp (about 1.5 points) says 3 levels.
 RECIPES["vgg_cifar10_staggered"] = dataclasses.replace(
     RECIPES["vgg_cifar10_1024"], widen=("vgg_cifar10_1024", "conv_1", 2, 0.5)
 )
