@@ -45,14 +45,19 @@ def test_mapping_remedy_agrees_with_spynnaker():
     assert "more neurons per core" not in sp.pynn._remedy(RuntimeError()).lower()
 
 
+def _counted_builds(monkeypatch) -> list:
+    """A list that grows by one each time the back end builds a network."""
+    builds, assemble = [], sp._assemble
+    monkeypatch.setattr(sp, "_assemble", lambda *a: builds.append(1) or assemble(*a))
+    return builds
+
+
 def test_nest_run_with_progress_builds_once(monkeypatch):
     pytest.importorskip("pyNN.nest")
     rng = np.random.default_rng(1)
     net = small_convnet(rng)
     x = rng.normal(size=(12, 8, 8, 1)).astype("float32")
-    builds, seen = [], []
-    assemble = sp._assemble
-    monkeypatch.setattr(sp, "_assemble", lambda *a: builds.append(1) or assemble(*a))
+    builds, seen = _counted_builds(monkeypatch), []
     plain = spinnaker.run(net, x)
     reported = spinnaker.run(net, x, progress=seen.append)
     assert len(builds) == 2  # one build per run, however often progress is reported
@@ -67,9 +72,7 @@ def test_nest_run_in_several_simulations_equals_one(monkeypatch):
     rng = np.random.default_rng(2)
     net = small_convnet(rng)
     x = rng.normal(size=(11, 8, 8, 1)).astype("float32")
-    builds, seen = [], []
-    assemble = sp._assemble
-    monkeypatch.setattr(sp, "_assemble", lambda *a: builds.append(1) or assemble(*a))
+    builds, seen = _counted_builds(monkeypatch), []
     whole = spinnaker.run(net, x)
     parts = spinnaker.run(net, x, images_per_run=4, progress=seen.append)
     assert len(builds) == 1 + 3 and parts.info["runs"] == 3  # 4 + 4 + 3 images
@@ -79,6 +82,8 @@ def test_nest_run_in_several_simulations_equals_one(monkeypatch):
     assert seen == sorted(seen) and seen[-1] == len(x) and max(seen[:10]) <= 4
     neurons = net.encoded_size + sum(layer.size for layer in sp.build_plan(net))
     assert sp.images_per_run(net) == sp.NEURON_IMAGES_PER_RUN // neurons
+    with pytest.raises(ValueError, match="whole number of images >= 1"):
+        spinnaker.run(net, x, images_per_run=-2)
 
 
 @pytest.mark.slow

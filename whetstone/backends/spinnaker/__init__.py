@@ -215,6 +215,8 @@ class SpiNNakerBackend:
         if simulator == "spinnaker":
             return self._run_virtual(net, x, plan, options)
         per_run = options.get("images_per_run") or images_per_run(net, plan)
+        if not isinstance(per_run, int) or per_run < 1:
+            raise ValueError(f"images_per_run={per_run!r}: give a whole number of images >= 1.")
         parts, seconds = [], np.zeros(2)
         for first in range(0, len(x), per_run):
             done = None if progress is None else partial(_add, progress, first)
