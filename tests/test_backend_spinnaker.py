@@ -222,7 +222,10 @@ def test_nest_threads_give_the_same_run(nest):
         get("spinnaker").run(net, x, simulator="nest", threads=0)
 
 
-def test_exported_script_runs_on_nest(nest, tmp_path):
+@pytest.mark.parametrize("max_population", [None, 40])
+def test_exported_script_runs_on_nest(nest, tmp_path, max_population):
+    """``max_population``: the script's limit lowered, so that the 192-neuron source is
+    built as 5 PyNN populations and the 48-neuron pool as 2."""
     rng = np.random.default_rng(4)
     net = small_convnet(rng)
     x = rng.normal(size=(10, 8, 8, 1)).astype("float32")
@@ -230,6 +233,11 @@ def test_exported_script_runs_on_nest(nest, tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == [
         "export.json", "inputs.npz", "network.h5", "network.npz", "run.py"
     ]  # fmt: skip
+    if max_population:
+        script = (folder / "run.py").read_text()
+        limit = f"MAX_POPULATION = {sp.MAX_POPULATION:_}"
+        assert limit in script
+        (folder / "run.py").write_text(script.replace(limit, f"MAX_POPULATION = {max_population}"))
     subprocess.run(
         [sys.executable, str(folder / "run.py"), "--simulator", "nest", "--predictions", "p.npy"],
         check=True, capture_output=True, cwd=tmp_path, timeout=300,

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _helpers import keras_io_convnet, small_convnet
+from _helpers import inputs, keras_io_convnet, networks, small_convnet
+from hypothesis import HealthCheck, given, settings
 
+from whetstone import simulate
 from whetstone.backends import get
 from whetstone.backends import spinnaker as sp
+from whetstone.backends.spinnaker import plan as spinnaker_plan
 from whetstone.network import SpikingNetwork, Stage
 
 spinnaker = get("spinnaker")
@@ -99,3 +102,69 @@ def test_dense_population_spread_over_cores():
     w = np.ones((3, 600), "float32")
     net = SpikingNetwork((3,), [Stage("d", "dense", (3,), (600,), w)], input_encoding="binary")
     assert sp.core_plan(sp.build_plan(net), neurons_per_core=200)[0]["cores"] == 3
+
+
+# ---------------------------------------------------------------- populations in pieces
+
+
+def test_cores_are_counted_within_each_piece(monkeypatch):
+    """A population above MAX_POPULATION is several PyNN populations, each filling its
+    own cores: 20 neurons in pieces of 8, 8 and 4 take 3 + 3 + 2 cores of 3 neurons."""
+    monkeypatch.setattr(spinnaker_plan, "MAX_POPULATION", 8)
+    w = np.ones((3, 20), "float32")
+    net = SpikingNetwork((3,), [Stage("d", "dense", (3,), (20,), w)], input_encoding="binary")
+    assert sp.piece_starts(20).tolist() == [0, 8, 16, 20]
+    entry = sp.core_plan(sp.build_plan(net), neurons_per_core=3)[0]
+    assert (entry["cores"], entry["longest_row"]) == (8, 3)
+    assert sp.longest_row(sp.build_plan(net)[0].exc, 8) == 8  # a core is at most a piece
+
+
+@settings(
+    max_examples=4,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(net=networks(ranks=(0, 2), dilation=False, on_chip=True, sizes=(3, 6), dag=True))
+def test_pieces_run_the_same_on_nest(monkeypatch, net):
+    """With the limit lowered to 3 neurons, sources and populations (skip edges included)
+    are built in pieces, and NEST gives the spikes of one population each, and the
+    reference's on every image without a tie."""
+    pytest.importorskip("pyNN.nest")
+    x = inputs(net, 8)
+    whole = spinnaker.run(net, x)
+    with monkeypatch.context() as patch:
+        patch.setattr(spinnaker_plan, "MAX_POPULATION", 3)
+        pieces = spinnaker.run(net, x)
+    np.testing.assert_array_equal(pieces.output_spikes, whole.output_spikes)
+    np.testing.assert_array_equal(pieces.spike_counts, whole.spike_counts)
+    reference = simulate.run(net, x)
+    clean = ~reference.tie_mask
+    np.testing.assert_array_equal(
+        pieces.output_spikes.reshape(len(x), -1)[clean],
+        reference.output_spikes.reshape(len(x), -1)[clean],
+    )
+
+
+def test_build_gives_an_assembly_of_the_pieces(monkeypatch):
+    pytest.importorskip("pyNN.nest")
+    monkeypatch.setattr(spinnaker_plan, "MAX_POPULATION", 40)
+    built = spinnaker.build(small_convnet(np.random.default_rng(3)), "nest")
+    try:
+        assert built.source.size == 192 and len(built.source.populations) == 5
+        assert [p.size for p in built.populations] == [48, 16, 6]
+        assert len(built.populations[0].populations) == 2  # the pool: 40 + 8
+    finally:
+        built.sim.end()
+
+
+def test_virtual_board_maps_pieces(monkeypatch):
+    """The mapping report counts each source or population once, its pieces summed."""
+    pytest.importorskip("pyNN.spiNNaker")
+    monkeypatch.setattr(spinnaker_plan, "MAX_POPULATION", 40)
+    net = small_convnet(np.random.default_rng(4))
+    report = spinnaker.map(net, neurons_per_core=64)
+    assert sorted(report["populations"]) == ["c2", "d", "input", "p"]
+    assert report["populations"]["input"]["cores"] == 5  # 192 neurons in 5 pieces
+    assert report["populations"]["p"]["cores"] == 2  # 48 = 40 + 8
+    assert report["cores"] == sum(e["cores"] for e in report["populations"].values())

@@ -1,6 +1,8 @@
 """SpiNNaker back end: a SpikingNetwork as a PyNN network for sPyNNaker, checked on NEST.
 
-Every on-chip stage becomes one PyNN ``Population`` of ``IF_curr_delta`` cells; its
+Every on-chip stage becomes one PyNN ``Population`` of ``IF_curr_delta`` cells (several
+of at most :data:`MAX_POPULATION` neurons each where it is larger, and so does the input
+source: sPyNNaker holds a presynaptic population's size in 16 bits); its
 weights become two ``FromListConnector`` projections (``"excitatory"``: the positive
 weights, ``"inhibitory"``: the negative ones, which PyNN wants negative for current-based
 cells and sPyNNaker stores as magnitudes; on NEST each list is connected in one
@@ -92,6 +94,7 @@ from whetstone.backends.spinnaker.fixed_point import (
     quantisation,
 )
 from whetstone.backends.spinnaker.plan import (
+    MAX_POPULATION,
     NEURONS_PER_CORE,
     ROW_LIMIT,
     Layer,
@@ -101,6 +104,7 @@ from whetstone.backends.spinnaker.plan import (
     core_plan,
     encode,
     longest_row,
+    piece_starts,
 )
 from whetstone.backends.spinnaker.pynn import (
     OFFSET,
@@ -117,6 +121,7 @@ from whetstone.backends.spinnaker.pynn import (
 from whetstone.network import SpikingNetwork
 
 __all__ = [
+    "MAX_POPULATION",
     "NEURONS_PER_CORE",
     "NEURON_IMAGES_PER_RUN",
     "ROW_LIMIT",
@@ -133,6 +138,7 @@ __all__ = [
     "get_backend",
     "images_per_run",
     "longest_row",
+    "piece_starts",
     "quantisation",
     "spinnaker_config",
 ]
@@ -145,6 +151,8 @@ class PyNNNetwork:
     sim: Any  # the pyNN.nest or pyNN.spiNNaker module, set up
     source: Any  # the SpikeSourceArray population of the encoded inputs
     populations: list  # one PyNN Population per on-chip stage, recording spikes
+    # (an Assembly of several populations where a stage has more than MAX_POPULATION
+    # neurons: sPyNNaker's limit; so is the source then)
 
 
 @register("spinnaker")
@@ -174,7 +182,8 @@ class SpiNNakerBackend:
         plan = build_plan(net)
         spikes = np.zeros((0, net.encoded_size), np.uint8) if x is None else net.encode(x, WHERE)
         _setup(sim, simulator, options.get("threads", 1))
-        return PyNNNetwork(sim, *_assemble(sim, simulator, net, plan, spikes, options))
+        source, populations = _assemble(sim, simulator, net, plan, spikes, options)
+        return PyNNNetwork(sim, source.handle(sim), [p.handle(sim) for p in populations])
 
     def run(
         self,

@@ -25,6 +25,7 @@ from whetstone.geometry import axes, axis_index
 from whetstone.network import SpikingNetwork, Stage
 
 __all__ = [
+    "MAX_POPULATION",
     "NEURONS_PER_CORE",
     "ROW_LIMIT",
     "Layer",
@@ -34,6 +35,7 @@ __all__ = [
     "core_plan",
     "encode",
     "longest_row",
+    "piece_starts",
 ]
 
 ROW_LIMIT = 256
@@ -41,6 +43,11 @@ ROW_LIMIT = 256
 projection from one source neuron onto the neurons of one core."""
 NEURONS_PER_CORE = 256
 """sPyNNaker's default, and largest, number of ``IF_curr_delta`` neurons per core."""
+MAX_POPULATION = 65_280
+"""Most neurons in one PyNN population. sPyNNaker's master population table holds a
+presynaptic population's size in 16 bits (at most 65,535); 65,280 = 255 x 256 keeps
+every piece on a core boundary. Larger sources and populations (a host-encoded
+32 x 32 x 64 convolution has 65,536 neurons) are built as several pieces."""
 CHIPS_PER_BOARD = 48  # SpiNN-5
 
 
@@ -189,6 +196,16 @@ def encode(net: SpikingNetwork, x) -> np.ndarray:
     return net.encode(x, "spinnaker back end")
 
 
+def piece_starts(size: int) -> np.ndarray:
+    """First neuron of each PyNN population that ``size`` neurons are built as, then ``size``.
+
+    Example:
+        >>> piece_starts(10).tolist(), piece_starts(65_536).tolist()
+        ([0, 10], [0, 65280, 65536])
+    """
+    return np.append(np.arange(0, size, MAX_POPULATION), size)
+
+
 # ---------------------------------------------------------------- mapping report
 
 
@@ -202,7 +219,8 @@ def longest_row(rows: np.ndarray, neurons_per_core: int) -> int:
     """
     if not len(rows):
         return 0
-    core = rows[:, 1].astype(np.int64) // neurons_per_core
+    piece, neuron = np.divmod(rows[:, 1].astype(np.int64), MAX_POPULATION)  # piece_starts
+    core = piece * -(-MAX_POPULATION // neurons_per_core) + neuron // neurons_per_core
     key = rows[:, 0].astype(np.int64) * (int(core.max()) + 1) + core
     return int(np.unique(key, return_counts=True)[1].max())
 
@@ -244,5 +262,6 @@ def core_plan(plan: list[Layer], neurons_per_core: int | None = None) -> list[di
                 "population."
             )
         entry = {"population": layer.name, "neurons_per_core": n}
-        out.append({**entry, "cores": math.ceil(layer.size / n), "longest_row": longest})
+        cores = sum(math.ceil(piece / n) for piece in np.diff(piece_starts(layer.size)))
+        out.append({**entry, "cores": cores, "longest_row": longest})
     return out

@@ -12,11 +12,13 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import itertools
 import math
 import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +30,11 @@ from whetstone.backends.spinnaker.plan import (
     Layer,
     MappingError,
     core_plan,
+    piece_starts,
 )
 from whetstone.network import SpikingNetwork
 
-__all__ = ["TAU_M", "spinnaker_config"]
+__all__ = ["TAU_M", "Pieces", "spinnaker_config"]
 
 WHERE = "spinnaker back end"
 
@@ -145,34 +148,95 @@ def _setup(sim, simulator: str, threads: int = 1) -> None:
         sim.setup(timestep=DT)
 
 
-def _population(sim, simulator: str, layer: Layer, options: dict):
-    thresholds = layer.thresholds
-    cell = sim.IF_curr_delta(
-        tau_m=TAU_M, cm=TAU_M, v_rest=0.0, v_reset=thresholds - 1.0, tau_refrac=0.0,
-        i_offset=0.0, v_thresh=thresholds,
-    )  # fmt: skip
-    kwargs = {}
-    if simulator == "spinnaker":
-        extra = {"max_expected_summed_weight": [max(m, 1e-12) for m in layer.max_summed]}
-        if options.get("neurons_per_core"):
-            extra["neurons_per_core"] = int(options["neurons_per_core"])
-        kwargs["additional_parameters"] = extra
-    population = sim.Population(layer.size, cell, label=layer.name,
-                                **kwargs)  # fmt: skip
-    return population
+@dataclass
+class Pieces:
+    """A source or population of ``size`` neurons, built as PyNN populations of at most
+    :data:`~whetstone.backends.spinnaker.plan.MAX_POPULATION` neurons: ``parts[k]`` holds
+    neurons ``starts[k]:starts[k + 1]`` (:func:`piece_starts`). Mostly one part."""
+
+    name: str
+    parts: list
+    starts: np.ndarray
+
+    @classmethod
+    def build(cls, name: str, size: int, make) -> Pieces:
+        """``make(start, stop, label)`` creates each part; a lone part is labelled ``name``."""
+        starts = piece_starts(size)
+        many = len(starts) > 2
+        parts = [
+            make(int(lo), int(hi), f"{name}[{lo}:{hi}]" if many else name)
+            for lo, hi in itertools.pairwise(starts)
+        ]
+        return cls(name, parts, starts)
+
+    def handle(self, sim):
+        """The one PyNN object for users: the population, or an ``Assembly`` of the parts."""
+        return self.parts[0] if len(self.parts) == 1 else sim.Assembly(*self.parts, label=self.name)
 
 
-def _project(sim, pre, post, exc, inh, delay: int = 0, simulator: str = "spinnaker") -> None:
-    """Two projections; inhibitory weights negative (PyNN's convention for current cells).
-    The synaptic delay is the step of every stage plus the edge's extra ``delay`` steps.
-    On NEST the lists are connected in one call each (:func:`_array_connector`)."""
+def _source(sim, spikes: np.ndarray) -> Pieces:
+    times = _spike_times(spikes)
+    return Pieces.build("input", spikes.shape[1], lambda lo, hi, label: sim.Population(
+        hi - lo, sim.SpikeSourceArray(spike_times=times[lo:hi]), label=label))  # fmt: skip
+
+
+def _population(sim, simulator: str, layer: Layer, options: dict) -> Pieces:
+    """The layer's neurons; every part keeps the layer's largest summed weights, so that
+    sPyNNaker scales its weights as :func:`fixed_point_run` assumes."""
+
+    def part(lo: int, hi: int, label: str):
+        thresholds = layer.thresholds[lo:hi]
+        cell = sim.IF_curr_delta(
+            tau_m=TAU_M, cm=TAU_M, v_rest=0.0, v_reset=thresholds - 1.0, tau_refrac=0.0,
+            i_offset=0.0, v_thresh=thresholds,
+        )  # fmt: skip
+        kwargs = {}
+        if simulator == "spinnaker":
+            extra = {"max_expected_summed_weight": [max(m, 1e-12) for m in layer.max_summed]}
+            if options.get("neurons_per_core"):
+                extra["neurons_per_core"] = int(options["neurons_per_core"])
+            kwargs["additional_parameters"] = extra
+        return sim.Population(hi - lo, cell, label=label, **kwargs)
+
+    return Pieces.build(layer.name, layer.size, part)
+
+
+def _blocks(rows: np.ndarray, pre: np.ndarray, post: np.ndarray):
+    """``(i, j, rows)`` for each pair of parts that ``rows`` connect, indices made local;
+    ``pre`` and ``post``: the parts' :func:`piece_starts`. The rows stay sorted.
+
+    Example:
+        >>> rows = np.array([[0, 1, 0.5], [3, 0, 2.0], [3, 3, 1.0]])
+        >>> [(i, j, b.tolist()) for i, j, b in _blocks(rows, np.array([0, 2, 4]),
+        ...                                            np.array([0, 3, 4]))]
+        [(0, 0, [[0.0, 1.0, 0.5]]), (1, 0, [[1.0, 0.0, 2.0]]), (1, 1, [[1.0, 0.0, 1.0]])]
+    """
+    if len(pre) == 2 and len(post) == 2:
+        yield 0, 0, rows
+        return
+    i = np.searchsorted(pre, rows[:, 0], "right") - 1
+    j = np.searchsorted(post, rows[:, 1], "right") - 1
+    for a, b in sorted(set(zip(i.tolist(), j.tolist(), strict=True))):
+        block = rows[(i == a) & (j == b)]
+        yield a, b, block - np.array([pre[a], post[b], 0.0])
+
+
+def _project(
+    sim, pre: Pieces, post: Pieces, exc, inh, delay: int = 0, simulator: str = "spinnaker"
+) -> None:
+    """Excitatory and inhibitory projections between each pair of parts that rows connect;
+    inhibitory weights negative (PyNN's convention for current cells). The synaptic delay
+    is the step of every stage plus the edge's extra ``delay`` steps. On NEST the lists
+    are connected in one call each (:func:`_array_connector`)."""
     connector = _array_connector(sim) if simulator == "nest" else sim.FromListConnector
+    synapse = sim.StaticSynapse(delay=DT * (1 + delay))
     for rows, receptor, sign in ((exc, "excitatory", 1), (inh, "inhibitory", -1)):
         if len(rows):
-            rows = rows * np.array([1.0, 1.0, sign])
-            synapse = sim.StaticSynapse(delay=DT * (1 + delay))
-            sim.Projection(pre, post, connector(rows, column_names=["weight"]), synapse,
-                           receptor_type=receptor)  # fmt: skip
+            signed = rows * np.array([1.0, 1.0, sign])
+            for i, j, block in _blocks(signed, pre.starts, post.starts):
+                connections = connector(block, column_names=["weight"])
+                sim.Projection(pre.parts[i], post.parts[j], connections, synapse,
+                               receptor_type=receptor)  # fmt: skip
 
 
 @functools.cache
@@ -221,18 +285,19 @@ def _array_connector(sim) -> type:
     return ArrayConnector
 
 
-def _assemble(sim, simulator: str, net: SpikingNetwork, plan, spikes, options: dict):
-    """Source and populations of ``net`` in the current PyNN simulator."""
-    source = sim.Population(
-        spikes.shape[1], sim.SpikeSourceArray(spike_times=_spike_times(spikes)), label="input"
-    )
+def _assemble(
+    sim, simulator: str, net: SpikingNetwork, plan, spikes, options: dict
+) -> tuple[Pieces, list[Pieces]]:
+    """Source and populations of ``net`` in the current PyNN simulator, recording spikes."""
+    source = _source(sim, spikes)
     populations = []
     for layer in plan:
         population = _population(sim, simulator, layer, options)
         for index, delay, start, width in layer.inputs:
             pre = source if index < 0 else populations[index]
             _project(sim, pre, population, *layer.edge_rows(start, width), delay, simulator)
-        population.record("spikes")
+        for part in population.parts:
+            part.record("spikes")
         populations.append(population)
     return source, populations
 
@@ -259,8 +324,12 @@ def _simulate(sim, n: int, extra: int, progress=None, chunks: int = 10) -> None:
         progress(int(min(n, max(0, stop - extra))))  # images whose output is out
 
 
-def _spike_matrix(population, n: int, depth: int) -> np.ndarray:
+def _spike_matrix(population: Pieces, n: int, depth: int) -> np.ndarray:
     """``(n, size)`` spikes of a population matched to inputs by its depth."""
+    return np.concatenate([_part_spikes(part, n, depth) for part in population.parts], axis=1)
+
+
+def _part_spikes(population, n: int, depth: int) -> np.ndarray:
     index, times = _recorded_spikes(population)
     sample = np.rint(times / DT).astype(np.int64) - OFFSET - depth
     mine = (sample >= 0) & (sample < n)
@@ -305,19 +374,20 @@ def _remedy(error: Exception) -> str:
     )
 
 
-def _placements_report(populations) -> dict:
+def _placements_report(source: Pieces, populations: list[Pieces]) -> dict:
+    """Cores, chips and boards used, in all and per source or population (its parts summed)."""
     from pacman.data import PacmanDataView
 
     machine = PacmanDataView.get_machine()
-    labels = {p.label for p in populations}
+    names = {part.label: p.name for p in (source, *populations) for part in p.parts}
     chips, app_chips, cores, per_population = set(), set(), 0, {}
     for placement in PacmanDataView.iterate_placemements():
         chips.add((placement.x, placement.y))
         cores += 1
         app = getattr(placement.vertex, "app_vertex", None)
         label = getattr(app, "label", None)
-        if label in labels or label == "input":
-            entry = per_population.setdefault(label, {"cores": 0, "neurons_per_core": 0})
+        if label in names:
+            entry = per_population.setdefault(names[label], {"cores": 0, "neurons_per_core": 0})
             entry["cores"] += 1
             atoms = placement.vertex.vertex_slice.n_atoms
             entry["neurons_per_core"] = max(entry["neurons_per_core"], atoms)
@@ -348,9 +418,9 @@ def _map(net: SpikingNetwork, plan, x, options: dict) -> dict:
     with spinnaker_config(options.get("width"), options.get("height")):
         _setup(sim, "spinnaker")
         try:
-            _, populations = _assemble(sim, "spinnaker", net, plan, spikes, options)
+            source, populations = _assemble(sim, "spinnaker", net, plan, spikes, options)
             sim.run((len(spikes) + (plan[-1].depth if plan else 0) + OFFSET) * DT)
-            report = _placements_report(populations)
+            report = _placements_report(source, populations)
             for entry in cores:
                 report["populations"][entry["population"]]["longest_row"] = entry["longest_row"]
             report["row_limit"] = ROW_LIMIT

@@ -9,10 +9,11 @@
 Paths are relative to the current folder; by default the inputs shipped beside this file.
 Reads network.npz (thresholds, excitatory and inhibitory connection lists and neurons per
 core of every population, the key or readout) and export.json (the step at which the
-first input enters, the gate). One input enters per 1 ms step. Prints the agreement with
-the reference simulator's decisions: images where the reference meets a tie are counted
-apart, and the run exits with status 1 when the agreement on the other images is below
---min-agreement (default: stored in export.json).
+first input enters, the gate). A source or population of more than MAX_POPULATION
+neurons is built as several PyNN populations (sPyNNaker's limit). One input enters per
+1 ms step. Prints the agreement with the reference simulator's decisions: images where
+the reference meets a tie are counted apart, and the run exits with status 1 when the
+agreement on the other images is below --min-agreement (default: stored in export.json).
 """
 
 import argparse
@@ -26,6 +27,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 TAU_M = 2.0**-10  # ms and nF: exp(-1 / TAU_M) == 0, so neurons are memoryless
 DT = 1.0  # ms
+MAX_POPULATION = 65_280  # neurons per PyNN population: sPyNNaker allows at most 65,535
 
 
 def arguments(manifest: dict) -> argparse.Namespace:
@@ -94,12 +96,14 @@ def setup(sim, simulator: str) -> None:
         sim.setup(timestep=DT)
 
 
-def population(sim, net, i: int, args):
+def pieces(size: int) -> list:
+    """``(start, stop)`` of each PyNN population that ``size`` neurons are built as."""
+    return [(lo, min(lo + MAX_POPULATION, size)) for lo in range(0, size, MAX_POPULATION)]
+
+
+def population(sim, net, i: int, args) -> list:
+    """Population ``i`` as ``(start, PyNN population)`` pieces."""
     thresholds = net[f"thresholds_{i}"]
-    cell = sim.IF_curr_delta(
-        tau_m=TAU_M, cm=TAU_M, v_rest=0.0, v_reset=thresholds - 1.0,
-        tau_refrac=0.0, i_offset=0.0, v_thresh=thresholds,
-    )  # fmt: skip
     extra = {}
     if args.simulator == "spinnaker":
         summed = [max(m, 1e-12) for m in net[f"max_summed_{i}"]]
@@ -110,35 +114,55 @@ def population(sim, net, i: int, args):
                 "neurons_per_core": per_core,
             }
         }
-    return sim.Population(len(thresholds), cell, label=f"population_{i}", **extra)
+    out = []
+    for lo, hi in pieces(len(thresholds)):
+        cell = sim.IF_curr_delta(
+            tau_m=TAU_M, cm=TAU_M, v_rest=0.0, v_reset=thresholds[lo:hi] - 1.0,
+            tau_refrac=0.0, i_offset=0.0, v_thresh=thresholds[lo:hi],
+        )  # fmt: skip
+        out.append((lo, sim.Population(hi - lo, cell, label=f"population_{i}_{lo}", **extra)))
+    return out
 
 
-def project(sim, pre, post, net, i: int) -> None:
+def project(sim, pre: list, post: list, net, i: int) -> None:
+    """Every pair of pieces that population ``i``'s rows connect, indices made local."""
     for name, receptor, sign in (("exc", "excitatory", 1), ("inh", "inhibitory", -1)):
         rows = net[f"{name}_{i}"] * np.array([1.0, 1.0, sign])
-        if len(rows):
-            connector = sim.FromListConnector(rows, column_names=["weight"])
-            synapse = sim.StaticSynapse(delay=DT)
-            sim.Projection(pre, post, connector, synapse, receptor_type=receptor)
+        for a, b in ((a, b) for a in pre for b in post):
+            mine = rows[
+                (rows[:, 0] >= a[0]) & (rows[:, 0] < a[0] + a[1].size)
+                & (rows[:, 1] >= b[0]) & (rows[:, 1] < b[0] + b[1].size)
+            ]  # fmt: skip
+            if len(mine):
+                local = mine - np.array([a[0], b[0], 0.0])
+                connector = sim.FromListConnector(local, column_names=["weight"])
+                synapse = sim.StaticSynapse(delay=DT)
+                sim.Projection(a[1], b[1], connector, synapse, receptor_type=receptor)
 
 
 def simulate_network(sim, net, spikes: np.ndarray, first_step: int, args) -> np.ndarray:
     """Output spikes ``(n, size)``: input ``i`` leaves ``depth`` steps after it enters."""
     n, depth = len(spikes), int(net["num_layers"])
     setup(sim, args.simulator)
-    source = sim.SpikeSourceArray(spike_times=spike_times(spikes, first_step))
-    pre = sim.Population(spikes.shape[1], source, label="input")
+    times = spike_times(spikes, first_step)
+    pre = [
+        (lo, sim.Population(hi - lo, sim.SpikeSourceArray(spike_times=times[lo:hi]),
+                            label=f"input_{lo}"))
+        for lo, hi in pieces(spikes.shape[1])
+    ]  # fmt: skip
     for i in range(depth):
         post = population(sim, net, i, args)
         project(sim, pre, post, net, i)
         pre = post
-    pre.record("spikes")
+    for _, part in pre:
+        part.record("spikes")
     sim.run((n + depth + first_step) * DT)
-    out = np.zeros((n, pre.size), np.uint8)
-    for train in pre.get_data("spikes").segments[0].spiketrains:
-        sample = np.rint(np.asarray(train.magnitude) / DT).astype(int) - first_step - depth
-        sample = sample[(sample >= 0) & (sample < n)]
-        out[sample, int(train.annotations["source_index"])] = 1
+    out = np.zeros((n, sum(part.size for _, part in pre)), np.uint8)
+    for lo, part in pre:
+        for train in part.get_data("spikes").segments[0].spiketrains:
+            sample = np.rint(np.asarray(train.magnitude) / DT).astype(int) - first_step - depth
+            sample = sample[(sample >= 0) & (sample < n)]
+            out[sample, lo + int(train.annotations["source_index"])] = 1
     sim.end()
     return out
 
