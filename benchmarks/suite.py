@@ -35,6 +35,7 @@ SUITES = {
     "cifar10": ("vgg_cifar10",),
     "cifar10_wide": ("vgg_cifar10_wide",),
     "cifar10_staggered": ("vgg_cifar10_staggered",),
+    "cifar10_64": ("vgg_cifar10_64",),
     "resnet": ("resnet_mnist",),
 }
 

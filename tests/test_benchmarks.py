@@ -82,6 +82,38 @@ def test_targets_table_judges_the_gap_against_the_better_ann(tmp_path):
     assert worst[-1].endswith("(target at most 3.0): not met |")  # 3.02 to the third
 
 
+def test_sharpening_seeds_table_and_spread(tmp_path):
+    """Each seed's row, the mean and spread of what was lost, and the worst run."""
+    from benchmarks.report import sharpening_seeds_section
+    from benchmarks.sharpening_seeds import lost_to
+
+    runs = [{"seed": s, "keras_accuracy": a, "reference_accuracy": a, "disagreements": 1,
+             "disagreements_without_tie": 0, "decoder_ties": 0}
+            for s, a in ((0, 0.7921), (1, 0.7875))]  # fmt: skip
+    lost = lost_to(0.8205, runs)
+    assert lost == {"mean": 0.03070, "std": 0.0023}
+    found = {"model": "vgg_cifar10_64", "command": "c", "test_images": 10_000,
+             "ann_accuracy": 0.8205, "runs": runs,
+             "summary": {"keras_accuracy": {"mean": 0.7898, "std": 0.0023}, "lost": lost,
+                         "worst_lost": 0.033}}  # fmt: skip
+    (tmp_path / "sharpening_seeds_vgg_cifar10_64.json").write_text(json.dumps(found))
+    section = sharpening_seeds_section(tmp_path)
+    assert section[0] == "## Repeatability of sharpening: vgg_cifar10_64 over 2 seeds"
+    assert "Most lost: 3.30 points." in section[2]
+    rows = section[4].splitlines()
+    assert rows[3] == "| 1 | 78.75% | 78.75% | 1 (0 without a tie) | 0 | +3.30 pt |"
+    assert rows[4] == "| mean ± std | 78.98% ± 0.23 |  |  |  | +3.07 ± 0.23 pt |"
+
+
+def test_sharpening_seeds_needs_a_trained_ann():
+    import click
+
+    from benchmarks.sharpening_seeds import sharpen_again
+
+    with pytest.raises(click.UsageError, match="not sharpened from a trained ANN"):
+        sharpen_again("dense_mnist", 1, None)
+
+
 @pytest.mark.slow
 def test_mnist_suite_smoke_runs_and_reports(tmp_path, data_dir):
     """The suites' smoke runs are spread over files (test_benchmarks_*.py), so that
