@@ -61,6 +61,8 @@ def sharpen_again(name: str, seed: int, data_dir) -> tuple:
 
 
 def measure(name: str, seeds: list[int], data_dir, weights: Path | None = None) -> dict:
+    """The committed run and one run per seed in ``seeds``, with the mean, the spread and
+    the most lost to the recipe's ANN; ``weights``: a folder for the new runs' models."""
     import whetstone as ws
 
     _, (x, y) = ws.datasets.load(trained.RECIPES[name].dataset, data_dir)

@@ -114,13 +114,14 @@ def population(sim, net, i: int, args) -> list:
                 "neurons_per_core": per_core,
             }
         }
-    out = []
-    for lo, hi in pieces(len(thresholds)):
+    out, parts = [], pieces(len(thresholds))
+    for lo, hi in parts:
         cell = sim.IF_curr_delta(
             tau_m=TAU_M, cm=TAU_M, v_rest=0.0, v_reset=thresholds[lo:hi] - 1.0,
             tau_refrac=0.0, i_offset=0.0, v_thresh=thresholds[lo:hi],
         )  # fmt: skip
-        out.append((lo, sim.Population(hi - lo, cell, label=f"population_{i}_{lo}", **extra)))
+        label = f"population_{i}" if len(parts) == 1 else f"population_{i}[{lo}:{hi}]"
+        out.append((lo, sim.Population(hi - lo, cell, label=label, **extra)))
     return out
 
 
