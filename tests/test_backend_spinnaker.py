@@ -1,10 +1,12 @@
 """SpiNNaker back end: PyNN on NEST equals the reference; virtual-board mapping; errors."""
 
+import importlib.util
 import itertools
 import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from hypothesis import strategies as st
 from whetstone import simulate
 from whetstone.backends import MissingDependencyError, get
 from whetstone.backends import spinnaker as sp
+from whetstone.backends.spinnaker import plan, pynn
 from whetstone.network import SpikingNetwork, Stage, output_length
 
 
@@ -244,6 +247,22 @@ def test_exported_script_runs_on_nest(nest, tmp_path, max_population):
     )  # fmt: skip
     reference = simulate.run(net, x)
     np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), reference.predictions)
+
+
+def test_exported_script_labels_pieces_as_whetstone_does(monkeypatch):
+    """The standalone run.py names its populations as ``pynn.Pieces`` does."""
+    path = Path(sp.__file__).parents[1] / "templates" / "run_spinnaker.py"
+    spec = importlib.util.spec_from_file_location("exported_run", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.MAX_POPULATION == sp.MAX_POPULATION
+    monkeypatch.setattr(script, "MAX_POPULATION", 40)
+    monkeypatch.setattr(plan, "MAX_POPULATION", 40)
+    for size in (40, 90):
+        labels = [script.piece_label("input", lo, hi, size) for lo, hi in script.pieces(size)]
+        made = pynn.Pieces.build("input", size, lambda lo, hi, label: label).parts
+        assert labels == made
+    assert labels == ["input[0:40]", "input[40:80]", "input[80:90]"]
 
 
 # ---------------------------------------------------------------- sPyNNaker virtual board

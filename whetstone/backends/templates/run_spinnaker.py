@@ -101,6 +101,11 @@ def pieces(size: int) -> list:
     return [(lo, min(lo + MAX_POPULATION, size)) for lo in range(0, size, MAX_POPULATION)]
 
 
+def piece_label(name: str, lo: int, hi: int, size: int) -> str:
+    """``name`` for a population in one piece, else ``name[lo:hi]`` (as whetstone labels)."""
+    return name if (lo, hi) == (0, size) else f"{name}[{lo}:{hi}]"
+
+
 def population(sim, net, i: int, args) -> list:
     """Population ``i`` as ``(start, PyNN population)`` pieces."""
     thresholds = net[f"thresholds_{i}"]
@@ -114,13 +119,13 @@ def population(sim, net, i: int, args) -> list:
                 "neurons_per_core": per_core,
             }
         }
-    out, parts = [], pieces(len(thresholds))
-    for lo, hi in parts:
+    out = []
+    for lo, hi in pieces(len(thresholds)):
         cell = sim.IF_curr_delta(
             tau_m=TAU_M, cm=TAU_M, v_rest=0.0, v_reset=thresholds[lo:hi] - 1.0,
             tau_refrac=0.0, i_offset=0.0, v_thresh=thresholds[lo:hi],
         )  # fmt: skip
-        label = f"population_{i}" if len(parts) == 1 else f"population_{i}[{lo}:{hi}]"
+        label = piece_label(f"population_{i}", lo, hi, len(thresholds))
         out.append((lo, sim.Population(hi - lo, cell, label=label, **extra)))
     return out
 
@@ -148,7 +153,7 @@ def simulate_network(sim, net, spikes: np.ndarray, first_step: int, args) -> np.
     times = spike_times(spikes, first_step)
     pre = [
         (lo, sim.Population(hi - lo, sim.SpikeSourceArray(spike_times=times[lo:hi]),
-                            label=f"input_{lo}"))
+                            label=piece_label("input", lo, hi, spikes.shape[1])))
         for lo, hi in pieces(spikes.shape[1])
     ]  # fmt: skip
     for i in range(depth):
